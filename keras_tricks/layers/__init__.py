@@ -1,0 +1,7 @@
+"""Keras layers of keras_tricks, one class per file, all registered under the
+package name `keras_tricks` (so models using them save to `.keras` and load
+back without `custom_objects`)."""
+
+from keras_tricks.layers.squareplus import SquarePlus
+
+__all__ = ["SquarePlus"]

@@ -1,0 +1,695 @@
+"""The shared cross-backend test harness of keras_tricks.
+
+Every layer, activation, loss, metric and callback of the package is tested
+through this module, so that each is held to the same standard on whatever
+backend (`KERAS_BACKEND=tensorflow|jax|torch`), dtype policy and device the
+test run has. Component-specific tests (the formula against a float64 NumPy
+reference, edge cases, bad input) live beside it in `tests/`; this module
+checks the Keras contract that every component must honour.
+
+`check_layer(layer_cls, init_kwargs, inputs, ...)` runs these checks, each of
+which can be selected by name with `checks=`:
+
+- `"call"`: eager call, symbolic call (a functional model called eagerly)
+  and compiled call (`model.predict` with `jit_compile=True` on TensorFlow
+  and JAX; PyTorch runs its plain compiled-function path, since
+  `torch.compile` is not what Keras uses by default there) give the same
+  outputs; `compute_output_shape` agrees with the real and symbolic shapes.
+- `"dtypes"`: under `float32`, `mixed_float16` and `mixed_bfloat16` the
+  outputs are finite and of the compute dtype, the variables stay float32,
+  the outputs match the float32 result within a tolerance derived from the
+  compute dtype's machine epsilon, and the gradients of the outputs with
+  respect to the inputs and the trainable weights are finite.
+- `"serialization"`: `get_config` is JSON-serialisable, registered under the
+  package `keras_tricks` (checked by the `registered_name`), and survives
+  `from_config` unchanged; a functional model containing the component saves
+  to `.keras` and `keras.saving.load_model` (no `custom_objects`) gives
+  bit-identical outputs.
+- `"fit"`: a short `fit()` of a tiny model around the component (a trainable
+  per-feature affine on each float input, the component, MSE to a random
+  target): loss finite, every weight finite, every trainable weight changed.
+- `"devices"`: on every device Keras sees (`cpu:0` always, `gpu:N` when
+  present) the outputs match the CPU's within tolerance (float32 tolerance
+  on CPUs, TF32-level tolerance on GPUs, whose matmuls may use TF32).
+- `"mask"`: given `mask=`, the outputs at unmasked positions are the same
+  whatever sits at the masked positions (two different sets of garbage), and
+  `compute_mask` returns the expected output mask (the input mask, unless
+  the component says otherwise with `expected_output_mask=`).
+
+`check_activation(fn, x)` runs `check_layer` on `keras.layers.Activation(fn)`
+and on `keras.layers.Dense(..., activation=fn)`, which covers use by object
+and by registered name, saving and loading.
+
+`check_loss(loss_cls, init_kwargs, y_true, y_pred)` checks a loss the same way:
+eager vs compiled evaluation inside a model, half-precision predictions
+(finite value and gradient, close to float32), config and `.keras` round trip
+of a compiled model, a short `fit()`, devices.
+
+`check_metric(metric_cls, init_kwargs, y_true, y_pred)` checks that a metric
+accumulates the same result whether fed in one batch or several, eagerly or
+inside `evaluate()` (compiled), survives `get_config`/`from_config` and a
+`.keras` round trip of a compiled model, and that `reset_state` resets it.
+
+`check_callback(callback_factory)` runs a short `fit()` with the callback on
+a tiny model: loss and weights finite, and, when the callback defines
+`get_config`, the config round trip.
+
+Tolerances: two results computed in `dtype` are "close" when, elementwise,
+|actual - expected| <= 8 * tolerance * eps(dtype) * (|expected| + rms(expected)),
+where eps is the machine epsilon of `dtype` and `tolerance` (default 1) is the
+component's own multiplier, for formulas whose rounding error grows with a
+reduction length. NaN must match NaN, inf must match inf.
+
+Example (the whole of a component's harness test):
+
+    import numpy as np
+    from keras_tricks import layers, testing
+
+    def test_squareplus_layer_harness():
+        x = np.random.default_rng(0).normal(size=(4, 5, 3)).astype("float32")
+        testing.check_layer(
+            layers.SquarePlus, {"b": 2.0}, x, mask=np.array([[1, 1, 1, 0, 0]] * 4, bool)
+        )
+
+Pytest tests that call this module carry the `harness` marker (see
+`tests/conftest.py`), so that `pytest -m harness` runs exactly these.
+"""
+
+import contextlib
+import json
+import os
+import tempfile
+
+import keras
+import numpy as np
+from keras import ops, tree
+
+from keras_tricks import _backend, _numerics
+
+__all__ = [
+    "ALL_CHECKS",
+    "POLICIES",
+    "assert_close",
+    "check_activation",
+    "check_callback",
+    "check_layer",
+    "check_loss",
+    "check_metric",
+    "dtype_policy",
+    "to_numpy",
+    "value_and_grad",
+]
+
+POLICIES = ("float32", "mixed_float16", "mixed_bfloat16")
+ALL_CHECKS = ("call", "dtypes", "serialization", "fit", "devices", "mask")
+_REGISTERED_PREFIX = "keras_tricks>"
+_ULPS = 8.0
+
+value_and_grad = _backend.value_and_grad
+
+
+class HarnessFailure(AssertionError):
+    """A component broke the Keras contract; the message names the check."""
+
+
+# --------------------------------------------------------------------------
+# Small utilities, public because component tests use them too.
+# --------------------------------------------------------------------------
+
+
+def to_numpy(x):
+    """Any backend tensor (bfloat16 included) or nested structure -> NumPy."""
+
+    def convert(t):
+        if t is None:
+            return None
+        t = ops.convert_to_tensor(t)
+        if keras.backend.standardize_dtype(t.dtype) == "bfloat16":
+            t = ops.cast(t, "float32")  # NumPy has no native bfloat16
+        return np.asarray(ops.convert_to_numpy(t))
+
+    return tree.map_structure(convert, x)
+
+
+@contextlib.contextmanager
+def dtype_policy(policy):
+    """Set the global Keras dtype policy for the duration of a `with` block."""
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(policy)
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(previous)
+
+
+def assert_close(actual, expected, dtype="float32", tolerance=1.0, what="outputs"):
+    """Assert two (nested) results agree to the rounding level of `dtype`.
+
+    |actual - expected| <= 8 * tolerance * eps(dtype) * (|expected| + rms(expected))
+    elementwise; NaN and inf must sit at the same places with the same sign.
+    """
+    actual_flat = tree.flatten(to_numpy(actual))
+    expected_flat = tree.flatten(to_numpy(expected))
+    if len(actual_flat) != len(expected_flat):
+        raise HarnessFailure(
+            f"{what}: {len(actual_flat)} tensors, expected {len(expected_flat)}."
+        )
+    eps = float(_numerics.finfo(dtype).eps)
+    for i, (a, e) in enumerate(zip(actual_flat, expected_flat)):
+        a = np.asarray(a, dtype=np.float64)
+        e = np.asarray(e, dtype=np.float64)
+        label = what if len(actual_flat) == 1 else f"{what}[{i}]"
+        if a.shape != e.shape:
+            raise HarnessFailure(f"{label}: shape {a.shape}, expected {e.shape}.")
+        finite = np.isfinite(e)
+        same_special = np.array_equal(np.isnan(a), np.isnan(e)) and np.array_equal(
+            np.where(np.isinf(a), a, 0), np.where(np.isinf(e), e, 0)
+        )
+        if not same_special:
+            raise HarnessFailure(
+                f"{label}: NaN/inf pattern differs from the reference "
+                f"({int(np.sum(~np.isfinite(a)))} non-finite values vs "
+                f"{int(np.sum(~finite))})."
+            )
+        if not finite.any():
+            continue
+        rms = float(np.sqrt(np.mean(np.square(e[finite]))))
+        allowed = _ULPS * tolerance * eps * (np.abs(e) + rms)
+        err = np.where(finite, np.abs(a - e), 0.0)
+        bad = err > allowed
+        if bad.any():
+            worst = np.unravel_index(np.argmax(err - allowed), err.shape)
+            raise HarnessFailure(
+                f"{label}: {int(bad.sum())} of {bad.size} values differ beyond the "
+                f"{dtype} tolerance (x{tolerance}); worst at index {worst}: "
+                f"{a[worst]!r} vs expected {e[worst]!r}, allowed error "
+                f"{allowed[worst]:.3g}."
+            )
+
+
+def _assert_finite(values, what):
+    for i, v in enumerate(tree.flatten(to_numpy(values))):
+        if v is None:
+            continue
+        v = np.asarray(v)
+        if v.dtype.kind == "f" and not np.all(np.isfinite(v)):
+            raise HarnessFailure(
+                f"{what}: {int(np.sum(~np.isfinite(v)))} non-finite values "
+                f"(tensor {i}, shape {v.shape})."
+            )
+
+
+def _assert_identical(actual, expected, what):
+    for a, e in zip(tree.flatten(to_numpy(actual)), tree.flatten(to_numpy(expected))):
+        if not np.array_equal(a, e, equal_nan=True):
+            diff = np.max(np.abs(np.asarray(a, np.float64) - np.asarray(e, np.float64)))
+            raise HarnessFailure(f"{what}: not identical (max difference {diff:.3g}).")
+
+
+def _is_float_array(x):
+    return np.asarray(x).dtype.kind == "f"
+
+
+def _as_mask_tensors(mask):
+    return tree.map_structure(
+        lambda m: None if m is None else ops.convert_to_tensor(np.asarray(m, bool)), mask
+    )
+
+
+def _as_tensors(x):
+    return tree.map_structure(lambda t: ops.convert_to_tensor(np.asarray(t)), x)
+
+
+def _symbolic_inputs(inputs):
+    return tree.map_structure(
+        lambda t: keras.Input(shape=np.shape(t)[1:], dtype=str(np.asarray(t).dtype)),
+        inputs,
+    )
+
+
+def _registered(obj, what):
+    if isinstance(obj, type) or callable(obj) and not hasattr(obj, "get_config"):
+        registered = keras.saving.get_registered_name(obj)
+    else:
+        config = keras.saving.serialize_keras_object(obj)
+        registered = config.get("registered_name") if isinstance(config, dict) else None
+    if not (registered or "").startswith(_REGISTERED_PREFIX):
+        raise HarnessFailure(
+            f"{what} is not registered under the package 'keras_tricks' "
+            f"(registered_name={registered!r}); decorate it with "
+            "@keras.saving.register_keras_serializable(package='keras_tricks')."
+        )
+
+
+def _check_config_json(config, what):
+    try:
+        json.dumps(config)
+    except TypeError as e:
+        raise HarnessFailure(f"{what}.get_config() is not JSON-serialisable: {e}")
+
+
+@contextlib.contextmanager
+def _temp_dir():
+    with tempfile.TemporaryDirectory(prefix="keras_tricks_") as path:
+        yield path
+
+
+def _jit_compile():
+    """`jit_compile` for a compiled call: XLA on TF and JAX; False on torch."""
+    return _backend.name() in ("tensorflow", "jax")
+
+
+def _tolerance_dtype_for_device(device):
+    # GPU matmuls and convolutions may run in TF32 (10 explicit mantissa bits,
+    # the same as float16) on TensorFlow and JAX.
+    return "float32" if device.startswith("cpu") else "float16"
+
+
+@keras.saving.register_keras_serializable(package="keras_tricks_testing")
+class _Affine(keras.layers.Layer):
+    """Trainable per-feature x * (1 + g) + h, the identity at initialisation.
+
+    Put before the component in the `fit` check so that gradients must flow
+    through the component to reach a weight, even when it has none itself.
+    """
+
+    def build(self, input_shape):
+        self.g = self.add_weight(shape=(input_shape[-1],), initializer="zeros", name="g")
+        self.h = self.add_weight(shape=(input_shape[-1],), initializer="zeros", name="h")
+
+    def call(self, x):
+        return x * (1.0 + self.g) + self.h
+
+
+@keras.saving.register_keras_serializable(package="keras_tricks_testing")
+class _AttachMask(keras.layers.Layer):
+    """Return `x` with the boolean mask `m` attached, as `Embedding(mask_zero=True)`
+    would: the Keras way for a mask to reach the next layer's `call(mask=...)`."""
+
+    def call(self, inputs):
+        return inputs[0]
+
+    def compute_mask(self, inputs, mask=None):
+        return ops.cast(inputs[1], "bool")
+
+    def compute_output_shape(self, input_shape):
+        return input_shape[0]
+
+
+def _call_accepts_mask(layer):
+    import inspect
+
+    return "mask" in inspect.signature(layer.call).parameters
+
+
+def _align_mask(inputs, mask):
+    """The mask for `inputs`: itself for one tensor, a list (None where the
+    input's leading axes do not match) for a list of inputs."""
+    if not isinstance(inputs, (list, tuple)):
+        return mask
+    return [mask if np.shape(t)[: mask.ndim] == mask.shape else None for t in inputs]
+
+
+def _wrap_float_inputs(symbolic):
+    def wrap(t):
+        if keras.backend.standardize_dtype(t.dtype).startswith("float"):
+            return _Affine()(t)
+        return t
+
+    return tree.map_structure(wrap, symbolic)
+
+
+# --------------------------------------------------------------------------
+# Layers
+# --------------------------------------------------------------------------
+
+
+class _LayerCase:
+    """Everything needed to build and call one layer the same way each time."""
+
+    def __init__(self, layer_cls, init_kwargs, inputs, call_kwargs, mask):
+        self.layer_cls = layer_cls
+        self.init_kwargs = dict(init_kwargs or {})
+        self.inputs = inputs
+        self.call_kwargs = dict(call_kwargs or {})
+        self.mask = None if mask is None else np.asarray(mask, dtype=bool)
+        self.name = layer_cls.__name__
+        reference = self.make()
+        self.reference_outputs = to_numpy(self.call(reference))
+        self.weights = [np.array(w) for w in reference.get_weights()]
+        self.reference = reference
+
+    def make(self, **extra):
+        return self.layer_cls(**self.init_kwargs, **extra)
+
+    def call(self, layer, inputs=None, mask="default"):
+        inputs = self.inputs if inputs is None else inputs
+        kwargs = dict(self.call_kwargs)
+        mask = self.mask if isinstance(mask, str) else mask
+        if mask is not None and _call_accepts_mask(layer):
+            kwargs["mask"] = _as_mask_tensors(_align_mask(inputs, mask))
+        return layer(_as_tensors(inputs), **kwargs)
+
+    def make_built(self, **extra):
+        layer = self.make(**extra)
+        self.call(layer)
+        if self.weights:
+            layer.set_weights(self.weights)
+        return layer
+
+    def functional_model(self, layer, wrap_inputs=False):
+        sym = _symbolic_inputs(self.inputs)
+        model_inputs = sym
+        x = _wrap_float_inputs(sym) if wrap_inputs else sym
+        if self.mask is not None:
+            mask_in = keras.Input(shape=self.mask.shape[1:], dtype="bool")
+            model_inputs = [sym, mask_in]
+            aligned = _align_mask(self.inputs, self.mask)
+            if isinstance(x, (list, tuple)):
+                x = [
+                    t if m is None else _AttachMask()([t, mask_in])
+                    for t, m in zip(x, aligned)
+                ]
+            else:
+                x = _AttachMask()([x, mask_in])
+        outputs = layer(x, **self.call_kwargs)
+        return keras.Model(model_inputs, outputs)
+
+    def model_inputs(self):
+        if self.mask is None:
+            return _as_tensors(self.inputs)
+        return [_as_tensors(self.inputs), ops.convert_to_tensor(self.mask)]
+
+
+def _check_layer_call(case, tolerance):
+    layer = case.make_built()
+    eager = case.call(layer)
+    assert_close(eager, case.reference_outputs, "float32", tolerance, "eager call")
+
+    if isinstance(case.inputs, (list, tuple)):
+        shapes = [tuple(np.shape(t)) for t in case.inputs]
+    else:
+        shapes = tuple(np.shape(case.inputs))
+    expected_shapes = [tuple(np.shape(t)) for t in tree.flatten(to_numpy(eager))]
+    try:
+        computed = _shape_list(layer.compute_output_shape(shapes))
+    except NotImplementedError:
+        computed = None
+    if computed is not None and computed != expected_shapes:
+        raise HarnessFailure(
+            f"{case.name}.compute_output_shape({shapes}) = {computed}, but the "
+            f"call returned shapes {expected_shapes}."
+        )
+
+    model = case.functional_model(layer)
+    for sym_out, real in zip(tree.flatten(model.outputs), expected_shapes):
+        sym_shape = tuple(sym_out.shape)
+        if len(sym_shape) != len(real) or any(
+            s is not None and s != r for s, r in zip(sym_shape, real)
+        ):
+            raise HarnessFailure(
+                f"{case.name}: symbolic output shape {sym_shape} does not match "
+                f"the eager shape {real}."
+            )
+    symbolic = model(case.model_inputs())
+    assert_close(symbolic, eager, "float32", tolerance, "symbolic (functional) call")
+
+    model.compile(jit_compile=_jit_compile())
+    batch = len(tree.flatten(case.inputs)[0])
+    compiled = model.predict(case.model_inputs(), batch_size=batch, verbose=0)
+    assert_close(compiled, eager, "float32", tolerance, "compiled call")
+
+
+def _shape_list(shape_struct):
+    """A (possibly nested) output shape -> list of shape tuples."""
+    if isinstance(shape_struct, (tuple, list)) and all(
+        isinstance(d, (int, np.integer, type(None))) for d in shape_struct
+    ):
+        return [tuple(None if d is None else int(d) for d in shape_struct)]
+    out = []
+    for s in shape_struct.values() if isinstance(shape_struct, dict) else shape_struct:
+        out += _shape_list(s)
+    return out
+
+
+def _layer_grads(layer, case, inputs):
+    """Gradient of a fixed random projection of the outputs, with respect to the
+    float inputs and the trainable weights, through `layer.__call__` (so that
+    autocasting under mixed policies is exercised)."""
+    flat_inputs = tree.flatten(inputs)
+    float_positions = [i for i, t in enumerate(flat_inputs) if _is_float_array(t)]
+    rng = np.random.default_rng(1234)
+    cotangents = [
+        ops.convert_to_tensor(rng.normal(size=np.shape(o)).astype("float32"))
+        for o in tree.flatten(case.reference_outputs)
+    ]
+    variables = list(layer.trainable_variables)
+
+    def objective(weights, float_inputs):
+        full = list(_as_tensors(flat_inputs))
+        for pos, value in zip(float_positions, float_inputs):
+            full[pos] = value
+        structured = tree.pack_sequence_as(inputs, full)
+        kwargs = dict(case.call_kwargs)
+        if case.mask is not None and _call_accepts_mask(layer):
+            kwargs["mask"] = _as_mask_tensors(_align_mask(inputs, case.mask))
+        with keras.StatelessScope(state_mapping=list(zip(variables, weights))):
+            outputs = layer(structured, **kwargs)
+        total = 0.0
+        for out, cot in zip(tree.flatten(outputs), cotangents):
+            if keras.backend.standardize_dtype(out.dtype).startswith(("float", "bfloat")):
+                total = total + ops.sum(ops.cast(out, "float32") * cot)
+        return total
+
+    weights = [ops.convert_to_tensor(v.value) for v in variables]
+    float_inputs = [
+        ops.convert_to_tensor(np.asarray(flat_inputs[i])) for i in float_positions
+    ]
+    return value_and_grad(objective, weights, float_inputs)
+
+
+def _check_layer_dtypes(case, tolerance, policies, expect_compute_dtype_outputs):
+    for policy in policies:
+        layer = case.make_built(dtype=policy)
+        compute_dtype = layer.dtype_policy.compute_dtype
+        for v in layer.weights:
+            vdtype = keras.backend.standardize_dtype(v.dtype)
+            if vdtype.startswith(("float", "bfloat")) and vdtype != "float32":
+                raise HarnessFailure(
+                    f"{case.name} under {policy}: variable {v.path} is {vdtype}, "
+                    "expected float32 (variables keep the variable dtype)."
+                )
+        outputs = case.call(layer)
+        _assert_finite(outputs, f"{case.name} outputs under {policy}")
+        if expect_compute_dtype_outputs:
+            for out in tree.flatten(outputs):
+                odtype = keras.backend.standardize_dtype(out.dtype)
+                if odtype.startswith(("float", "bfloat")) and odtype != compute_dtype:
+                    raise HarnessFailure(
+                        f"{case.name} under {policy}: output dtype {odtype}, "
+                        f"expected the compute dtype {compute_dtype}."
+                    )
+        assert_close(
+            outputs, case.reference_outputs, compute_dtype, tolerance,
+            f"{case.name} outputs under {policy} vs float32",
+        )
+        value, grads = _layer_grads(layer, case, case.inputs)
+        _assert_finite(value, f"{case.name} objective under {policy}")
+        _assert_finite(grads, f"{case.name} gradients under {policy}")
+
+
+def _check_layer_serialization(case):
+    layer = case.make_built()
+    if not case.layer_cls.__module__.startswith("keras."):
+        # Built-in Keras layers (Activation, Dense wrapping our activation)
+        # are Keras's to register; everything else must be ours.
+        _registered(layer, case.name)
+    config = layer.get_config()
+    _check_config_json(config, case.name)
+    clone = case.layer_cls.from_config(config)
+    if clone.get_config() != config:
+        raise HarnessFailure(
+            f"{case.name}: from_config(get_config()) changed the config:\n"
+            f"{config}\n->\n{clone.get_config()}"
+        )
+    case.call(clone)
+    clone.set_weights(case.weights)
+    _assert_identical(case.call(clone), case.call(layer), f"{case.name} from_config")
+
+    model = case.functional_model(layer)
+    expected = model(case.model_inputs())
+    with _temp_dir() as tmp:
+        path = os.path.join(tmp, "model.keras")
+        model.save(path)
+        loaded = keras.saving.load_model(path)
+    restored = [l for l in loaded.layers if isinstance(l, case.layer_cls)]
+    if not restored:
+        raise HarnessFailure(f"{case.name}: the loaded model holds no {case.name}.")
+    _assert_identical(
+        loaded(case.model_inputs()), expected, f"{case.name} .keras save/load round trip"
+    )
+
+
+def _check_layer_fit(case, epochs=3):
+    layer = case.make()
+    keras.utils.set_random_seed(0)
+    model = case.functional_model(layer, wrap_inputs=True)
+    targets = [
+        np.random.default_rng(7).normal(size=np.shape(o)).astype("float32")
+        for o in tree.flatten(case.reference_outputs)
+    ]
+    targets = targets[0] if len(targets) == 1 else targets
+    model.compile(optimizer=keras.optimizers.Adam(1e-2), loss="mse")
+    before = [np.array(w) for w in model.get_weights()]
+    batch = len(tree.flatten(case.inputs)[0])
+    history = model.fit(
+        case.model_inputs(), targets, epochs=epochs,
+        batch_size=max(1, batch // 2), verbose=0, shuffle=False,
+    )
+    losses = np.asarray(history.history["loss"])
+    if not np.all(np.isfinite(losses)):
+        raise HarnessFailure(f"{case.name}: fit() produced non-finite loss {losses}.")
+    after = model.get_weights()
+    _assert_finite(after, f"{case.name}: weights after fit()")
+    trainable_ids = {id(v) for v in model.trainable_variables}
+    for v, b, a in zip(model.weights, before, after):
+        if id(v) in trainable_ids and np.array_equal(a, b):
+            raise HarnessFailure(
+                f"{case.name}: trainable weight {v.path} did not change during fit() "
+                "(no gradient reaches it)."
+            )
+
+
+def _check_layer_devices(case, tolerance):
+    for device in _backend.list_devices():
+        with keras.device(device):
+            layer = case.make_built()
+            outputs = to_numpy(case.call(layer))
+        assert_close(
+            outputs, case.reference_outputs, _tolerance_dtype_for_device(device),
+            tolerance, f"{case.name} on {device} vs default device",
+        )
+
+
+def _garbage_inputs(inputs, mask, seed):
+    """Replace the masked-out positions of every input aligned with `mask`."""
+    rng = np.random.default_rng(seed)
+
+    def fill(t):
+        t = np.array(t)
+        if t.shape[: mask.ndim] != mask.shape:
+            return t
+        noise = rng.normal(scale=10.0, size=t.shape)
+        if t.dtype.kind in "iu":
+            noise = rng.integers(0, max(int(t.max()), 1) + 1, size=t.shape)
+        keep = mask.reshape(mask.shape + (1,) * (t.ndim - mask.ndim))
+        return np.where(keep, t, noise).astype(t.dtype)
+
+    return tree.map_structure(fill, inputs)
+
+
+def _check_layer_mask(case, tolerance, output_mask, expected_output_mask):
+    mask = case.mask
+    layer = case.make_built()
+    valid_fn = output_mask or (lambda m: m)
+    first = to_numpy(case.call(layer, _garbage_inputs(case.inputs, mask, 1)))
+    second = to_numpy(case.call(layer, _garbage_inputs(case.inputs, mask, 2)))
+    for i, (a, b) in enumerate(zip(tree.flatten(first), tree.flatten(second))):
+        valid = np.asarray(valid_fn(mask), bool)
+        valid = valid.reshape(valid.shape + (1,) * (a.ndim - valid.ndim))
+        valid = np.broadcast_to(valid, a.shape)
+        assert_close(
+            a[valid], b[valid], "float32", tolerance,
+            f"{case.name} unmasked outputs[{i}] with different padding",
+        )
+    computed = layer.compute_mask(
+        _as_tensors(case.inputs), _as_mask_tensors(_align_mask(case.inputs, mask))
+    )
+    expected = mask if expected_output_mask == "same" else expected_output_mask
+    if expected is None or computed is None:
+        if (expected is None) != (computed is None):
+            raise HarnessFailure(
+                f"{case.name}.compute_mask returned {computed}, expected {expected}."
+            )
+        return
+    for c, e in zip(tree.flatten(to_numpy(computed)), tree.flatten(expected)):
+        if not np.array_equal(np.asarray(c, bool), np.asarray(e, bool)):
+            raise HarnessFailure(f"{case.name}.compute_mask did not return the expected mask.")
+
+
+def check_layer(
+    layer_cls,
+    init_kwargs,
+    inputs,
+    *,
+    call_kwargs=None,
+    mask=None,
+    output_mask=None,
+    expected_output_mask="same",
+    checks=ALL_CHECKS,
+    tolerance=1.0,
+    policies=POLICIES,
+    expect_compute_dtype_outputs=True,
+):
+    """Run the harness checks on a layer class.
+
+    Args:
+        layer_cls: the layer class (registered with Keras).
+        init_kwargs: constructor arguments; the harness adds `dtype=` itself.
+        inputs: a NumPy array, or a list of arrays for a layer called on a
+            list (as `ConditionalLayerNormalization()([x, cond])`). Float
+            arrays should be float32; the batch axis comes first.
+        call_kwargs: extra keyword arguments for every call.
+        mask: optional boolean array `(batch, seq)` passed as `mask=`; it
+            enables the `"mask"` check.
+        output_mask: `fn(mask) -> bool array` marking which output positions
+            must not depend on masked inputs (default: the mask itself,
+            broadcast over the trailing output axes).
+        expected_output_mask: what `compute_mask` must return: `"same"` (the
+            input mask, the default), `None`, or an array.
+        checks: a subset of `ALL_CHECKS`.
+        tolerance: multiplier of the rounding tolerance (see module doc).
+        policies: the dtype policies of the `"dtypes"` check.
+        expect_compute_dtype_outputs: whether float outputs must have the
+            compute dtype of the policy.
+
+    Raises:
+        HarnessFailure (an AssertionError) naming the check that failed.
+    """
+    unknown = set(checks) - set(ALL_CHECKS)
+    if unknown:
+        raise ValueError(f"Unknown checks {sorted(unknown)}; choose from {ALL_CHECKS}.")
+    case = _LayerCase(layer_cls, init_kwargs, inputs, call_kwargs, mask)
+    if "call" in checks:
+        _check_layer_call(case, tolerance)
+    if "dtypes" in checks:
+        _check_layer_dtypes(case, tolerance, policies, expect_compute_dtype_outputs)
+    if "serialization" in checks:
+        _check_layer_serialization(case)
+    if "fit" in checks:
+        _check_layer_fit(case)
+    if "devices" in checks:
+        _check_layer_devices(case, tolerance)
+    if "mask" in checks and mask is not None:
+        _check_layer_mask(case, tolerance, output_mask, expected_output_mask)
+
+
+def check_activation(fn, x, *, tolerance=1.0, checks=ALL_CHECKS):
+    """Run the layer checks on `Activation(fn)` and `Dense(3, activation=fn)`.
+
+    `fn` must be registered (`register_keras_serializable(package="keras_tricks")`);
+    the `.keras` round trips then prove that it loads by its registered name.
+    """
+    _registered(fn, getattr(fn, "__name__", repr(fn)))
+    name = keras.saving.get_registered_name(fn)
+    # `keras.activations.get` resolves only Keras's built-in string names; a
+    # registered function is found by `get_registered_object` and, in saved
+    # configs, by deserialisation (exercised by the `.keras` round trips).
+    if keras.saving.get_registered_object(name) is not fn:
+        raise HarnessFailure(
+            f"keras.saving.get_registered_object({name!r}) does not return {fn!r}."
+        )
+    check_layer(keras.layers.Activation, {"activation": fn}, x,
+                tolerance=tolerance, checks=checks)
+    check_layer(keras.layers.Dense, {"units": 3, "activation": fn}, x,
+                tolerance=tolerance, checks=checks)
