@@ -241,6 +241,17 @@ def _registered(obj, what):
         )
 
 
+def _registered_if_ours(obj, what):
+    """Built-in Keras objects are Keras's to register; ours must be."""
+    cls = obj if isinstance(obj, type) else type(obj)
+    if callable(obj) and not hasattr(obj, "get_config") and not isinstance(obj, type):
+        module = getattr(obj, "__module__", "") or ""
+    else:
+        module = cls.__module__
+    if not module.startswith("keras."):
+        _registered(obj, what)
+
+
 def _check_config_json(config, what):
     try:
         json.dumps(config)
@@ -500,10 +511,7 @@ def _check_layer_dtypes(case, tolerance, policies, expect_compute_dtype_outputs)
 
 def _check_layer_serialization(case):
     layer = case.make_built()
-    if not case.layer_cls.__module__.startswith("keras."):
-        # Built-in Keras layers (Activation, Dense wrapping our activation)
-        # are Keras's to register; everything else must be ours.
-        _registered(layer, case.name)
+    _registered_if_ours(layer, case.name)
     config = layer.get_config()
     _check_config_json(config, case.name)
     clone = case.layer_cls.from_config(config)
@@ -693,3 +701,312 @@ def check_activation(fn, x, *, tolerance=1.0, checks=ALL_CHECKS):
                 tolerance=tolerance, checks=checks)
     check_layer(keras.layers.Dense, {"units": 3, "activation": fn}, x,
                 tolerance=tolerance, checks=checks)
+
+
+# --------------------------------------------------------------------------
+# Losses
+# --------------------------------------------------------------------------
+
+LOSS_CHECKS = ("call", "dtypes", "serialization", "fit", "devices")
+
+
+def _make_loss(loss, init_kwargs):
+    return loss(**(init_kwargs or {})) if isinstance(loss, type) else loss
+
+
+def _loss_model(y_pred, policy=None, trainable=False):
+    """A model that outputs its input (through an identity-initialised
+    trainable affine when `trainable`), so that the loss sees `y_pred`."""
+    kwargs = {} if policy is None else {"dtype": policy}
+    inp = keras.Input(shape=np.shape(y_pred)[1:])
+    out = _Affine(**kwargs)(inp) if trainable else keras.layers.Identity(**kwargs)(inp)
+    return keras.Model(inp, out)
+
+
+def _evaluate_loss(model, loss, y_true, y_pred, sample_weight, jit):
+    model.compile(optimizer="sgd", loss=loss, jit_compile=jit)
+    return model.evaluate(
+        y_pred, y_true, sample_weight=sample_weight,
+        batch_size=len(y_pred), verbose=0, return_dict=True,
+    )["loss"]
+
+
+def check_loss(
+    loss,
+    init_kwargs,
+    y_true,
+    y_pred,
+    *,
+    sample_weight=None,
+    checks=LOSS_CHECKS,
+    tolerance=1.0,
+    policies=POLICIES,
+):
+    """Run the harness checks on a loss (a `keras.losses.Loss` subclass, or a
+    registered loss function with `init_kwargs=None`).
+
+    `y_pred` (float32, batch first) is what a model would output; `y_true`
+    the labels in whatever format the loss takes. Checks: eager value vs
+    `evaluate()` of a model compiled with the loss (plain and jit);
+    predictions produced under each dtype policy give a finite value and
+    finite gradient close to float32; config and `.keras` round trip of a
+    compiled model (identical evaluation after loading); a short `fit()`
+    through the loss changes the weights; same value on every device.
+    """
+    unknown = set(checks) - set(LOSS_CHECKS)
+    if unknown:
+        raise ValueError(f"Unknown checks {sorted(unknown)}; choose from {LOSS_CHECKS}.")
+    name = getattr(loss, "__name__", type(loss).__name__)
+    loss_obj = _make_loss(loss, init_kwargs)
+    sw = None if sample_weight is None else ops.convert_to_tensor(sample_weight)
+    reference = to_numpy(loss_obj(_as_tensors(y_true), _as_tensors(y_pred), sample_weight=sw)) \
+        if isinstance(loss_obj, keras.losses.Loss) else \
+        to_numpy(ops.mean(loss_obj(_as_tensors(y_true), _as_tensors(y_pred))))
+    _assert_finite(reference, f"{name} value")
+    if np.ndim(reference) != 0:
+        raise HarnessFailure(f"{name}: the reduced loss has shape {np.shape(reference)}, expected a scalar.")
+
+    if "call" in checks:
+        for jit in sorted({False, _jit_compile()}):
+            value = _evaluate_loss(
+                _loss_model(y_pred), _make_loss(loss, init_kwargs), y_true, y_pred,
+                sample_weight, jit,
+            )
+            assert_close(value, reference, "float32", tolerance,
+                         f"{name} in evaluate(jit_compile={jit}) vs eager")
+
+    if "dtypes" in checks:
+        for policy in policies:
+            model = _loss_model(y_pred, policy)
+            compute_dtype = model.layers[-1].dtype_policy.compute_dtype
+            value = _evaluate_loss(model, _make_loss(loss, init_kwargs), y_true, y_pred,
+                                   sample_weight, False)
+            _assert_finite(value, f"{name} under {policy}")
+            assert_close(value, reference, compute_dtype, tolerance,
+                         f"{name} under {policy} vs float32")
+            loss_fn = _make_loss(loss, init_kwargs)
+
+            def objective(pred):
+                pred = ops.cast(pred, compute_dtype)
+                out = loss_fn(_as_tensors(y_true), pred)
+                return ops.cast(ops.mean(out), "float32")
+
+            value, grad = value_and_grad(objective, ops.convert_to_tensor(y_pred))
+            _assert_finite(value, f"{name} value from {compute_dtype} predictions")
+            _assert_finite(grad, f"{name} gradient from {compute_dtype} predictions")
+
+    if "serialization" in checks:
+        _registered_if_ours(loss_obj, name)
+        if isinstance(loss_obj, keras.losses.Loss):
+            config = loss_obj.get_config()
+            _check_config_json(config, name)
+            clone = type(loss_obj).from_config(config)
+            if clone.get_config() != config:
+                raise HarnessFailure(f"{name}: from_config(get_config()) changed the config.")
+        model = _loss_model(y_pred)
+        expected = _evaluate_loss(model, _make_loss(loss, init_kwargs), y_true, y_pred,
+                                  sample_weight, False)
+        with _temp_dir() as tmp:
+            path = os.path.join(tmp, "model.keras")
+            model.save(path)
+            loaded = keras.saving.load_model(path)
+        got = loaded.evaluate(y_pred, y_true, sample_weight=sample_weight,
+                              batch_size=len(y_pred), verbose=0, return_dict=True)["loss"]
+        _assert_identical(np.float64(got), np.float64(expected),
+                          f"{name}: evaluate() after .keras save/load")
+
+    if "fit" in checks:
+        keras.utils.set_random_seed(0)
+        model = _loss_model(y_pred, trainable=True)
+        model.compile(optimizer=keras.optimizers.Adam(1e-2), loss=_make_loss(loss, init_kwargs))
+        before = [np.array(w) for w in model.get_weights()]
+        history = model.fit(y_pred, y_true, sample_weight=sample_weight, epochs=2,
+                            batch_size=max(1, len(y_pred) // 2), verbose=0, shuffle=False)
+        losses = np.asarray(history.history["loss"])
+        if not np.all(np.isfinite(losses)):
+            raise HarnessFailure(f"{name}: fit() produced non-finite loss {losses}.")
+        after = model.get_weights()
+        _assert_finite(after, f"{name}: weights after fit()")
+        if all(np.array_equal(a, b) for a, b in zip(after, before)):
+            raise HarnessFailure(f"{name}: fit() through the loss changed no weight.")
+
+    if "devices" in checks:
+        for device in _backend.list_devices():
+            with keras.device(device):
+                fn = _make_loss(loss, init_kwargs)
+                value = fn(_as_tensors(y_true), _as_tensors(y_pred))
+                value = to_numpy(ops.mean(value))
+            assert_close(value, np.mean(reference), _tolerance_dtype_for_device(device),
+                         tolerance, f"{name} on {device}")
+
+
+# --------------------------------------------------------------------------
+# Metrics
+# --------------------------------------------------------------------------
+
+METRIC_CHECKS = ("call", "dtypes", "serialization", "devices")
+
+
+def _metric_result(metric, y_true, y_pred, splits=1):
+    for idx in np.array_split(np.arange(len(y_pred)), splits):
+        metric.update_state(
+            _as_tensors(tree.map_structure(lambda t: np.asarray(t)[idx], y_true)),
+            _as_tensors(np.asarray(y_pred)[idx]),
+        )
+    return to_numpy(metric.result())
+
+
+@keras.saving.register_keras_serializable(package="keras_tricks_testing")
+def _zero_loss(y_true, y_pred):
+    """A loss of 0, so that `evaluate()` reports metrics whatever the labels."""
+    return ops.zeros_like(ops.reshape(ops.cast(y_pred, "float32"), (ops.shape(y_pred)[0], -1))[:, 0])
+
+
+def _evaluate_metric(model, metric, y_true, y_pred, jit, batches=2):
+    model.compile(loss=_zero_loss, metrics=[metric], jit_compile=jit)
+    logs = model.evaluate(y_pred, y_true, batch_size=-(-len(y_pred) // batches),
+                          verbose=0, return_dict=True)
+    return logs[metric.name]
+
+
+def check_metric(
+    metric_cls,
+    init_kwargs,
+    y_true,
+    y_pred,
+    *,
+    expected=None,
+    checks=METRIC_CHECKS,
+    tolerance=1.0,
+    policies=POLICIES,
+):
+    """Run the harness checks on a `keras.metrics.Metric` subclass.
+
+    Checks: the result is the same whether the data comes in one batch or
+    in three (state accumulates, it is not an average of per-batch values),
+    `reset_state` forgets everything, `evaluate()` of a compiled model (plain
+    and jit, two batches) reports the same value, and it equals `expected`
+    when given (the test's independent reference); predictions under each
+    dtype policy give a finite result close to float32; config and `.keras`
+    round trip of a compiled model; same result on every device.
+    """
+    unknown = set(checks) - set(METRIC_CHECKS)
+    if unknown:
+        raise ValueError(f"Unknown checks {sorted(unknown)}; choose from {METRIC_CHECKS}.")
+    name = metric_cls.__name__
+    make = lambda: metric_cls(**(init_kwargs or {}))  # noqa: E731
+    metric = make()
+    reference = _metric_result(metric, y_true, y_pred)
+    _assert_finite(reference, f"{name} result")
+    if expected is not None:
+        assert_close(reference, expected, "float32", tolerance, f"{name} vs expected")
+
+    if "call" in checks:
+        assert_close(_metric_result(make(), y_true, y_pred, splits=3), reference,
+                     "float32", tolerance, f"{name} accumulated over 3 batches")
+        metric.reset_state()
+        assert_close(_metric_result(metric, y_true, y_pred), reference, "float32",
+                     tolerance, f"{name} after reset_state()")
+        for jit in sorted({False, _jit_compile()}):
+            value = _evaluate_metric(_loss_model(y_pred), make(), y_true, y_pred, jit)
+            assert_close(value, reference, "float32", tolerance,
+                         f"{name} in evaluate(jit_compile={jit})")
+
+    if "dtypes" in checks:
+        for policy in policies:
+            model = _loss_model(y_pred, policy)
+            compute_dtype = model.layers[-1].dtype_policy.compute_dtype
+            value = _evaluate_metric(model, make(), y_true, y_pred, False)
+            _assert_finite(value, f"{name} under {policy}")
+            assert_close(value, reference, compute_dtype, tolerance,
+                         f"{name} under {policy} vs float32")
+
+    if "serialization" in checks:
+        _registered_if_ours(metric, name)
+        config = metric.get_config()
+        _check_config_json(config, name)
+        clone = metric_cls.from_config(config)
+        if clone.get_config() != config:
+            raise HarnessFailure(f"{name}: from_config(get_config()) changed the config.")
+        assert_close(_metric_result(clone, y_true, y_pred), reference, "float32",
+                     tolerance, f"{name} from_config")
+        model = _loss_model(y_pred)
+        value = _evaluate_metric(model, make(), y_true, y_pred, False)
+        with _temp_dir() as tmp:
+            path = os.path.join(tmp, "model.keras")
+            model.save(path)
+            loaded = keras.saving.load_model(path)
+        logs = loaded.evaluate(y_pred, y_true, batch_size=-(-len(y_pred) // 2),
+                               verbose=0, return_dict=True)
+        if name not in str(list(logs)) and metric.name not in logs:
+            raise HarnessFailure(f"{name}: the loaded model does not report the metric ({list(logs)}).")
+        _assert_identical(np.float64(logs[metric.name]), np.float64(value),
+                          f"{name}: evaluate() after .keras save/load")
+
+    if "devices" in checks:
+        for device in _backend.list_devices():
+            with keras.device(device):
+                value = _metric_result(make(), y_true, y_pred)
+            assert_close(value, reference, _tolerance_dtype_for_device(device),
+                         tolerance, f"{name} on {device}")
+
+
+# --------------------------------------------------------------------------
+# Callbacks
+# --------------------------------------------------------------------------
+
+
+def _tiny_regression(seed=0, n=64, features=4):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, features)).astype("float32")
+    y = (x @ rng.normal(size=(features, 1)) + 0.1).astype("float32")
+    return x, y
+
+
+def check_callback(callback_factory, *, model_factory=None, data=None, epochs=2,
+                   policies=POLICIES):
+    """Run a short `fit()`, `evaluate()` and `predict()` with a callback.
+
+    Args:
+        callback_factory: `fn() -> keras.callbacks.Callback`, called once per
+            run so that each run starts from a fresh callback.
+        model_factory: `fn() -> compiled keras.Model` (default: a compiled
+            Dense regression model), called under each dtype policy.
+        data: `(x, y)` for that model (default: a small regression set).
+
+    Checks, under each dtype policy: training loss and every weight finite,
+    some weight changed, evaluate and predict run with the callback; the
+    callback's `get_config`, when it has one, is JSON-serialisable and
+    survives `from_config`.
+    """
+    if model_factory is None:
+        def model_factory():
+            model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8),
+                                      keras.layers.Dense(1)])
+            model.compile(optimizer=keras.optimizers.Adam(1e-2), loss="mse")
+            return model
+    x, y = data if data is not None else _tiny_regression()
+    for policy in policies:
+        with dtype_policy(policy):
+            keras.utils.set_random_seed(0)
+            model = model_factory()
+            callback = callback_factory()
+            name = type(callback).__name__
+            before = [np.array(w) for w in model.get_weights()]
+            history = model.fit(x, y, epochs=epochs, batch_size=16, verbose=0,
+                                callbacks=[callback], validation_data=(x, y))
+            losses = np.asarray(history.history["loss"])
+            if not np.all(np.isfinite(losses)):
+                raise HarnessFailure(f"{name} under {policy}: non-finite loss {losses}.")
+            _assert_finite(model.get_weights(), f"{name} under {policy}: weights after fit()")
+            if all(np.array_equal(a, b) for a, b in zip(model.get_weights(), before)):
+                raise HarnessFailure(f"{name} under {policy}: fit() changed no weight.")
+            model.evaluate(x, y, verbose=0, callbacks=[callback])
+            _assert_finite(model.predict(x, verbose=0, callbacks=[callback]),
+                           f"{name} under {policy}: predictions")
+    if hasattr(callback, "get_config"):
+        config = callback.get_config()
+        _check_config_json(config, name)
+        clone = type(callback).from_config(config)
+        if clone.get_config() != config:
+            raise HarnessFailure(f"{name}: from_config(get_config()) changed the config.")

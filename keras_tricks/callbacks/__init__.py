@@ -1,0 +1,3 @@
+"""Callbacks of keras_tricks, one file per callback."""
+
+__all__ = []

@@ -1,0 +1,3 @@
+"""Data pipeline utilities of keras_tricks."""
+
+__all__ = []

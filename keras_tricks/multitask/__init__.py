@@ -1,0 +1,3 @@
+"""Multi-task loss weighting for multi-output Keras models."""
+
+__all__ = []

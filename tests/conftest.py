@@ -1,0 +1,35 @@
+"""Shared pytest set-up: markers, the backend in the header, and isolation of
+global Keras state (dtype policy) between tests."""
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import pytest  # noqa: E402
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "harness: drives a component through keras_tricks.testing"
+    )
+    config.addinivalue_line(
+        "markers",
+        "slow: long end-to-end test (demos); run on the default backend only",
+    )
+
+
+def pytest_report_header(config):
+    from keras_tricks import _backend
+
+    return (
+        f"keras {keras.__version__}, backend {keras.backend.backend()}, "
+        f"devices {_backend.list_devices()}"
+    )
+
+
+@pytest.fixture(autouse=True)
+def _restore_global_keras_state():
+    policy = keras.config.dtype_policy()
+    yield
+    keras.config.set_dtype_policy(policy)
