@@ -16,7 +16,8 @@ def value_and_grad(fn, *args):
     """Value of the scalar `fn(*args)` and its gradient with respect to `args`.
 
     `args` may be tensors or nested lists of tensors; the gradient has the same
-    structure. Inputs that `fn` does not use get a zero gradient.
+    structure: a list with one entry per argument (`_, (g,) = value_and_grad(f, x)`
+    for one argument). Inputs that `fn` does not use get a zero gradient.
     """
     flat = [ops.convert_to_tensor(t) for t in tree.flatten(list(args))]
 
