@@ -107,38 +107,35 @@ def _squareplus_in(x, b, threshold):
     Automatic differentiation of the forward formula splits the derivative
     into terms that underflow separately (0.5 * g * a / r loses half the
     gradient once g * a / r drops below the smallest normal number); the
-    quotient of two accurate forward quantities does not.
+    quotient of two accurate forward quantities does not. The backward pass
+    recomputes that quotient from `x`, so that only `x` is kept between the
+    passes (elementwise arithmetic is cheaper than memory traffic).
     """
-
     # Python scalars would be converted to float32 by some backends before
     # meeting `x`, and sqrt(float64 max) / 2 does not fit in float32.
     threshold = ops.convert_to_tensor(threshold, dtype=x.dtype)
     quarter_b = ops.convert_to_tensor(0.25 * b, dtype=x.dtype)
     b = ops.convert_to_tensor(b, dtype=x.dtype)
 
+    def value_and_root(x):
+        a = ops.abs(x)
+        small_enough = ops.less(a, threshold)
+        # Past the threshold, a^2 may overflow (its branch is discarded) and
+        # b / (4 a^2) is below half an ulp, so f(a) = a and sqrt(a^2 + b) = a.
+        root = ops.where(small_enough, ops.sqrt(ops.add(ops.square(a), b)), a)
+        # Halve before adding: a + root overflows for a > max / 2.
+        f_pos = ops.add(ops.multiply(a, 0.5), ops.multiply(root, 0.5))
+        y = ops.where(ops.greater_equal(x, 0), f_pos, ops.divide(quarter_b, f_pos))
+        return y, root
+
     @ops.custom_gradient
     def forward(x):
-        positive = ops.greater_equal(x, 0)
-        # `where` rather than `abs`: the sign is all we need, and this keeps
-        # every branch finite for every input.
-        a = ops.where(positive, x, ops.negative(x))
-        small_enough = ops.less(a, threshold)
-        # Clamping before squaring keeps the unused branch finite, so no inf
-        # or NaN can leak through `where` into values or gradients.
-        # (`where`, not `minimum`: Keras's torch `minimum` returns float32 for
-        # float64 operands.)
-        a_clamped = ops.where(small_enough, a, threshold)
-        root = ops.sqrt(ops.add(ops.square(a_clamped), b))
-        # Past the threshold b / (4 a^2) is below half an ulp: f(a) = a.
-        f_pos = ops.where(small_enough, ops.add(ops.multiply(a, 0.5), ops.multiply(root, 0.5)), a)
-        y = ops.where(positive, f_pos, ops.divide(quarter_b, f_pos))
-        r = ops.where(small_enough, root, a)
-
         def grad(*args, upstream=None):
             if upstream is None:
                 (upstream,) = args
-            return ops.multiply(upstream, ops.divide(y, r))
+            y, root = value_and_root(x)
+            return ops.multiply(upstream, ops.divide(y, root))
 
-        return y, grad
+        return value_and_root(x)[0], grad
 
     return forward(x)
