@@ -5,6 +5,7 @@ from pathlib import Path
 from setuptools import find_packages, setup
 
 HERE = Path(__file__).parent
+DEMO = ["scikit-learn", "matplotlib"]
 version = {}
 exec((HERE / "keras_tricks" / "version.py").read_text(), version)
 
@@ -27,10 +28,11 @@ setup(
         "tensorflow",
     ],
     extras_require={
-        # Everything needed to run the test suite on all three backends.
-        # torch==2.13.0 resolves to the CPU build where one is provided locally.
-        "test": ["pytest", "jax", "torch==2.13.0"],
-        "demo": ["scikit-learn", "matplotlib"],
+        "demo": DEMO,
+        # Everything the suite needs on all three backends, demo smoke tests
+        # included. torch==2.13.0 resolves to the CPU build where one is
+        # provided locally (as on CI).
+        "test": ["pytest", "jax", "torch==2.13.0", "psutil", *DEMO],
         "bench": ["psutil"],
     },
     classifiers=[

@@ -76,6 +76,7 @@ Pytest tests that call this module carry the `harness` marker (see
 """
 
 import contextlib
+import inspect
 import json
 import os
 import tempfile
@@ -308,8 +309,6 @@ class _AttachMask(keras.layers.Layer):
 
 
 def _call_accepts_mask(layer):
-    import inspect
-
     return "mask" in inspect.signature(layer.call).parameters
 
 
@@ -348,7 +347,6 @@ class _LayerCase:
         reference = self.make()
         self.reference_outputs = to_numpy(self.call(reference))
         self.weights = [np.array(w) for w in reference.get_weights()]
-        self.reference = reference
 
     def make(self, **extra):
         return self.layer_cls(**self.init_kwargs, **extra)
