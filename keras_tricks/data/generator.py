@@ -199,8 +199,9 @@ class DataGenerator:
         self.rng = None
         self._shard = None
         self._worker_id = None
-        self._pool = None
-        self._finalizer = None
+        self._pool = None  # the pool of a `with` block
+        self._pools = set()  # every live pool, closed by close() / on GC
+        weakref.finalize(self, _close_all, self._pools)
 
     # ----------------------------------------------------------- user API
     def __init_subclass__(cls, **kwargs):
@@ -284,16 +285,18 @@ class DataGenerator:
             output_signature=output_signature)
 
     def close(self):
-        """Stop the workers of a `with gen:` block (also done on exit/GC)."""
-        if self._finalizer is not None:
-            self._finalizer()
-            self._finalizer = None
+        """Stop every worker this generator started: the pool of a `with gen:`
+        block and those of streams still alive (e.g. a `forfit()` that
+        TensorFlow's `fit()` keeps referenced after it returns). A stream
+        resumed afterwards raises WorkerError. Called on `with` exit and
+        when the generator is garbage-collected."""
+        for pool in list(self._pools):
+            pool.close()
         self._pool = None
 
     def __enter__(self):
         if self.workers and (self._pool is None or self._pool.closed):
             self._pool = self._new_pool()
-            self._finalizer = weakref.finalize(self, self._pool.close)
         return self
 
     def __exit__(self, *exc):
@@ -302,7 +305,8 @@ class DataGenerator:
 
     def __getstate__(self):
         state = self.__dict__.copy()
-        state["_pool"] = state["_finalizer"] = None
+        state["_pool"] = None
+        state["_pools"] = set()
         return state
 
     # ----------------------------------------------------------- internals
@@ -358,6 +362,7 @@ class DataGenerator:
 
     def _new_pool(self):
         pool = _pool._Pool(self, self.workers, self.start_method, self.shm_threshold)
+        self._pools.add(pool)
         return pool
 
     def _stream(self, random, forever):
@@ -380,6 +385,9 @@ class DataGenerator:
             window = self.prefetch * self.workers
             exhausted = False
             while True:
+                if pool.closed:
+                    raise WorkerError("the workers of this stream were stopped by "
+                                      "DataGenerator.close(); start a new stream.")
                 while not exhausted and len(pending) < window:
                     try:
                         epoch, index, kind, payload = next(tasks)
@@ -395,17 +403,22 @@ class DataGenerator:
                 for batch in batches:
                     self.epoch = max(self.epoch, epoch + 1)
                     yield batch
+        except GeneratorExit:
+            raise
+        except BaseException:
+            # A failed pool may hold dead or stuck workers: never reuse it.
+            owned = True
+            raise
         finally:
             if pool is not None:
                 if owned:
                     pool.close()
+                    self._pools.discard(pool)
+                    if pool is self._pool:
+                        self._pool = None
                 else:
                     pool.forget([t for t, _ in pending])
                     pool.busy = False
-                    if sys.exc_info()[0] is not None and not isinstance(
-                            sys.exc_info()[1], GeneratorExit):
-                        # A failed pool may hold dead or stuck workers.
-                        self.close()
 
     def _tasks(self, random, forever, first_epoch):
         epoch = first_epoch
@@ -431,6 +444,12 @@ class DataGenerator:
                 batch = []
 
     __iter__ = _dispatching_iter(_default_iter)
+
+
+def _close_all(pools):
+    for pool in list(pools):
+        pool.close()
+    pools.clear()
 
 
 def _as_tuples(batch):

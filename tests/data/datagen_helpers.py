@@ -39,25 +39,27 @@ class PidGenerator(DataGenerator):
 
 
 class FailingGenerator(DataGenerator):
-    """Raises in the batch holding sample `fail_at`, after a short sleep per
-    batch elsewhere."""
+    """Raises KeyError (stamped with the time it was raised) in the batch
+    holding sample `fail_at`; the batch holding `slow_at` sleeps 30 s first."""
 
     fail_at = 5
+    slow_at = None
 
     def __iter__(self, random_=False):
         batch = []
         for is_end, x in self.sample(random_):
+            if x == self.slow_at:
+                time.sleep(30)
             if x == self.fail_at:
                 raise_deep(x)
             batch.append(x)
             if len(batch) == self.batch_size or is_end:
-                time.sleep(0.05)
                 yield np.asarray(batch)
                 batch = []
 
 
 def raise_deep(x):
-    raise KeyError(f"bad sample {x}")
+    raise KeyError(f"bad sample {x} @{time.time()!r}")
 
 
 class SuicideGenerator(DataGenerator):
