@@ -26,9 +26,12 @@ import queue
 import signal
 import sys
 import threading
+import time
 import traceback
+import warnings
 import weakref
 from multiprocessing import connection, resource_tracker, shared_memory
+from multiprocessing.reduction import ForkingPickler
 
 import numpy as np
 
@@ -132,6 +135,9 @@ def _worker_main(generator, worker_id, conn, threshold):
     # Ctrl-C goes to the whole process group; the main process decides.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     tasks = queue.SimpleQueue()
+    # Held from the first shared-memory segment of a result until the result
+    # is sent or its segments are unlinked, so that a stop never strands one.
+    sending = threading.Lock()
 
     def reader():
         while True:
@@ -140,6 +146,7 @@ def _worker_main(generator, worker_id, conn, threshold):
             except (EOFError, OSError):
                 msg = None
             if msg is None:  # stop, or the main process is gone
+                sending.acquire(timeout=5)
                 sys.stdout.flush()
                 sys.stderr.flush()
                 os._exit(0)
@@ -149,18 +156,29 @@ def _worker_main(generator, worker_id, conn, threshold):
     generator._worker_id = worker_id
     while True:
         task_id, epoch, index, random, kind, payload = tasks.get()
+        encoded = []
+        sending_held = False
         try:
             batches = generator._build(epoch, index, random, kind, payload, restore=False)
-            msg = ("ok", task_id, [_encode(b, threshold) for b in batches])
+            sending.acquire()
+            sending_held = True
+            for b in batches:
+                encoded.append(_encode(b, threshold))
+            blob = ForkingPickler.dumps(("ok", task_id, encoded))
         except BaseException as e:  # noqa: BLE001 - reported to the main process
+            _discard(encoded)
             tb = "".join(traceback.format_exception(type(e), e, e.__traceback__))
             try:
-                blob = pickle.dumps(e)
-                pickle.loads(blob)
+                exc = pickle.dumps(e)
+                pickle.loads(exc)
             except Exception:  # noqa: BLE001 - an unpicklable exception
-                blob = pickle.dumps(RuntimeError(f"{type(e).__name__}: {e}"))
-            msg = ("err", task_id, blob, tb)
-        conn.send(msg)
+                exc = pickle.dumps(RuntimeError(f"{type(e).__name__}: {e}"))
+            blob = ForkingPickler.dumps(("err", task_id, exc, tb))
+        try:
+            conn.send_bytes(blob)
+        finally:
+            if sending_held:
+                sending.release()
 
 
 # --------------------------------------------------------------------- pool
@@ -183,7 +201,12 @@ class _Pool:
                 main_end, worker_end = ctx.Pipe(duplex=True)
                 p = ctx.Process(target=_worker_main, args=(generator, w, worker_end, threshold),
                                 name=f"DataGenerator-worker-{w}", daemon=True)
-                p.start()
+                with warnings.catch_warnings():
+                    # JAX warns on every fork because JAX itself must not be
+                    # used in the child; workers run NumPy code only (see
+                    # DataGenerator's docstring), so the warning is noise here.
+                    warnings.filterwarnings("ignore", message=r"os\.fork\(\) was called")
+                    p.start()
                 # The pool must not keep the generator alive (its finalizer
                 # stops the pool), and the child has its copy by now.
                 p._args = ()
@@ -292,6 +315,16 @@ class _Pool:
                 raise WorkerError(f"DataGenerator worker {w} (pid {p.pid}) {how}{what}; "
                                   "the other workers were stopped.")
 
+    def _drain(self):
+        for c in self.conns:
+            try:
+                while not c.closed and c.poll():
+                    msg = c.recv()
+                    if msg[0] == "ok":
+                        _discard(msg[2])
+            except (EOFError, OSError, ValueError):
+                c.close()
+
     def close(self):
         if self.closed:
             return
@@ -301,24 +334,28 @@ class _Pool:
                 c.send(None)
             except (OSError, ValueError):
                 pass
+        # Keep reading while the workers stop, so that none blocks on a full
+        # pipe, and unlink the shared memory of results nobody will read.
+        deadline = time.monotonic() + 2.0
+        while any(p.exitcode is None for p in self.processes):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            live = [c for c in self.conns if not c.closed]
+            connection.wait(live + [p.sentinel for p in self.processes if p.exitcode is None],
+                            timeout=min(left, 0.1))
+            self._drain()
         for p in self.processes:
-            p.join(timeout=2.0)
-        for p in self.processes:
-            if p.is_alive():
+            if p.exitcode is None:
                 p.terminate()
                 p.join(timeout=1.0)
-            if p.is_alive():
+            if p.exitcode is None:
                 p.kill()
                 p.join(timeout=1.0)
-        # Unlink the shared memory of results that were never read.
+            else:
+                p.join()
+        self._drain()
         for c in self.conns:
-            try:
-                while c.poll():
-                    msg = c.recv()
-                    if msg[0] == "ok":
-                        _discard(msg[2])
-            except (EOFError, OSError, ValueError):
-                pass
             c.close()
         for msg in self.results.values():
             if msg[0] == "ok":

@@ -117,3 +117,12 @@ class RegressionGenerator(DataGenerator):
                 x = np.asarray(xs, dtype="float32")
                 yield x, x @ np.array([[1.0], [-2.0], [0.5], [3.0]], dtype="float32")
                 xs = []
+
+
+class UnpicklableGenerator(DataGenerator):
+    """Yields a batch that cannot be pickled (a lambda)."""
+
+    def __iter__(self, random_=False):
+        for is_end, x in self.sample(random_):
+            if is_end:
+                yield np.zeros(1 << 15), (lambda: x)

@@ -19,7 +19,7 @@ import pytest
 
 from datagen_helpers import (BigArrayGenerator, FailingGenerator, PidGenerator,
                              RaggedGenerator, RegressionGenerator, SleepyGenerator,
-                             SuicideGenerator)
+                             SuicideGenerator, UnpicklableGenerator)
 from keras_tricks.data import DataGenerator, RemoteTraceback, WorkerError
 from keras_tricks.data import _pool
 
@@ -310,6 +310,16 @@ def test_timeout_on_a_stuck_worker(no_orphans):
     no_orphans()
 
 
+def test_unpicklable_batch_is_an_error_not_a_dead_worker(no_orphans):
+    shm_before = set(os.listdir("/dev/shm"))
+    gen = UnpicklableGenerator(list(range(4)), batch_size=2, workers=1, start_method="fork")
+    with pytest.raises(Exception, match="pickle|lambda") as info:
+        list(gen)
+    assert isinstance(info.value.__cause__, RemoteTraceback)
+    assert set(os.listdir("/dev/shm")) - shm_before == set()
+    no_orphans()
+
+
 def test_exception_in_process_propagates_unchanged():
     with pytest.raises(KeyError, match="bad sample 5"):
         list(FailingGenerator(list(range(10)), batch_size=4))
@@ -384,7 +394,7 @@ def test_fit_consumes_forfit_with_workers(no_orphans):
     # `with`: TensorFlow's fit() keeps the stream referenced after it returns;
     # leaving the block stops the workers whatever holds the stream.
     with gen:
-        history = model.fit(gen.forfit(), steps_per_epoch=len(gen), epochs=3, verbose=0,
+        history = model.fit(gen.forfit(), steps_per_epoch=len(gen), epochs=3, verbose=0, shuffle=False,
                             validation_data=valid.forfit(random=False),
                             validation_steps=len(valid))
     no_orphans()
