@@ -413,3 +413,15 @@ def test_to_dataset_matches_the_stream():
     stream = [
         ((x.numpy(), y.numpy()), d.numpy()) for (x, y), d in dataset.take(7)]
     _assert_same_stream(stream, reference)
+
+
+def test_fit_on_to_dataset():
+    if keras.backend.backend() != "tensorflow":
+        pytest.skip("tf.data is TensorFlow's")
+    data = list(np.random.default_rng(1).normal(size=(48, 4)).astype("float32"))
+    gen = RegressionGenerator(data, batch_size=16, seed=0)
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
+    model.compile(optimizer=keras.optimizers.Adam(0.05), loss="mse")
+    loss = model.fit(gen.to_dataset(), steps_per_epoch=len(gen), epochs=3,
+                     verbose=0).history["loss"]
+    assert np.all(np.isfinite(loss)) and loss[-1] < loss[0]
