@@ -14,7 +14,9 @@ first request, start-up included (PyDataset builds a new process pool every
 epoch, DataGenerator's `forfit()` once per stream). Targets on 2 idle cores:
 workers=2 >= 1.7x workers=0 (steady), not slower than either alternative,
 and workers=1 within 1.1x of workers=0 (the per-batch overhead of the
-process hop). On a shared machine the speed-ups come out lower.
+process hop). On a shared machine the speed-ups come out lower; the CPU
+time per batch (all processes, steady part) does not depend on the load and
+shows what each pipeline costs.
 """
 
 import argparse
@@ -25,6 +27,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
+import psutil  # noqa: E402
 
 from keras_tricks.data import DataGenerator, sequence_padding  # noqa: E402
 
@@ -86,15 +89,28 @@ class TokenizingPyDataset(keras.utils.PyDataset):
                 np.asarray([y for _, y in samples], "int32"))
 
 
+def _cpu_seconds():
+    """CPU time of this process and its live children (the workers)."""
+    me = psutil.Process()
+    total = sum(me.cpu_times()[:2])
+    for child in me.children(recursive=True):
+        try:
+            total += sum(child.cpu_times()[:2])
+        except psutil.Error:
+            pass
+    return total
+
+
 def _time(iterator, n):
-    """(steady batches/s after the first batch, whole-epoch batches/s)."""
+    """(steady batches/s after the first batch, whole-epoch batches/s, CPU
+    seconds per batch over all processes in the steady part)."""
     start = time.perf_counter()
     next(iterator)
-    first = time.perf_counter()
+    first, cpu = time.perf_counter(), _cpu_seconds()
     for _ in range(n - 1):
         next(iterator)
-    end = time.perf_counter()
-    return (n - 1) / (end - first), n / (end - start)
+    end, cpu = time.perf_counter(), _cpu_seconds() - cpu
+    return (n - 1) / (end - first), n / (end - start), cpu / (n - 1)
 
 
 def bench_datagenerator(workers, n_samples, batch_size, loops, steps):
@@ -165,16 +181,19 @@ def main():
         n_samples, args.batch_size, loops, steps)
     # Round-robin repeats, best of each: other load on the machine only ever
     # slows a pipeline down, so the best round is the least disturbed one.
-    rows = {name: (0.0, 0.0) for name in pipelines}
+    rows = {name: (0.0, 0.0, float("inf")) for name in pipelines}
     for _ in range(repeats):
         for name, run in pipelines.items():
-            steady, epoch = run()
-            rows[name] = (max(rows[name][0], steady), max(rows[name][1], epoch))
+            steady, epoch, cpu = run()
+            rows[name] = (max(rows[name][0], steady), max(rows[name][1], epoch),
+                          min(rows[name][2], cpu))
 
     base = rows["DataGenerator workers=0"][0]
-    print(f"\n{'pipeline':38s} {'steady b/s':>11s} {'epoch b/s':>10s} {'vs workers=0':>13s}")
-    for name, (steady, epoch) in rows.items():
-        print(f"{name:38s} {steady:11.2f} {epoch:10.2f} {steady / base:12.2f}x")
+    print(f"\n{'pipeline':38s} {'steady b/s':>11s} {'epoch b/s':>10s} {'vs workers=0':>13s} "
+          f"{'CPU ms/batch':>13s}")
+    for name, (steady, epoch, cpu) in rows.items():
+        print(f"{name:38s} {steady:11.2f} {epoch:10.2f} {steady / base:12.2f}x "
+              f"{cpu * 1000:13.1f}")
     w1, w2 = rows["DataGenerator workers=1"][0], rows["DataGenerator workers=2"][0]
     py, tfd = rows["PyDataset workers=2 multiprocessing"], rows["tf.data map num_parallel_calls=2"]
     print()
