@@ -3,6 +3,7 @@ never hang, repeat or lose data."""
 
 import collections.abc
 import contextlib
+import inspect
 import math
 import numbers
 import random as python_random
@@ -34,9 +35,14 @@ def _dispatching_iter(user_iter):
     parallel, seeded pipeline, while the pipeline itself calls the user's
     code on one batch worth of samples at a time."""
 
+    try:
+        takes_random = len(inspect.signature(user_iter).parameters) > 1
+    except (TypeError, ValueError):
+        takes_random = True
+
     def __iter__(self, random=False):
         if self._shard is not None:
-            return user_iter(self, random)
+            return user_iter(self, random) if takes_random else user_iter(self)
         return self._stream(random, forever=False)
 
     __iter__.__doc__ = user_iter.__doc__
@@ -126,7 +132,12 @@ class DataGenerator:
     importable (defined at the top level of a module, not in `__main__` of a
     notebook); under `fork` (Linux's default before Python 3.14) it need not,
     but then `__iter__` must not call the backend (TensorFlow, JAX and PyTorch
-    do not survive a fork), which NumPy and Python code never do.
+    do not survive a fork), which NumPy and Python code never do. Workers get
+    the generator as it is when they start (copy-on-write under `fork`, one
+    pickle per worker under `spawn`): attributes changed later are not seen
+    until the next pool. Only a worker killed in the middle of copying a
+    result can strand a shared-memory segment; Python's resource tracker
+    removes it when the program exits.
 
     Args:
         data: the samples: a sequence (`len` and integer `[]`: shuffled by
@@ -223,6 +234,9 @@ class DataGenerator:
                 "len() of a DataGenerator needs `data` with a length; received data of type "
                 f"{type(self.data).__name__}, which has none. Pass steps_per_epoch to fit().")
         return steps
+
+    def __bool__(self):  # not len(): data without a length is still a generator
+        return True
 
     @property
     def worker_id(self):

@@ -102,7 +102,7 @@ def test_bad_data_and_missing_length():
     with pytest.raises(ValueError, match="data"):
         DataGenerator(42)
     gen = DataGenerator(x for x in range(5))
-    assert gen.steps is None
+    assert gen.steps is None and bool(gen)
     with pytest.raises(ValueError, match="length"):
         len(gen)
     # Still usable where a length is optional (list() asks for a length hint).
@@ -422,6 +422,23 @@ def test_fit_on_to_dataset():
     gen = RegressionGenerator(data, batch_size=16, seed=0)
     model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
     model.compile(optimizer=keras.optimizers.Adam(0.05), loss="mse")
-    loss = model.fit(gen.to_dataset(), steps_per_epoch=len(gen), epochs=3,
+    loss = model.fit(gen.to_dataset(), steps_per_epoch=len(gen), epochs=3, shuffle=False,
                      verbose=0).history["loss"]
     assert np.all(np.isfinite(loss)) and loss[-1] < loss[0]
+
+
+def test_iter_without_random_argument_and_subclass_chain():
+    class NoRandom(DataGenerator):
+        def __iter__(self):  # shuffling is the generator's business anyway
+            for _, x in self.sample():
+                yield np.asarray([x])
+
+    class Doubled(NoRandom):
+        def __iter__(self, random=False):
+            for batch in super().__iter__():
+                yield batch * 2
+
+    assert [b.tolist() for b in NoRandom([1, 2, 3], batch_size=1)] == [[1], [2], [3]]
+    assert [b.tolist() for b in Doubled([1, 2, 3], batch_size=1)] == [[2], [4], [6]]
+    epoch = np.concatenate(_take(Doubled(list(range(6)), batch_size=1, seed=0).forfit(), 6))
+    np.testing.assert_array_equal(np.sort(epoch), np.arange(0, 12, 2))
