@@ -35,12 +35,14 @@ _LOOPS = None
 
 
 def _calibrate(ms):
-    """Loop count of `_tokenize` that takes about `ms` milliseconds."""
+    """Loop count of `_work` that takes about `ms` milliseconds of CPU time
+    (thread CPU time, not wall time: other load on the machine must not
+    change the amount of work)."""
     n = 20000
     while True:
-        start = time.perf_counter()
+        start = time.thread_time()
         _work(n)
-        took = time.perf_counter() - start
+        took = time.thread_time() - start
         if took > 0.05:
             return max(1, int(n * ms / 1000 / took))
         n *= 2
@@ -54,8 +56,15 @@ def _work(n):
 
 
 def tokenize(i, loops):
-    """The per-sample transform: CPU-bound Python, ragged int output."""
-    h = _work(loops + i % 7)
+    """The per-sample transform: CPU-bound Python, ragged int output. With a
+    negative `loops` it sleeps -loops microseconds instead (`--transform
+    sleep`: a diagnostic of the pipeline's overlap, independent of how many
+    cores the machine can spare)."""
+    if loops < 0:
+        time.sleep(-loops / 1e6)
+        h = i * 2654435761 % 1000003
+    else:
+        h = _work(loops + i % 7)
     length = 16 + (i * 7919 + h) % 48
     return (np.arange(length, dtype="int32") * (h % 97 + 1)) % 30000, i % 5
 
@@ -72,6 +81,30 @@ class TokenizingGenerator(DataGenerator):
             if len(tokens) == self.batch_size or is_end:
                 yield sequence_padding(tokens), np.asarray(labels, "int32")
                 tokens, labels = [], []
+
+
+class ImageGenerator(DataGenerator):
+    """Cheap to build, heavy to move: 16 float32 images of 256x256x3 (12 MiB)."""
+
+    def __iter__(self, random=False):
+        batch = []
+        for is_end, i in self.sample(random):
+            batch.append(i)
+            if len(batch) == self.batch_size or is_end:
+                images = np.empty((len(batch), 256, 256, 3), "float32")
+                images[...] = np.asarray(batch, "float32")[:, None, None, None]
+                yield images, np.asarray(batch)
+                batch = []
+
+
+def bench_transport(shm_threshold, steps):
+    gen = ImageGenerator(list(range(16 * steps)), batch_size=16, workers=1,
+                         start_method="fork", shm_threshold=shm_threshold)
+    stream = gen.forfit(random=False)
+    try:
+        return _time(stream, steps)
+    finally:
+        stream.close()
 
 
 class TokenizingPyDataset(keras.utils.PyDataset):
@@ -156,6 +189,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a short sanity run")
     parser.add_argument("--ms", type=float, default=3.0, help="milliseconds per sample")
+    parser.add_argument("--transform", choices=("cpu", "sleep"), default="cpu",
+                        help="cpu: the real benchmark; sleep: overlap diagnostic")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--steps", type=int, default=None, help="batches timed per pipeline")
     parser.add_argument("--repeats", type=int, default=None, help="rounds (best is kept)")
@@ -163,13 +198,15 @@ def main():
     steps = args.steps or (8 if args.quick else 30)
     repeats = args.repeats or (1 if args.quick else 3)
     n_samples = steps * args.batch_size
-    loops = _calibrate(args.ms)
-    start = time.perf_counter()
+    loops = _calibrate(args.ms) if args.transform == "cpu" else -int(args.ms * 1000)
+    start = time.thread_time() if args.transform == "cpu" else time.perf_counter()
     for i in range(args.batch_size):
         tokenize(i, loops)
-    per_sample = (time.perf_counter() - start) / args.batch_size * 1000
+    per_sample = ((time.thread_time() if args.transform == "cpu" else time.perf_counter())
+                  - start) / args.batch_size * 1000
     print(f"keras {keras.__version__} ({keras.backend.backend()}), {os.cpu_count()} CPUs, "
-          f"load average {os.getloadavg()[0]:.1f}; transform {per_sample:.1f} ms/sample, "
+          f"load average {os.getloadavg()[0]:.1f}; {args.transform} transform "
+          f"{per_sample:.1f} ms/sample, "
           f"batch {args.batch_size}, {steps} batches per pipeline, best of {repeats} rounds")
 
     pipelines = {
@@ -203,6 +240,11 @@ def main():
           f"{rows['DataGenerator workers=2'][1] / py[1]:.2f}x epoch  (target >= 1)")
     print(f"2 workers vs tf.data(parallel=2):        {w2 / tfd[0]:.2f}x steady, "
           f"{rows['DataGenerator workers=2'][1] / tfd[1]:.2f}x epoch  (target >= 1)")
+
+    print("\ntransport of 12 MiB batches (workers=1, build cost ~nil):")
+    for label, threshold in (("shared memory", 1 << 16), ("pickled through the pipe", None)):
+        best = max(bench_transport(threshold, steps)[0] for _ in range(repeats))
+        print(f"  {label:26s} {best:8.1f} batches/s")
     print(f"load average now {os.getloadavg()[0]:.1f} (above ~2 the machine is shared and the "
           "speed-ups read low)")
 

@@ -143,7 +143,7 @@ def _worker_main(generator, worker_id, conn, threshold):
         while True:
             try:
                 msg = conn.recv()
-            except (EOFError, OSError):
+            except Exception:  # noqa: BLE001 - EOF, or a message cut by an interrupt
                 msg = None
             if msg is None:  # stop, or the main process is gone
                 sending.acquire(timeout=5)
