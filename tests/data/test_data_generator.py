@@ -442,3 +442,23 @@ def test_iter_without_random_argument_and_subclass_chain():
     assert [b.tolist() for b in Doubled([1, 2, 3], batch_size=1)] == [[2], [4], [6]]
     epoch = np.concatenate(_take(Doubled(list(range(6)), batch_size=1, seed=0).forfit(), 6))
     np.testing.assert_array_equal(np.sort(epoch), np.arange(0, 12, 2))
+
+
+def test_documented_seed_derivation(no_orphans):
+    """The shuffle of epoch e and the generators of batch k follow the
+    documented SeedSequence spawn keys, computed here independently."""
+    seed, n, bs = 21, 45, 8
+    gen = RaggedGenerator(RAGGED, batch_size=bs, seed=seed, workers=2, start_method="fork")
+    stream = _take(gen.forfit(), 2 * 6)
+    for e in range(2):
+        order = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(0, e))).permutation(n)
+        labels = np.concatenate([b[0][1] for b in stream[6 * e:6 * (e + 1)]])
+        np.testing.assert_array_equal(labels, order)
+        for k in range(6):
+            draws = stream[6 * e + k][1]
+            rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(1, e, k, 0)))
+            np.testing.assert_array_equal(draws[:, 2], rng.random(len(draws)))
+            state = np.random.SeedSequence(seed, spawn_key=(1, e, k, 1)).generate_state(4, np.uint32)
+            np.testing.assert_array_equal(draws[:, 1], np.random.RandomState(state).random_sample(len(draws)))
+            py = random.Random(int.from_bytes(state.tobytes(), "little"))
+            np.testing.assert_array_equal(draws[:, 0], [py.random() for _ in range(len(draws))])
