@@ -91,7 +91,11 @@ class DataGenerator:
         for x, y in NerGenerator(test_samples, batch_size=64): ...
 
     Without an `__iter__`, samples are stacked field by field (ragged ones
-    padded with `sequence_padding`).
+    padded with `sequence_padding`):
+
+    >>> gen = DataGenerator([[1, 2], [3], [4, 5, 6]], batch_size=2)
+    >>> len(gen), [batch.tolist() for batch in gen]
+    (2, [[[1, 2], [3, 0]], [[4, 5, 6]]])
 
     How batches are made (identically for every number of workers): each epoch
     the data is cut into shards of `batch_size` samples, in order
