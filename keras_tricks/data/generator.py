@@ -1,0 +1,506 @@
+"""`DataGenerator`: bert4keras's data generator, with parallel workers that
+never hang, repeat or lose data."""
+
+import collections.abc
+import contextlib
+import inspect
+import math
+import numbers
+import random as python_random
+import sys
+import weakref
+
+import numpy as np
+
+from keras_tricks.data import _pool
+from keras_tricks.data._pool import RemoteTraceback, WorkerError
+from keras_tricks.data.padding import sequence_padding
+
+__all__ = ["DataGenerator", "WorkerError", "RemoteTraceback"]
+
+# SeedSequence spawn keys: the shuffle of epoch e is (0, e); the randomness
+# of batch k of epoch e is (1, e, k, 0) for `self.rng` and (1, e, k, 1) for
+# the global generators (Python `random`, NumPy's legacy `np.random`, Keras).
+_SHUFFLE, _BATCH = 0, 1
+
+
+class _LengthError(ValueError, TypeError):
+    """`len()` of a generator whose data has no length. A ValueError as the
+    package promises, and a TypeError so that `list(gen)` and
+    `operator.length_hint` still treat it as "no length" instead of failing."""
+
+
+def _dispatching_iter(user_iter):
+    """Wrap a subclass's `__iter__` so that `for batch in gen` runs the
+    parallel, seeded pipeline, while the pipeline itself calls the user's
+    code on one batch worth of samples at a time."""
+
+    try:
+        takes_random = len(inspect.signature(user_iter).parameters) > 1
+    except (TypeError, ValueError):
+        takes_random = True
+
+    def __iter__(self, random=False):
+        if self._shard is not None:
+            return user_iter(self, random) if takes_random else user_iter(self)
+        return self._stream(random, forever=False)
+
+    __iter__.__doc__ = user_iter.__doc__
+    __iter__.__wrapped__ = user_iter
+    __iter__._kt_dispatcher = True
+    return __iter__
+
+
+def _collate(samples):
+    """The default batching: stack (padding ragged ones) field by field."""
+    first = samples[0]
+    if isinstance(first, dict):
+        return {k: _collate([s[k] for s in samples]) for k in first}
+    if isinstance(first, (tuple, list)) and not _is_sequence_of_numbers(first):
+        return tuple(_collate([s[i] for s in samples]) for i in range(len(first)))
+    arrays = [np.asarray(s) for s in samples]
+    if all(a.shape == arrays[0].shape for a in arrays):
+        return np.stack(arrays)
+    return sequence_padding(arrays)
+
+
+def _is_sequence_of_numbers(x):
+    return all(isinstance(v, numbers.Number) for v in x)
+
+
+class DataGenerator:
+    """A batch generator in the style of bert4keras, with optional workers.
+
+    Subclass it and write the batching once, as in bert4keras: iterate over
+    `self.sample(random)`, which yields `(is_end, sample)`, and yield a batch
+    when `batch_size` samples are collected or `is_end` is true (so the last,
+    partial batch is kept):
+
+        class NerGenerator(DataGenerator):
+            def __iter__(self, random=False):
+                tokens, labels = [], []
+                for is_end, (t, l) in self.sample(random):
+                    tokens.append(t)
+                    labels.append(l)
+                    if len(tokens) == self.batch_size or is_end:
+                        yield sequence_padding(tokens), sequence_padding(labels)
+                        tokens, labels = [], []
+
+        gen = NerGenerator(train_samples, batch_size=32, workers=2, seed=0)
+        model.fit(gen.forfit(), steps_per_epoch=len(gen), epochs=10)
+        for x, y in NerGenerator(test_samples, batch_size=64): ...
+
+    Without an `__iter__`, samples are stacked field by field (ragged ones
+    padded with `sequence_padding`):
+
+    >>> gen = DataGenerator([[1, 2], [3], [4, 5, 6]], batch_size=2)
+    >>> len(gen), [batch.tolist() for batch in gen]
+    (2, [[[1, 2], [3, 0]], [[4, 5, 6]]])
+
+    How batches are made (identically for every number of workers): each epoch
+    the data is cut into shards of `batch_size` samples, in order
+    (`random=False`) or shuffled (`random=True`: a permutation of the indices
+    drawn from `(seed, epoch)` for data with `len` and `[]`; for other
+    iterables bert4keras's buffered shuffle, `buffer_size` samples deep). Your
+    `__iter__` is then run on each shard alone: there `self.sample(random)`
+    yields that shard's samples (`is_end` true on its last), so each shard
+    gives one batch. Shard k of epoch e is built with its own seeds derived
+    from `(seed, e, k)` by `numpy.random.SeedSequence`:
+
+    - `self.rng`, a `numpy.random.Generator` (the recommended source);
+    - Python's `random` and NumPy's global `np.random` are reseeded;
+    - Keras's global `SeedGenerator` (what `keras.random.*` uses without a
+      `seed`) is reset, so it is re-created from the reseeded `random`.
+
+    In the main process (`workers=0`) those global states are restored after
+    each batch, so the training loop's own randomness is untouched. Because the
+    seeds belong to the batch, not to the process that builds it, the stream of
+    batches (content and order) is the same for `workers=0, 1, 2, 4, ...`, no
+    two batches (hence no two workers, no two epochs) share a random stream,
+    and a run is reproduced exactly by the same `seed`.
+
+    `workers=N > 0` builds the batches in N worker processes, which persist
+    for as long as the stream that started them: a whole `forfit()` (every
+    epoch, no new pool per epoch), one pass of plain iteration, or a
+    `with gen:` block, in which the pool stays up for every pass. The main
+    process hands out up to `prefetch * N` batches ahead and yields them in
+    order. Arrays of at least `shm_threshold` bytes come back through shared
+    memory rather than the pipe. An exception in a worker is raised in the main
+    process as soon as it happens (the original exception, with the worker's
+    traceback as its cause); a worker that dies (e.g. killed by a signal)
+    raises `WorkerError` at once; `timeout` bounds the wait for any result
+    (e.g. a deadlock in user code). After the stream ends, fails, is
+    interrupted (`KeyboardInterrupt`), abandoned (`break`, then the generator
+    object is released) or garbage-collected, its workers are stopped and
+    joined. Under the `spawn`/`forkserver` start methods the subclass must be
+    importable (defined at the top level of a module, not in `__main__` of a
+    notebook); under `fork` (Linux's default before Python 3.14) it need not,
+    but then `__iter__` must not call the backend (TensorFlow, JAX and PyTorch
+    do not survive a fork), which NumPy and Python code never do. Workers get
+    the generator as it is when they start (copy-on-write under `fork`, one
+    pickle per worker under `spawn`): attributes changed later are not seen
+    until the next pool. Only a worker killed in the middle of copying a
+    result can strand a shared-memory segment; Python's resource tracker
+    removes it when the program exits.
+
+    Args:
+        data: the samples: a sequence (`len` and integer `[]`: shuffled by
+            index, sent to workers as indices) or any re-iterable (read in the
+            main process, sent to workers as samples; `len(gen)` then needs
+            `len(data)`).
+        batch_size: samples per batch, an int >= 1.
+        buffer_size: shuffle buffer for data without `[]` (default
+            `1000 * batch_size`).
+        workers: worker processes, an int >= 0 (0: build batches in-process).
+        seed: an int >= 0; None draws one from the OS (see `self.seed`).
+        start_method: `"fork"`, `"spawn"`, `"forkserver"` or None
+            (multiprocessing's default).
+        timeout: seconds to wait for a worker's result before giving up with
+            `WorkerError` (None: wait while the workers live).
+        prefetch: batches in flight per worker (default 2).
+        shm_threshold: arrays of at least this many bytes travel through
+            shared memory (default 64 KiB; None: never).
+
+    Attributes:
+        steps: batches per epoch, or None when the data has no length.
+        epoch: the epoch number the next stream starts from (settable).
+    """
+
+    def __init__(self, data, batch_size=32, buffer_size=None, workers=0, seed=None, *,
+                 start_method=None, timeout=None, prefetch=2, shm_threshold=1 << 16):
+        if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) \
+                or batch_size < 1:
+            raise ValueError(f"`batch_size` must be an int >= 1; received batch_size={batch_size!r}.")
+        if isinstance(workers, bool) or not isinstance(workers, numbers.Integral) or workers < 0:
+            raise ValueError(f"`workers` must be an int >= 0; received workers={workers!r}.")
+        if buffer_size is not None and (isinstance(buffer_size, bool) or not isinstance(
+                buffer_size, numbers.Integral) or buffer_size < 1):
+            raise ValueError(
+                f"`buffer_size` must be None or an int >= 1; received buffer_size={buffer_size!r}.")
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral)
+                                 or seed < 0):
+            raise ValueError(f"`seed` must be None or an int >= 0; received seed={seed!r}.")
+        if isinstance(prefetch, bool) or not isinstance(prefetch, numbers.Integral) or prefetch < 1:
+            raise ValueError(f"`prefetch` must be an int >= 1; received prefetch={prefetch!r}.")
+        if timeout is not None and not (isinstance(timeout, numbers.Real) and timeout > 0):
+            raise ValueError(f"`timeout` must be None or a number > 0; received timeout={timeout!r}.")
+        if shm_threshold is not None and (isinstance(shm_threshold, bool) or not isinstance(
+                shm_threshold, numbers.Integral) or shm_threshold < 0):
+            raise ValueError("`shm_threshold` must be None or an int >= 0; received "
+                             f"shm_threshold={shm_threshold!r}.")
+        if start_method is not None:
+            import multiprocessing
+
+            methods = multiprocessing.get_all_start_methods()
+            if start_method not in methods:
+                raise ValueError(f"`start_method` must be None or one of {methods}; "
+                                 f"received start_method={start_method!r}.")
+        self._indexable = (hasattr(data, "__len__") and hasattr(data, "__getitem__")
+                           and not isinstance(data, collections.abc.Mapping))
+        if not self._indexable and not hasattr(data, "__iter__"):
+            raise ValueError("`data` must be a sequence (with `len` and `[]`) or an iterable; "
+                             f"received an object of type {type(data).__name__}.")
+        self.data = data
+        self.batch_size = int(batch_size)
+        self.buffer_size = int(buffer_size) if buffer_size is not None else 1000 * self.batch_size
+        self.workers = int(workers)
+        self.seed = (int(seed) if seed is not None
+                     else int(np.random.SeedSequence().entropy % (1 << 63)))
+        self.start_method = start_method
+        self.timeout = None if timeout is None else float(timeout)
+        self.prefetch = int(prefetch)
+        self.shm_threshold = None if shm_threshold is None else int(shm_threshold)
+        self.epoch = 0
+        self.rng = None
+        self._shard = None
+        self._worker_id = None
+        self._pool = None  # the pool of a `with` block
+        self._pools = set()  # every live pool, closed by close() / on GC
+        weakref.finalize(self, _close_all, self._pools)
+
+    # ----------------------------------------------------------- user API
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        fn = cls.__dict__.get("__iter__")
+        if fn is not None and not getattr(fn, "_kt_dispatcher", False):
+            cls.__iter__ = _dispatching_iter(fn)
+
+    @property
+    def steps(self):
+        if not hasattr(self.data, "__len__"):
+            return None
+        return math.ceil(len(self.data) / self.batch_size)
+
+    def __len__(self):
+        steps = self.steps
+        if steps is None:
+            raise _LengthError(
+                "len() of a DataGenerator needs `data` with a length; received data of type "
+                f"{type(self.data).__name__}, which has none. Pass steps_per_epoch to fit().")
+        return steps
+
+    def __bool__(self):  # not len(): data without a length is still a generator
+        return True
+
+    @property
+    def worker_id(self):
+        """The worker building the current batch (None in the main process)."""
+        return self._worker_id
+
+    def sample(self, random=False):
+        """Yield `(is_end, sample)`: inside `__iter__`, the samples of the
+        batch being built; called directly, a whole epoch (shuffled when
+        `random`) as in bert4keras."""
+        if self._shard is not None:
+            items = self._shard
+            for i, item in enumerate(items):
+                yield i == len(items) - 1, item
+            return
+        previous, have = None, False
+        for kind, payload in self._epoch_shards(random, self.epoch):
+            for item in self._resolve(kind, payload):
+                if have:
+                    yield False, previous
+                previous, have = item, True
+        if have:
+            yield True, previous
+
+    def forfit(self, random=True):
+        """An endless stream of batches for `model.fit`, reshuffled every epoch
+        (when `random`), its workers kept for the whole stream:
+
+            model.fit(gen.forfit(), steps_per_epoch=len(gen), epochs=...)
+
+        Accepted by `fit()` on every Keras backend. Raises ValueError when an
+        epoch yields no batch (empty data, or a one-shot iterator read twice).
+        """
+        return self._stream(random, forever=True)
+
+    def to_dataset(self, output_signature=None, random=True):
+        """A `tf.data.Dataset` of `forfit(random)` (TensorFlow only).
+
+        `output_signature` defaults to the structure and dtypes of the first
+        batch, with every axis of unknown size (batches are padded per batch).
+        Use `.take(len(gen))` or `steps_per_epoch=len(gen)` with it."""
+        import tensorflow as tf
+
+        if output_signature is None:
+            kind, payload = next(iter(self._epoch_shards(random, self.epoch)), (None, None))
+            if kind is None:
+                raise ValueError("to_dataset() needs at least one sample in `data`.")
+            batches = self._build(self.epoch, 0, random, kind, payload, restore=True)
+            if not batches:
+                raise ValueError("to_dataset(): the first shard gave no batch; pass "
+                                 "output_signature.")
+
+            def spec(x):
+                x = np.asarray(x)
+                return tf.TensorSpec(shape=(None,) * x.ndim, dtype=tf.as_dtype(x.dtype))
+
+            output_signature = tf.nest.map_structure(spec, _as_tuples(batches[0]))
+        return tf.data.Dataset.from_generator(
+            lambda: (_as_tuples(b) for b in self.forfit(random)),
+            output_signature=output_signature)
+
+    def close(self):
+        """Stop every worker this generator started: the pool of a `with gen:`
+        block and those of streams still alive (e.g. a `forfit()` that
+        TensorFlow's `fit()` keeps referenced after it returns). A stream
+        resumed afterwards raises WorkerError. Called on `with` exit and
+        when the generator is garbage-collected."""
+        for pool in list(self._pools):
+            pool.close()
+        self._pool = None
+
+    def __enter__(self):
+        if self.workers and (self._pool is None or self._pool.closed):
+            self._pool = self._new_pool()
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state["_pool"] = None
+        state["_pools"] = set()
+        return state
+
+    # ----------------------------------------------------------- internals
+    def _epoch_shards(self, random, epoch):
+        """Yield `(kind, payload)` per batch of `epoch`: ("idx", indices) or
+        ("items", samples)."""
+        bs = self.batch_size
+        rng = (np.random.default_rng(np.random.SeedSequence(self.seed, spawn_key=(_SHUFFLE, epoch)))
+               if random else None)
+        if self._indexable:
+            n = len(self.data)
+            order = rng.permutation(n) if random else np.arange(n)
+            for start in range(0, n, bs):
+                yield "idx", order[start:start + bs].tolist()
+            return
+        chunk = []
+        for item in (self._buffered_shuffle(rng) if random else iter(self.data)):
+            chunk.append(item)
+            if len(chunk) == bs:
+                yield "items", chunk
+                chunk = []
+        if chunk:
+            yield "items", chunk
+
+    def _buffered_shuffle(self, rng):
+        buffer = []
+        for item in self.data:
+            buffer.append(item)
+            if len(buffer) > self.buffer_size:
+                i = int(rng.integers(len(buffer)))
+                buffer[i], buffer[-1] = buffer[-1], buffer[i]
+                yield buffer.pop()
+        for i in rng.permutation(len(buffer)):
+            yield buffer[i]
+
+    def _resolve(self, kind, payload):
+        if kind == "idx":
+            return [self.data[i] for i in payload]
+        return payload
+
+    def _build(self, epoch, index, random, kind, payload, restore):
+        """The batches of shard `index` of `epoch`, under that shard's seeds."""
+        items = self._resolve(kind, payload)
+        with _seeded(self.seed, epoch, index, restore):
+            self.rng = np.random.default_rng(
+                np.random.SeedSequence(self.seed, spawn_key=(_BATCH, epoch, index, 0)))
+            self._shard = items
+            try:
+                return list(self.__iter__(random))
+            finally:
+                self._shard = None
+                self.rng = None
+
+    def _new_pool(self):
+        pool = _pool._Pool(self, self.workers, self.start_method, self.shm_threshold)
+        self._pools.add(pool)
+        return pool
+
+    def _stream(self, random, forever):
+        first_epoch = self.epoch
+        pool, owned = None, False
+        pending = collections.deque()
+        try:
+            tasks = self._tasks(random, forever, first_epoch)
+            if not self.workers:
+                for epoch, index, kind, payload in tasks:
+                    for batch in self._build(epoch, index, random, kind, payload, restore=True):
+                        self.epoch = max(self.epoch, epoch + 1)
+                        yield batch
+                return
+            if self._pool is not None and not self._pool.closed and not self._pool.busy:
+                pool = self._pool
+            else:
+                pool, owned = self._new_pool(), True
+            pool.busy = True
+            window = self.prefetch * self.workers
+            exhausted = False
+            while True:
+                if pool.closed:
+                    raise WorkerError("the workers of this stream were stopped by "
+                                      "DataGenerator.close(); start a new stream.")
+                while not exhausted and len(pending) < window:
+                    try:
+                        epoch, index, kind, payload = next(tasks)
+                    except StopIteration:
+                        exhausted = True
+                        break
+                    pending.append((pool.submit(epoch, index, random, kind, payload), epoch))
+                if not pending:
+                    return
+                task_id, epoch = pending[0]
+                batches = pool.get(task_id, self.timeout)
+                pending.popleft()
+                for batch in batches:
+                    self.epoch = max(self.epoch, epoch + 1)
+                    yield batch
+        except GeneratorExit:
+            raise
+        except BaseException:
+            # A failed pool may hold dead or stuck workers: never reuse it.
+            owned = True
+            raise
+        finally:
+            if pool is not None:
+                if owned:
+                    pool.close()
+                    self._pools.discard(pool)
+                    if pool is self._pool:
+                        self._pool = None
+                else:
+                    pool.forget([t for t, _ in pending])
+                    pool.busy = False
+
+    def _tasks(self, random, forever, first_epoch):
+        epoch = first_epoch
+        while True:
+            n = 0
+            for index, (kind, payload) in enumerate(self._epoch_shards(random, epoch)):
+                n += 1
+                yield epoch, index, kind, payload
+            if not forever:
+                return
+            if n == 0:
+                raise ValueError(
+                    f"epoch {epoch} of `data` gave no sample, so forfit() would loop forever: "
+                    "`data` is empty or a one-shot iterator (pass a list or a re-iterable).")
+            epoch += 1
+
+    def _default_iter(self, random=False):
+        batch = []
+        for is_end, item in self.sample(random):
+            batch.append(item)
+            if len(batch) == self.batch_size or is_end:
+                yield _collate(batch)
+                batch = []
+
+    __iter__ = _dispatching_iter(_default_iter)
+
+
+def _close_all(pools):
+    for pool in list(pools):
+        pool.close()
+    pools.clear()
+
+
+def _as_tuples(batch):
+    """tf.data wants tuples, not lists, for fixed structures like (x, y)."""
+    if isinstance(batch, list):
+        return tuple(_as_tuples(b) for b in batch)
+    if isinstance(batch, tuple):
+        return tuple(_as_tuples(b) for b in batch)
+    if isinstance(batch, dict):
+        return {k: _as_tuples(v) for k, v in batch.items()}
+    return batch
+
+
+@contextlib.contextmanager
+def _seeded(seed, epoch, index, restore):
+    """Seed Python `random`, NumPy's global generator and Keras's global
+    SeedGenerator for one batch; restore them afterwards when `restore`."""
+    state = np.random.SeedSequence(seed, spawn_key=(_BATCH, epoch, index, 1)).generate_state(
+        4, np.uint32)
+    keras_state = sys.modules.get("keras.src.backend.common.global_state")
+    if restore:
+        saved_py, saved_np = python_random.getstate(), np.random.get_state()
+        saved_keras = (keras_state.get_global_attribute("global_seed_generator")
+                       if keras_state is not None else None)
+    python_random.seed(int.from_bytes(state.tobytes(), "little"))
+    np.random.seed(state)
+    if keras_state is not None:
+        keras_state.set_global_attribute("global_seed_generator", None)
+    try:
+        yield
+    finally:
+        if restore:
+            python_random.setstate(saved_py)
+            np.random.set_state(saved_np)
+            if keras_state is not None:
+                keras_state.set_global_attribute("global_seed_generator", saved_keras)
