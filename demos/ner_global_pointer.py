@@ -28,8 +28,8 @@ baseline is trained on the outermost non-overlapping entities (a BIO tagger
 cannot represent the rest) and both heads are scored against all of them.
 
 When only --train is given it is split 70/15/15 (by document when documents
-are known). Batching is plain NumPy in a `keras.utils.PyDataset` (length
-buckets of 16 tokens). Dev-set curves go to demos/output/ner_global_pointer.png.
+are known). Batching is plain NumPy (length buckets of 16 tokens) fed to
+`train_on_batch`; the progress bar is `keras.utils.Progbar`. Dev-set curves go to demos/output/ner_global_pointer.png.
 """
 
 import argparse
@@ -171,14 +171,15 @@ class Vocab:
         return words, chars
 
 
-class Batches(keras.utils.PyDataset):
-    """Length-bucketed batches: ((words, chars), labels) padded to a multiple
-    of 16 tokens. `target`: "spans" (GlobalPointer span lists padded with
-    -1), "bio" (tag ids) or None (inputs only)."""
+class Batches:
+    """Length-bucketed NumPy batches: ((words, chars), labels) padded to a
+    multiple of 16 tokens. `target`: "spans" (GlobalPointer span lists padded
+    with -1), "bio" (tag ids) or None (inputs only). Plain NumPy (the
+    project's data generator is not available yet); fed by `train_on_batch`
+    because batches of different lengths must not be forced into one shape."""
 
     def __init__(self, sentences, vocab, batch_size, target, shuffle=False, seed=0,
                  max_len=None, bio_flatten=False):
-        super().__init__()
         self.sentences, self.vocab, self.target = sentences, vocab, target
         self.max_len = max_len
         self.bio_flatten = bio_flatten
@@ -302,11 +303,13 @@ class KeepBest(keras.callbacks.Callback):
         self.head, self.dev, self.vocab = head, dev, vocab
         self.gold = [set(s.spans) for s in dev]
         self.best, self.best_weights, self.curve = -1.0, None, []
+        self.verbose = True
 
     def on_epoch_end(self, epoch, logs=None):
         f1 = prf(self.gold, predict_spans(self.model, self.head, self.dev, self.vocab))[2]
         self.curve.append(f1)
-        print(f"  dev entity F1 {f1:.4f}")
+        if self.verbose:
+            print(f"  dev entity F1 {f1:.4f}")
         if f1 > self.best:
             self.best, self.best_weights = f1, self.model.get_weights()
 
@@ -322,8 +325,20 @@ def run_head(head, train, dev, test, vocab, args, nested):
     data = Batches(train, vocab, args.batch_size, target, shuffle=True, seed=args.seed,
                    max_len=args.max_len, bio_flatten=nested)
     keep = KeepBest(head, dev, vocab)
+    keep.verbose = bool(args.verbose)
+    keep.set_model(model)
     start = time.time()
-    model.fit(data, epochs=args.epochs, verbose=args.verbose, callbacks=[keep])
+    for epoch in range(args.epochs):
+        if args.verbose:
+            print(f"epoch {epoch + 1}/{args.epochs}")
+        bar = keras.utils.Progbar(len(data), verbose=args.verbose)
+        for k in range(len(data)):
+            x, y = data[k]
+            loss = model.train_on_batch(x, y)
+            bar.update(k + 1, [("loss", float(loss))])
+        data.on_epoch_end()
+        keep.on_epoch_end(epoch)
+    keep.on_train_end()
     seconds = time.time() - start
     p, r, f = prf([set(s.spans) for s in test], predict_spans(model, head, test, vocab))
     return {"head": head, "p": p, "r": r, "f1": f, "seconds": seconds,
@@ -337,7 +352,7 @@ def main(argv=None):
     ap.add_argument("--test")
     ap.add_argument("--head", choices=["global", "efficient"], default="global")
     ap.add_argument("--no-baseline", action="store_true", help="skip the BIO softmax head")
-    ap.add_argument("--epochs", type=int, default=12)
+    ap.add_argument("--epochs", type=int, default=20)
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--word-dim", type=int, default=100)
@@ -349,7 +364,7 @@ def main(argv=None):
     ap.add_argument("--max-len", type=int, default=128, help="truncate training sentences")
     ap.add_argument("--max-train", type=int, default=0, help="use at most this many training sentences")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--verbose", type=int, default=1, help="Keras progress bar (1) or none (0)")
+    ap.add_argument("--verbose", type=int, default=1, help="progress bar (1), a line per epoch (2), none (0)")
     ap.add_argument("--jit", action="store_true", help="compile with XLA")
     ap.add_argument("--smoke", action="store_true", help="tiny run for tests")
     args = ap.parse_args(argv)
