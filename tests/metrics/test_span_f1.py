@@ -80,3 +80,26 @@ def test_empty_is_zero_and_bad_input():
         f1.update_state(np.zeros((2, 3)), np.zeros((2, 3), "float32"))
     with pytest.raises(TypeError, match="threshold"):
         metrics.SpanF1(threshold="high")
+
+
+def test_sparse_metric_in_compiled_model_with_sparse_loss():
+    import keras
+
+    from keras_tricks import layers
+
+    tokens = keras.Input((None,), dtype="int32")
+    x = keras.layers.Embedding(12, 8, mask_zero=True)(tokens)
+    model = keras.Model(tokens, layers.GlobalPointer(2, 4)(x))
+    model.compile("adam", losses.SparseGlobalPointerCrossentropy(),
+                  metrics=[metrics.SpanF1(sparse=True), metrics.SpanRecall(sparse=True)])
+    rng = np.random.default_rng(0)
+    tok = rng.integers(1, 12, size=(6, 5)).astype("int32")
+    spans = np.full((6, 2, 2, 2), -1, "int32")
+    spans[:, 0, 0] = (0, 1)
+    model.fit(tok, spans, epochs=1, batch_size=3, verbose=0)
+    logs = model.evaluate(tok, spans, batch_size=3, verbose=0, return_dict=True)
+    scores = model.predict(tok, verbose=0)
+    dense = np.zeros(scores.shape)
+    dense[:, 0, 0, 1] = 1
+    np.testing.assert_allclose(logs["span_f1"], _expected(dense, scores)[2], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(logs["span_recall"], _expected(dense, scores)[1], rtol=1e-5, atol=1e-6)
