@@ -29,7 +29,8 @@ cannot represent the rest) and both heads are scored against all of them.
 
 When only --train is given it is split 70/15/15 (by document when documents
 are known). Batching is plain NumPy (length buckets of 16 tokens) fed to
-`train_on_batch`; the progress bar is `keras.utils.Progbar`. Dev-set curves go to demos/output/ner_global_pointer.png.
+`train_on_batch`; the progress bar is `keras.utils.Progbar`. Dev-set curves
+go to demos/output/ner_global_pointer.png.
 """
 
 import argparse
