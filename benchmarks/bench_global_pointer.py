@@ -97,9 +97,10 @@ def main(argv=None):
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--reps", type=int, default=10)
+    ap.add_argument("--lengths", default="128,256,512", help="comma-separated seq_len values")
     ap.add_argument("--spans", type=int, default=16, help="max spans per type (sparse labels)")
     args = ap.parse_args(argv)
-    lengths = (128,) if args.quick else (128, 256, 512)
+    lengths = (128,) if args.quick else tuple(int(v) for v in args.lengths.split(","))
     reps = 3 if args.quick else args.reps
     rng = np.random.default_rng(0)
     b = args.batch
