@@ -59,6 +59,15 @@ class GlobalPointerCrossentropy(keras.losses.Loss):
                 "`y_pred` must have shape (batch, heads, n, n), got "
                 f"{tuple(y_pred.shape)}."
             )
+        if len(y_true.shape) != 4 or any(
+            a is not None and b is not None and a != b
+            for a, b in zip(y_true.shape[1:], y_pred.shape[1:])
+        ):
+            raise ValueError(
+                "`y_true` must be dense span labels of the shape of `y_pred` "
+                f"{tuple(y_pred.shape)}, got {tuple(y_true.shape)} (span lists "
+                "go to SparseGlobalPointerCrossentropy)."
+            )
         return span_crossentropy(y_true, y_pred)
 
     def get_config(self):

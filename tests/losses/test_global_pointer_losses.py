@@ -197,6 +197,8 @@ def test_sparse_loss_bad_labels():
         losses.SparseGlobalPointerCrossentropy()(np.zeros((1, 2, 3), "int32"), s)
     with pytest.raises(ValueError, match="y_pred"):
         losses.GlobalPointerCrossentropy()(np.zeros((1, 4, 4)), np.zeros((1, 4, 4), "float32"))
+    with pytest.raises(ValueError, match="y_true"):
+        losses.GlobalPointerCrossentropy()(np.zeros((1, 2, 3, 2), "int32"), s)
 
 
 # ---------------------------------------------------------------------- KL
