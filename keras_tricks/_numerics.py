@@ -35,3 +35,37 @@ def accurate_dtype(dtype):
 
 def is_float(dtype):
     return backend.standardize_dtype(dtype).startswith(("float", "bfloat"))
+
+
+def mask_value(dtype):
+    """The logit that masked positions get in layers computing in `dtype`.
+
+    A fixed `-1e12` overflows float16 (max 65504), and `x - (1 - mask) * 1e12`
+    then turns into `-inf` or NaN. The value returned here is the largest
+    power of two whose magnitude is at most a quarter of the largest finite
+    value of `dtype`, capped at the float16 bound (-2**13 = -8192 for
+    float16, bfloat16, float32 and float64):
+
+    - it is exact in every float type, so a model gives the same masked
+      logits under `float32`, `mixed_float16` and `mixed_bfloat16`;
+    - three of them can be added (or one subtracted twice) without overflow
+      in the narrowest type;
+    - `exp()` of it is exactly 0 in every float type (float64 underflows
+      below -745), so a masked logit drops out of any log-sum-exp, and a
+      sigmoid or threshold at 0 never selects it.
+
+    Layers set masked positions with `where(mask, x, mask_value)` (never by
+    arithmetic); consumers recognise them by `x <= mask_value / 2`
+    (`is_masked_logit`), a level no trained logit reaches.
+    """
+    bound = min(float(finfo(dtype).max), float(np.finfo("float16").max)) / 4.0
+    return -float(2.0 ** np.floor(np.log2(bound)))
+
+
+def is_masked_logit(x, dtype=None):
+    """Boolean tensor: which entries of `x` carry the masking value of
+    `mask_value` (anything at or below half of it)."""
+    from keras import ops
+
+    dtype = dtype or backend.standardize_dtype(x.dtype)
+    return ops.less_equal(x, ops.cast(mask_value(dtype) / 2.0, x.dtype))

@@ -1,4 +1,20 @@
 """Losses of keras_tricks, one file per loss, all registered under the
 package name `keras_tricks`."""
 
-__all__ = []
+from keras_tricks.losses.global_pointer_crossentropy import GlobalPointerCrossentropy
+from keras_tricks.losses.global_pointer_kl import global_pointer_kl
+from keras_tricks.losses.multilabel_categorical_crossentropy import (
+    multilabel_categorical_crossentropy,
+)
+from keras_tricks.losses.sparse_global_pointer_crossentropy import (
+    SPAN_PADDING,
+    SparseGlobalPointerCrossentropy,
+)
+
+__all__ = [
+    "SPAN_PADDING",
+    "GlobalPointerCrossentropy",
+    "SparseGlobalPointerCrossentropy",
+    "global_pointer_kl",
+    "multilabel_categorical_crossentropy",
+]

@@ -1,4 +1,6 @@
 """Metrics of keras_tricks, one file per metric, all registered under the
 package name `keras_tricks`."""
 
-__all__ = []
+from keras_tricks.metrics.span_f1 import SpanF1, SpanPrecision, SpanRecall
+
+__all__ = ["SpanF1", "SpanPrecision", "SpanRecall"]

@@ -1,0 +1,54 @@
+"""Rotary position embedding (RoPE) in the interleaved-pair convention of
+bert4keras / RoFormer, shared by the GlobalPointer layers.
+
+Su, Lu, Pan, Murtadha, Wen and Liu, "RoFormer: Enhanced Transformer with
+Rotary Position Embedding", arXiv:2104.09864.
+
+For a vector x of even size d at position p, the pairs (x[2i], x[2i+1]) are
+rotated by the angle theta_i = p * 10000^(-2i/d):
+
+    y[2i]   = x[2i] cos(theta_i) - x[2i+1] sin(theta_i)
+    y[2i+1] = x[2i+1] cos(theta_i) + x[2i] sin(theta_i)
+
+so that <R_m q, R_n k> depends on m - n only. This is bert4keras's
+`SinusoidalPositionEmbedding(d, "zero")` (sin at even, cos at odd indices)
+followed by `apply_rotary_position_embeddings`.
+"""
+
+import numpy as np
+from keras import ops
+
+
+def rope_angles(seq_len, dim):
+    """float32 `(seq_len, dim // 2)` angles p * 10000^(-2i/dim).
+
+    The angles and their sines are computed in float32 whatever the compute
+    dtype: float16 cannot even represent positions above 2048 exactly, and its
+    spacing at 512 (0.25 rad) would scramble the rotation.
+    """
+    inv_freq = np.power(10000.0, -2.0 * np.arange(dim // 2) / dim).astype("float32")
+    positions = ops.arange(seq_len, dtype="float32")
+    return positions[:, None] * ops.convert_to_tensor(inv_freq)[None, :]
+
+
+def apply_rope(x, angles, seq_axis=1):
+    """Rotate the interleaved pairs of the last axis of `x` by `angles`.
+
+    Args:
+        x: `(batch, seq_len, ..., d)` with d even; `seq_axis` is the axis of
+            the positions.
+        angles: `(seq_len, d // 2)` from `rope_angles`.
+    Returns:
+        a tensor of the shape and dtype of `x`.
+    """
+    shape = ops.shape(x)
+    d = shape[-1]
+    # Broadcast (seq_len, d/2) over the axes between the sequence and features.
+    extra = len(shape) - seq_axis - 2
+    angles = ops.reshape(angles, ops.shape(angles)[:1] + (1,) * extra + (d // 2,))
+    sin = ops.cast(ops.sin(angles), x.dtype)
+    cos = ops.cast(ops.cos(angles), x.dtype)
+    pairs = ops.reshape(x, (-1,) + tuple(shape[1:-1]) + (d // 2, 2))
+    even, odd = pairs[..., 0], pairs[..., 1]
+    rotated = ops.stack([even * cos - odd * sin, odd * cos + even * sin], axis=-1)
+    return ops.reshape(rotated, (-1,) + tuple(shape[1:]))

@@ -1,0 +1,124 @@
+"""What GlobalPointer and EfficientGlobalPointer share: arguments and their
+validation, the span mask, shapes and config."""
+
+import math
+
+import keras
+from keras import ops
+
+from keras_tricks import _numerics
+from keras_tricks.layers import _rope
+
+
+def _positive_int(value, name):
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ValueError(f"`{name}` must be a positive integer, got {value!r}.")
+    return value
+
+
+class SpanScorer(keras.layers.Layer):
+    """Base class: validation, masking, shapes and config of span scorers."""
+
+    def __init__(
+        self,
+        heads,
+        head_size,
+        use_rope=True,
+        tril_mask=True,
+        use_bias=True,
+        kernel_initializer="lecun_normal",
+        bias_initializer="zeros",
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.heads = _positive_int(heads, "heads")
+        self.head_size = _positive_int(head_size, "head_size")
+        self.use_rope = bool(use_rope)
+        if self.use_rope and head_size % 2:
+            raise ValueError(
+                "`head_size` must be even when `use_rope=True` (RoPE rotates "
+                f"pairs of features), got head_size={head_size}."
+            )
+        self.tril_mask = bool(tril_mask)
+        self.use_bias = bool(use_bias)
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        self.bias_initializer = keras.initializers.get(bias_initializer)
+        # The layer consumes the sequence mask: its output (batch, heads, n, n)
+        # carries the mask in its values, not as a Keras mask.
+        self.supports_masking = True
+
+    def _check_input_shape(self, input_shape):
+        input_shape = tuple(input_shape)
+        if len(input_shape) != 3:
+            raise ValueError(
+                f"{type(self).__name__} expects `inputs` of rank 3 "
+                f"(batch, seq_len, hidden), got shape {input_shape}."
+            )
+        if input_shape[-1] is None:
+            raise ValueError(
+                f"{type(self).__name__}: the last axis of `inputs` (hidden) must "
+                f"be known, got shape {input_shape}."
+            )
+        return input_shape
+
+    def _add_kernel(self, name, shape):
+        return self.add_weight(name=name, shape=shape, initializer=self.kernel_initializer)
+
+    def _add_bias(self, name, shape):
+        return self.add_weight(name=name, shape=shape, initializer=self.bias_initializer)
+
+    def _rope(self, x, seq_len):
+        if not self.use_rope:
+            return x
+        return _rope.apply_rope(x, _rope.rope_angles(seq_len, self.head_size))
+
+    def _check_mask(self, mask):
+        if mask is not None and len(mask.shape) != 2:
+            raise ValueError(
+                f"{type(self).__name__}: `mask` must have shape (batch, seq_len), "
+                f"got shape {tuple(mask.shape)}."
+            )
+
+    def _mask_scores(self, scores, mask):
+        """Give every invalid span (i, j) the value `_numerics.mask_value`:
+        padding at i or j, and j < i when `tril_mask`. `where`, never
+        `scores - big * (1 - mask)`, so that nothing can overflow."""
+        n = ops.shape(scores)[-1]
+        valid = None
+        if self.tril_mask:
+            idx = ops.arange(n)
+            valid = ops.expand_dims(idx, 0) >= ops.expand_dims(idx, 1)
+        if mask is not None:
+            mask = ops.cast(mask, "bool")
+            pad = ops.logical_and(mask[:, None, :, None], mask[:, None, None, :])
+            valid = pad if valid is None else ops.logical_and(pad, valid)
+        if valid is None:
+            return scores
+        fill = ops.cast(_numerics.mask_value(scores.dtype), scores.dtype)
+        return ops.where(valid, scores, fill)
+
+    def compute_output_shape(self, input_shape):
+        input_shape = self._check_input_shape(input_shape)
+        return (input_shape[0], self.heads, input_shape[1], input_shape[1])
+
+    def compute_mask(self, inputs, mask=None):
+        return None
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "heads": self.heads,
+                "head_size": self.head_size,
+                "use_rope": self.use_rope,
+                "tril_mask": self.tril_mask,
+                "use_bias": self.use_bias,
+                "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
+                "bias_initializer": keras.initializers.serialize(self.bias_initializer),
+            }
+        )
+        return config
+
+    @property
+    def _scale(self):
+        return 1.0 / math.sqrt(self.head_size)

@@ -1,0 +1,54 @@
+import numpy as np
+from keras import ops
+
+from keras_tricks import _numerics
+
+
+def decode_spans(scores, threshold=0.0):
+    """Spans predicted by GlobalPointer-style scores: every (i, j, type) with
+    score > `threshold`, nested and overlapping spans included.
+
+    GlobalPointer scores each span independently, so decoding is a plain
+    threshold (Su 2021, https://kexue.fm/archives/8373); no Viterbi, and
+    spans may nest or overlap. Masked spans (padding, end < start) carry
+    `keras_tricks._numerics.mask_value` (-8192) and are never returned,
+    whatever `threshold` (it must be above that level).
+
+    Args:
+        scores: `(batch, heads, seq_len, seq_len)` logits (any backend tensor
+            or NumPy array), e.g. `model.predict(...)` of a model ending in
+            `GlobalPointer` / `EfficientGlobalPointer`.
+        threshold: a finite float; spans with score > threshold are returned
+            (0 for logits trained with the GlobalPointer losses).
+
+    Returns:
+        An int64 NumPy array `(num_spans, 4)` of `(batch_index, type, start,
+        end)` rows, `end` inclusive, sorted by batch, type, start, end. This is
+        a post-processing function (it runs on the host, outside a model).
+
+    Example:
+    >>> import numpy as np
+    >>> s = np.full((1, 2, 3, 3), -5.0)
+    >>> s[0, 1, 0, 2] = s[0, 1, 1, 1] = 3.0   # nested spans of type 1
+    >>> decode_spans(s).tolist()
+    [[0, 1, 0, 2], [0, 1, 1, 1]]
+    """
+    try:
+        threshold = float(threshold)
+    except (TypeError, ValueError):
+        raise TypeError(f"`threshold` must be a float, got {threshold!r}.") from None
+    if not np.isfinite(threshold) or threshold <= _numerics.mask_value("float16") / 2:
+        raise ValueError(
+            "`threshold` must be finite and above the masking level "
+            f"{_numerics.mask_value('float16') / 2}, got {threshold}."
+        )
+    if not isinstance(scores, np.ndarray):
+        scores = ops.convert_to_tensor(scores)
+        scores = ops.convert_to_numpy(ops.cast(scores, "float32"))
+    scores = np.asarray(scores)
+    if scores.ndim != 4 or scores.shape[-1] != scores.shape[-2]:
+        raise ValueError(
+            "`scores` must have shape (batch, heads, seq_len, seq_len), got "
+            f"{scores.shape}."
+        )
+    return np.argwhere(scores > threshold).astype(np.int64).reshape(-1, 4)

@@ -1,0 +1,74 @@
+import keras
+from keras import ops
+
+from keras_tricks.losses.multilabel_categorical_crossentropy import (
+    multilabel_categorical_crossentropy,
+)
+
+
+def span_crossentropy(y_true, y_pred):
+    """Per-sample GlobalPointer loss from dense labels: the multi-label
+    cross-entropy over the n*n spans of each type, averaged over types."""
+    shape = ops.shape(y_pred)
+    flat = (-1, shape[1], shape[2] * shape[3])
+    per_type = multilabel_categorical_crossentropy(
+        ops.reshape(y_true, flat), ops.reshape(y_pred, flat)
+    )
+    return ops.mean(per_type, axis=-1)
+
+
+@keras.saving.register_keras_serializable(package="keras_tricks")
+class GlobalPointerCrossentropy(keras.losses.Loss):
+    """Loss of GlobalPointer span scores against dense 0/1 span labels.
+
+    For each sample and entity type alpha, the multi-label categorical
+    cross-entropy (Su 2020, https://kexue.fm/archives/7359) over all n*n spans:
+
+        L_alpha = log(1 + sum_{(i,j) not entity} e^{s_alpha(i,j)})
+                + log(1 + sum_{(i,j) entity} e^{-s_alpha(i,j)})
+
+    Masked spans (logit `keras_tricks._numerics.mask_value`, output by the
+    layers for padding and j < i) drop out of both sums. Soft labels in
+    [0, 1] are accepted (see `multilabel_categorical_crossentropy`).
+
+    Reduction: the per-sample loss is the mean of L_alpha over the types;
+    the Keras `reduction` (default `"sum_over_batch_size"`) then averages
+    over the batch, so the default value is the mean over (sample, type),
+    as bert4keras's `global_pointer_crossentropy`.
+
+    Args:
+        name, reduction, dtype: as `keras.losses.Loss`.
+
+    y_true: `(batch, heads, n, n)` 0/1 (or soft) labels, 1 at (type, start,
+    end). y_pred: `(batch, heads, n, n)` logits. Per-sample loss: `(batch,)`.
+
+    Example:
+    >>> import keras, keras_tricks
+    >>> model = keras.Sequential([keras.Input((None, 16)),
+    ...                           keras_tricks.layers.GlobalPointer(3, 8)])
+    >>> model.compile("adam", keras_tricks.losses.GlobalPointerCrossentropy())
+    """
+
+    def __init__(self, name="global_pointer_crossentropy", reduction="sum_over_batch_size",
+                 dtype=None):
+        super().__init__(name=name, reduction=reduction, dtype=dtype)
+
+    def call(self, y_true, y_pred):
+        if len(y_pred.shape) != 4:
+            raise ValueError(
+                "`y_pred` must have shape (batch, heads, n, n), got "
+                f"{tuple(y_pred.shape)}."
+            )
+        if len(y_true.shape) != 4 or any(
+            a is not None and b is not None and a != b
+            for a, b in zip(y_true.shape[1:], y_pred.shape[1:])
+        ):
+            raise ValueError(
+                "`y_true` must be dense span labels of the shape of `y_pred` "
+                f"{tuple(y_pred.shape)}, got {tuple(y_true.shape)} (span lists "
+                "go to SparseGlobalPointerCrossentropy)."
+            )
+        return span_crossentropy(y_true, y_pred)
+
+    def get_config(self):
+        return super().get_config()

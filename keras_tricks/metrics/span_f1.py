@@ -1,0 +1,128 @@
+"""Entity-level (span-level) micro precision, recall and F1 for GlobalPointer
+scores: `SpanF1`, `SpanPrecision`, `SpanRecall`."""
+
+import keras
+from keras import ops
+
+from keras_tricks.losses.sparse_global_pointer_crossentropy import sparse_spans_to_dense
+
+
+class _SpanCounts(keras.metrics.Metric):
+    """Accumulates true/false positives and false negatives of spans."""
+
+    def __init__(self, threshold=0.0, sparse=False, name=None, dtype=None):
+        super().__init__(name=name, dtype=dtype)
+        try:
+            self.threshold = float(threshold)
+        except (TypeError, ValueError):
+            raise TypeError(f"`threshold` must be a float, got {threshold!r}.") from None
+        self.sparse = bool(sparse)
+        # Integer counts: exact (a float32 count stops at 2**24 increments).
+        self.true_positives = self.add_variable((), "zeros", dtype="int32", name="true_positives")
+        self.false_positives = self.add_variable((), "zeros", dtype="int32", name="false_positives")
+        self.false_negatives = self.add_variable((), "zeros", dtype="int32", name="false_negatives")
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        if sample_weight is not None:
+            raise ValueError(
+                f"{type(self).__name__} counts spans and takes no `sample_weight`."
+            )
+        y_pred = ops.convert_to_tensor(y_pred)
+        if len(y_pred.shape) != 4:
+            raise ValueError(
+                f"`y_pred` must have shape (batch, heads, n, n), got {tuple(y_pred.shape)}."
+            )
+        if self.sparse:
+            true = sparse_spans_to_dense(y_true, ops.shape(y_pred)[-1]) > 0.5
+        else:
+            true = ops.convert_to_tensor(y_true) > 0.5
+        pred = ops.cast(y_pred, "float32") > self.threshold
+        count = lambda m: ops.sum(ops.cast(m, "int32"))  # noqa: E731
+        self.true_positives.assign_add(count(ops.logical_and(pred, true)))
+        self.false_positives.assign_add(count(ops.logical_and(pred, ops.logical_not(true))))
+        self.false_negatives.assign_add(count(ops.logical_and(ops.logical_not(pred), true)))
+
+    def _counts(self):
+        f = lambda v: ops.cast(v, "float32")  # noqa: E731
+        return f(self.true_positives), f(self.false_positives), f(self.false_negatives)
+
+    @staticmethod
+    def _ratio(num, den):
+        return ops.where(den > 0, num / ops.maximum(den, 1.0), ops.zeros_like(num))
+
+    def reset_state(self):
+        for v in (self.true_positives, self.false_positives, self.false_negatives):
+            v.assign(ops.zeros((), dtype="int32"))
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"threshold": self.threshold, "sparse": self.sparse})
+        return config
+
+
+_DOC = """{what} of predicted spans, micro-averaged over an epoch.
+
+    A span (type, start, end) is predicted when its score exceeds
+    `threshold` (0 for logits trained with the GlobalPointer losses; masked
+    spans never are) and true when its label is 1. True positives, false
+    positives and false negatives are counted over every batch seen since the
+    last `reset_state()` (an epoch in `fit`/`evaluate`), then
+
+        precision = TP / (TP + FP),  recall = TP / (TP + FN),
+        F1 = 2 TP / (2 TP + FP + FN)
+
+    (0 when the denominator is 0): the entity-level micro scores of the
+    CoNLL evaluation, not an average of per-batch values.
+
+    Args:
+        threshold: score above which a span is predicted (default 0.0).
+        sparse: labels are `(batch, heads, max_spans, 2)` (start, end) lists
+            padded with -1, as `SparseGlobalPointerCrossentropy` takes, instead
+            of dense `(batch, heads, n, n)` 0/1 labels.
+        name, dtype: as `keras.metrics.Metric`.
+
+    `sample_weight` is not supported (spans are counted, not weighted).
+
+    Example:
+    >>> import keras, keras_tricks
+    >>> model = keras.Sequential([keras.Input((None, 16)),
+    ...                           keras_tricks.layers.GlobalPointer(3, 8)])
+    >>> model.compile("adam", keras_tricks.losses.GlobalPointerCrossentropy(),
+    ...               metrics=[keras_tricks.metrics.{cls}()])
+    """
+
+
+@keras.saving.register_keras_serializable(package="keras_tricks")
+class SpanF1(_SpanCounts):
+    __doc__ = _DOC.format(what="Micro F1", cls="SpanF1")
+
+    def __init__(self, threshold=0.0, sparse=False, name="span_f1", dtype=None):
+        super().__init__(threshold=threshold, sparse=sparse, name=name, dtype=dtype)
+
+    def result(self):
+        tp, fp, fn = self._counts()
+        return self._ratio(2.0 * tp, 2.0 * tp + fp + fn)
+
+
+@keras.saving.register_keras_serializable(package="keras_tricks")
+class SpanPrecision(_SpanCounts):
+    __doc__ = _DOC.format(what="Micro precision", cls="SpanPrecision")
+
+    def __init__(self, threshold=0.0, sparse=False, name="span_precision", dtype=None):
+        super().__init__(threshold=threshold, sparse=sparse, name=name, dtype=dtype)
+
+    def result(self):
+        tp, fp, _ = self._counts()
+        return self._ratio(tp, tp + fp)
+
+
+@keras.saving.register_keras_serializable(package="keras_tricks")
+class SpanRecall(_SpanCounts):
+    __doc__ = _DOC.format(what="Micro recall", cls="SpanRecall")
+
+    def __init__(self, threshold=0.0, sparse=False, name="span_recall", dtype=None):
+        super().__init__(threshold=threshold, sparse=sparse, name=name, dtype=dtype)
+
+    def result(self):
+        tp, _, fn = self._counts()
+        return self._ratio(tp, tp + fn)
