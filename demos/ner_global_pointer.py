@@ -28,9 +28,10 @@ baseline is trained on the outermost non-overlapping entities (a BIO tagger
 cannot represent the rest) and both heads are scored against all of them.
 
 When only --train is given it is split 70/15/15 (by document when documents
-are known). Batching is plain NumPy (length buckets of 16 tokens) fed to
-`train_on_batch`; the progress bar is `keras.utils.Progbar`. Dev-set curves
-go to demos/output/ner_global_pointer.png.
+are known). Batches come from a `keras_tricks.data.DataGenerator` subclass
+(length buckets padded to multiples of 16 tokens, reshuffled every epoch from
+the seed, encoded in `--workers` worker processes) fed to `model.fit`, whose
+progress bar is shown. Dev-set curves go to demos/output/ner_global_pointer.png.
 """
 
 import argparse
@@ -52,6 +53,7 @@ from keras import layers as L  # noqa: E402
 import keras_tricks  # noqa: E402
 from keras_tricks import layers as kt_layers  # noqa: E402
 from keras_tricks import losses as kt_losses  # noqa: E402
+from keras_tricks.data import DataGenerator  # noqa: E402
 
 DEFAULT_DATA = os.path.join(HERE, "data", "wikigold", "wikigold.conll.txt")
 MAX_CHARS = 16
@@ -172,44 +174,38 @@ class Vocab:
         return words, chars
 
 
-class Batches:
-    """Length-bucketed NumPy batches: ((words, chars), labels) padded to a
-    multiple of 16 tokens. `target`: "spans" (GlobalPointer span lists padded
-    with -1), "bio" (tag ids) or None (inputs only). Plain NumPy (the
-    project's data generator is not available yet); fed by `train_on_batch`
-    because batches of different lengths must not be forced into one shape."""
+class NerBatches(DataGenerator):
+    """((words, chars), labels) batches padded to a multiple of 16 tokens.
 
-    def __init__(self, sentences, vocab, batch_size, target, shuffle=False, seed=0,
-                 max_len=None, bio_flatten=False):
-        self.sentences, self.vocab, self.target = sentences, vocab, target
+    A `keras_tricks.data.DataGenerator` whose samples are length buckets:
+    sentences sorted by length and cut into groups of `batch_size`, so one
+    sample is one batch with little padding; with `random=True` the order of
+    the buckets is reshuffled every epoch from the seed, and `workers=N`
+    encodes them in N worker processes (NumPy only, safe under `fork`).
+    `target`: "spans" (GlobalPointer span lists padded with -1), "bio" (tag
+    ids) or None (inputs only)."""
+
+    def __init__(self, sentences, vocab, batch_size, target, max_len=None,
+                 bio_flatten=False, max_spans=None, **kwargs):
+        order = np.argsort([len(s.tokens) for s in sentences], kind="stable")
+        self.indices = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+        super().__init__([[sentences[i] for i in idx] for idx in self.indices],
+                         batch_size=1, **kwargs)
+        self.vocab, self.target = vocab, target
         self.max_len = max_len
         self.bio_flatten = bio_flatten
-        self.rng = np.random.default_rng(seed)
-        self.shuffle = shuffle
-        order = np.argsort([len(s.tokens) for s in sentences], kind="stable")
-        self.batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
         per_type = [collections.Counter(t for *_, t in s.spans) for s in sentences]
-        self.max_spans = max([max(c.values(), default=0) for c in per_type] + [1])
-        self.epoch = 0
+        self.max_spans = max_spans or max([max(c.values(), default=0) for c in per_type] + [1])
 
-    def __len__(self):
-        return len(self.batches)
+    def __iter__(self, random=False):
+        for _, bucket in self.sample(random):
+            yield self.encode(bucket)
 
-    def on_epoch_end(self):
-        self.epoch += 1
-
-    def length(self, idx):
-        n = max(len(self.sentences[i].tokens) for i in idx)
+    def encode(self, batch):
+        n = max(len(s.tokens) for s in batch)
         if self.max_len:
             n = min(n, self.max_len)
-        return -(-n // BUCKET) * BUCKET
-
-    def __getitem__(self, k):
-        if self.shuffle:  # a new batch order each epoch, from the seed
-            k = self._order()[k]
-        idx = self.batches[k]
-        batch = [self.sentences[i] for i in idx]
-        n = self.length(idx)
+        n = -(-n // BUCKET) * BUCKET
         x = self.vocab.encode(batch, n)
         if self.target is None:
             return (x,)
@@ -231,11 +227,6 @@ class Batches:
                         y[b, start] = self.vocab.tags.index(f"B-{t}")
                         y[b, start + 1:end + 1] = self.vocab.tags.index(f"I-{t}")
         return x, y
-
-    def _order(self):
-        if not hasattr(self, "_orders") or self._orders[0] != self.epoch:
-            self._orders = (self.epoch, self.rng.permutation(len(self.batches)))
-        return self._orders[1]
 
 
 # --------------------------------------------------------------------- models
@@ -268,11 +259,10 @@ def build_model(vocab, head, args):
 
 
 def predict_spans(model, head, sentences, vocab, batch_size=64):
-    data = Batches(sentences, vocab, batch_size, target=None)
+    data = NerBatches(sentences, vocab, batch_size, target=None)
     found = [None] * len(sentences)
-    for k in range(len(data)):
-        idx = data.batches[k]
-        out = np.asarray(model.predict_on_batch(data[k][0]))
+    for idx, (x,) in zip(data.indices, data):  # in order: random=False
+        out = np.asarray(model.predict_on_batch(x))
         for row, i in enumerate(idx):
             n = len(sentences[i].tokens)
             if head == "bio":
@@ -323,23 +313,14 @@ def run_head(head, train, dev, test, vocab, args, nested):
     keras.utils.set_random_seed(args.seed)
     model = build_model(vocab, head, args)
     target = "bio" if head == "bio" else "spans"
-    data = Batches(train, vocab, args.batch_size, target, shuffle=True, seed=args.seed,
-                   max_len=args.max_len, bio_flatten=nested)
+    data = NerBatches(train, vocab, args.batch_size, target, max_len=args.max_len,
+                      bio_flatten=nested, workers=args.workers, seed=args.seed)
     keep = KeepBest(head, dev, vocab)
     keep.verbose = bool(args.verbose)
-    keep.set_model(model)
     start = time.time()
-    for epoch in range(args.epochs):
-        if args.verbose:
-            print(f"epoch {epoch + 1}/{args.epochs}")
-        bar = keras.utils.Progbar(len(data), verbose=args.verbose)
-        for k in range(len(data)):
-            x, y = data[k]
-            loss = model.train_on_batch(x, y)
-            bar.update(k + 1, [("loss", float(loss))])
-        data.on_epoch_end()
-        keep.on_epoch_end(epoch)
-    keep.on_train_end()
+    with data:  # one worker pool for every epoch, stopped on exit
+        model.fit(data.forfit(), steps_per_epoch=len(data), epochs=args.epochs,
+                  callbacks=[keep], verbose=args.verbose)
     seconds = time.time() - start
     p, r, f = prf([set(s.spans) for s in test], predict_spans(model, head, test, vocab))
     return {"head": head, "p": p, "r": r, "f1": f, "seconds": seconds,
@@ -365,6 +346,7 @@ def main(argv=None):
     ap.add_argument("--max-len", type=int, default=128, help="truncate training sentences")
     ap.add_argument("--max-train", type=int, default=0, help="use at most this many training sentences")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--workers", type=int, default=1, help="batch-encoding worker processes")
     ap.add_argument("--verbose", type=int, default=1, help="progress bar (1), a line per epoch (2), none (0)")
     ap.add_argument("--jit", action="store_true", help="compile with XLA")
     ap.add_argument("--smoke", action="store_true", help="tiny run for tests")

@@ -3,11 +3,17 @@ for multi-backend Keras 3 (TensorFlow, JAX, PyTorch).
 
 Submodules, one per capability:
     keras_tricks.activations  squareplus
-    keras_tricks.layers       SquarePlus
-    keras_tricks.testing      the shared cross-backend test harness
+    keras_tricks.layers       SquarePlus, GlobalPointer, EfficientGlobalPointer,
+                              ConditionalLayerNormalization, decode_spans
+    keras_tricks.losses       GlobalPointer losses, flooding
+    keras_tricks.metrics      SpanF1, SpanPrecision, SpanRecall
+    keras_tricks.callbacks    ExponentialMovingAverage, FloodLevelScheduler
+    keras_tricks.data         DataGenerator, sequence_padding
+    keras_tricks.testing      the shared cross-backend test harness (import it
+                              explicitly: it is for tests)
 """
 
-from keras_tricks import activations, layers
+from keras_tricks import activations, callbacks, data, layers, losses, metrics
 from keras_tricks.version import __version__
 
-__all__ = ["activations", "layers", "__version__"]
+__all__ = ["activations", "callbacks", "data", "layers", "losses", "metrics", "__version__"]
