@@ -3,7 +3,7 @@ for multi-backend Keras 3 (TensorFlow, JAX, PyTorch).
 
 Submodules, one per capability:
     keras_tricks.activations  squareplus
-    keras_tricks.layers       SquarePlus
+    keras_tricks.layers       SquarePlus, ConditionalLayerNormalization
     keras_tricks.testing      the shared cross-backend test harness
 """
 

@@ -2,6 +2,9 @@
 package name `keras_tricks` (so models using them save to `.keras` and load
 back without `custom_objects`)."""
 
+from keras_tricks.layers.conditional_layer_normalization import (
+    ConditionalLayerNormalization,
+)
 from keras_tricks.layers.squareplus import SquarePlus
 
-__all__ = ["SquarePlus"]
+__all__ = ["ConditionalLayerNormalization", "SquarePlus"]
