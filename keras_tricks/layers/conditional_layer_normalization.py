@@ -1,6 +1,7 @@
 import math
 
 import keras
+import numpy as np
 from keras import activations, constraints, initializers, ops, regularizers
 
 from keras_tricks import _backend, _numerics
@@ -332,36 +333,59 @@ class ConditionalLayerNormalization(keras.layers.Layer):
         # inf or NaN). Other rows have s = 1. `s` is a constant for the
         # gradient: the formula does not depend on it.
         peak = ops.max(ops.abs(x), axis=axes, keepdims=True)
+        # (Keras's maximum and floor return float32 for float64 inputs on some
+        # backends; s is a power of two, exact in any float dtype, so the cast
+        # to x's dtype loses nothing.)
         exponent = ops.maximum(ops.floor(ops.log2(ops.maximum(peak, 1.0))) - 50.0, 0.0)
         s = ops.stop_gradient(ops.cast(ops.power(2.0, exponent), x.dtype))
         x = x / s
+        # eps / s^2 underflows to 0 for large s (and epsilon may be 0): adding
+        # sqrt(tiny) (1e-19 in float32, far below any useful epsilon) keeps
+        # rsqrt(var + eps) and its derivative, which goes as (var + eps)^-1.5,
+        # finite on a constant row (var = 0).
+        floor = float(np.sqrt(_numerics.finfo(x.dtype).tiny))
         trailing = axes == list(range(ndim - len(axes), ndim))
-        if _backend.name() == "torch" and trailing:
+        single = keras.backend.standardize_dtype(x.dtype) == "float32"
+        if _backend.name() == "torch" and trailing and single:
             # One fused kernel (torch.nn.functional layer_norm / rms_norm), as
             # Keras's own layers use on PyTorch: the composite below is ~3x
             # slower there in eager mode. It takes epsilon as a number, not
             # eps / s^2 per row; on rows with s > 1 the difference is below
             # float32 rounding unless std(x) < 1e-11 max|x| (a row so close to
             # constant that float32 cannot resolve its variance anyway).
+            # (Keras's op computes float64 inputs in float32, hence `single`.)
             if self.rms:
-                return ops.rms_normalization(x, axis=axes, epsilon=self.epsilon)
-            return ops.layer_normalization(x, axis=axes, epsilon=self.epsilon)
-        eps = self.epsilon / ops.square(s)
+                return ops.rms_normalization(x, axis=axes, epsilon=max(self.epsilon, floor))
+            return ops.layer_normalization(x, axis=axes, epsilon=max(self.epsilon, floor))
+        eps = self.epsilon / ops.square(s) + floor
+        # sum / n, not ops.mean: Keras's mean on PyTorch reduces float64 in
+        # float32.
+        n = math.prod(x.shape[a] for a in axes)
+
+        def mean(t):
+            return ops.sum(t, axis=axes, keepdims=True) / n
+
         if self.rms:
-            mean_square = ops.mean(ops.square(x), axis=axes, keepdims=True)
+            mean_square = mean(ops.square(x))
             return x * ops.rsqrt(mean_square + eps)
         # Two passes: the variance of the centred values is never negative
         # (E[x^2] - E[x]^2 can be, and its rsqrt NaN), and (x - mean) * inv
         # keeps the precision that x * inv - mean * inv loses for inputs with
         # a large common offset.
-        centred = x - ops.mean(x, axis=axes, keepdims=True)
-        variance = ops.mean(ops.square(centred), axis=axes, keepdims=True)
+        centred = x - mean(x)
+        variance = mean(ops.square(centred))
         return centred * ops.rsqrt(variance + eps)
 
-    def _project(self, h, kernel, n_param_axes):
-        if n_param_axes == 1:
-            return ops.matmul(h, kernel)
-        return ops.tensordot(h, kernel, axes=1)
+    @staticmethod
+    def _project(h, kernel):
+        """h (..., c) times kernel (c, *S) -> (..., *S).
+
+        einsum rather than matmul: Keras's matmul on PyTorch computes float64
+        in float32.
+        """
+        lead = "abcdefgh"[: len(h.shape) - 1]
+        param = "stuvwxy"[: len(kernel.shape) - 1]
+        return ops.einsum(f"{lead}z,z{param}->{lead}{param}", h, kernel)
 
     def call(self, inputs):
         if not isinstance(inputs, (list, tuple)) or len(inputs) != 2:
@@ -378,13 +402,13 @@ class ConditionalLayerNormalization(keras.layers.Layer):
         kept = [i for i in range(ndim) if i not in axes]
 
         if self.hidden_kernel is not None:
-            h = self.hidden_activation(ops.matmul(h, ops.cast(self.hidden_kernel, dtype)))
+            h = self.hidden_activation(self._project(h, ops.cast(self.hidden_kernel, dtype)))
 
         def conditional(param, kernel):
             # param + h @ kernel, laid out as x: (kept axes..., normalised
             # axes...) in that order, then transposed when the normalised axes
             # are not the trailing ones.
-            delta = self._project(h, ops.cast(kernel, dtype), len(axes))
+            delta = self._project(h, ops.cast(kernel, dtype))
             if form == "batch":
                 for _ in range(len(kept) - 1):
                     delta = ops.expand_dims(delta, 1)
