@@ -107,6 +107,9 @@ def load_entity_names():
 
 
 def load_csv(path):
+    if not Path(path).is_file():
+        raise SystemExit(f"--data {path}: no such file (the development corpora live "
+                         "in ../shared/data/ next to the main checkout)")
     texts, labels = [], []
     with open(path, encoding="utf-8") as f:
         reader = csv.reader(f)
