@@ -36,10 +36,14 @@ class ConditionalLayerNormalization(keras.layers.Layer):
     `gamma`, `beta`, `W_g`, `W_b` span the normalised axes (`axis`); the
     condition is projected to that shape. Statistics and the affine part are
     computed in float32 under `mixed_float16` / `mixed_bfloat16` (in the
-    input's precision when that is float32 or float64), with a two-pass
-    variance that is never negative, and the result is cast to the compute
-    dtype. A Keras mask on `x` passes through unchanged (normalisation does
-    not mix positions).
+    compute dtype otherwise: float32, or float64), with a two-pass variance
+    that is never negative, and the result is cast to the compute dtype. Rows
+    whose largest magnitude exceeds 2^50 are first divided by an exact power
+    of two (epsilon by its square), so values and gradients stay finite and
+    correct for any finite input, up to the float32 maximum; epsilon gets
+    sqrt(tiny) (1e-19 in float32) added, which keeps the gradient finite on a
+    constant row even with `epsilon=0`. A Keras mask on `x` passes through
+    unchanged (normalisation does not mix positions).
 
     Args:
         axis: int or list of ints, the axes to normalise over (default -1).
@@ -89,7 +93,7 @@ class ConditionalLayerNormalization(keras.layers.Layer):
     >>> cond = keras.layers.Embedding(3, 8)(label)          # (batch, 8)
     >>> y = ConditionalLayerNormalization()([x, cond])       # (batch, seq, 32)
     >>> model = keras.Model([tokens, label], y)
-    >>> model([np.zeros((2, 5), "int32"), np.array([0, 2])]).shape
+    >>> tuple(model([np.zeros((2, 5), "int32"), np.array([0, 2])]).shape)
     (2, 5, 32)
     """
 
