@@ -8,6 +8,10 @@ from keras_tricks import _backend, _numerics
 
 _LN_EPSILON = 1e-3  # keras.layers.LayerNormalization's default
 _RMS_EPSILON = 1e-6  # keras.layers.RMSNormalization's default
+# Rows with max|x| above 2^50 are rescaled into [2^50, 2^51): float32 squares
+# of such values (< 2^102), summed over up to 2^26 elements, stay finite.
+_RESCALE_EXPONENT = 50.0
+_RESCALE_ABOVE = 2.0**50
 
 
 @keras.saving.register_keras_serializable(package="keras_tricks")
@@ -336,13 +340,21 @@ class ConditionalLayerNormalization(keras.layers.Layer):
         # which float32 and bfloat16 inputs can reach, and the variance turns
         # inf or NaN). Other rows have s = 1. `s` is a constant for the
         # gradient: the formula does not depend on it.
-        peak = ops.max(ops.abs(x), axis=axes, keepdims=True)
-        # (Keras's maximum and floor return float32 for float64 inputs on some
-        # backends; s is a power of two, exact in any float dtype, so the cast
-        # to x's dtype loses nothing.)
-        exponent = ops.maximum(ops.floor(ops.log2(ops.maximum(peak, 1.0))) - 50.0, 0.0)
-        s = ops.stop_gradient(ops.cast(ops.power(2.0, exponent), x.dtype))
-        x = x / s
+        # Run eagerly on values all below 2^50, s would be 1 everywhere: skip
+        # the rescaling (the result is bit-identical). Traced code always
+        # rescales.
+        if _backend.exceeds_in_eager(x, _RESCALE_ABOVE) is False:
+            s = None
+        else:
+            peak = ops.max(ops.abs(x), axis=axes, keepdims=True)
+            # (Keras's maximum and floor return float32 for float64 inputs on
+            # some backends; s is a power of two, exact in any float dtype, so
+            # the cast to x's dtype loses nothing.)
+            exponent = ops.maximum(
+                ops.floor(ops.log2(ops.maximum(peak, 1.0))) - _RESCALE_EXPONENT, 0.0
+            )
+            s = ops.stop_gradient(ops.cast(ops.power(2.0, exponent), x.dtype))
+            x = x / s
         # eps / s^2 underflows to 0 for large s (and epsilon may be 0): adding
         # sqrt(tiny) (1e-19 in float32, far below any useful epsilon) keeps
         # rsqrt(var + eps) and its derivative, which goes as (var + eps)^-1.5,
@@ -361,7 +373,7 @@ class ConditionalLayerNormalization(keras.layers.Layer):
             if self.rms:
                 return ops.rms_normalization(x, axis=axes, epsilon=max(self.epsilon, floor))
             return ops.layer_normalization(x, axis=axes, epsilon=max(self.epsilon, floor))
-        eps = self.epsilon / ops.square(s) + floor
+        eps = self.epsilon + floor if s is None else self.epsilon / ops.square(s) + floor
         # sum / n, not ops.mean: Keras's mean on PyTorch reduces float64 in
         # float32.
         n = math.prod(x.shape[a] for a in axes)

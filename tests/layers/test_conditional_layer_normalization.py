@@ -425,3 +425,26 @@ def test_harness_rms_over_two_axes():
         [x, cond],
         checks=("call", "dtypes", "serialization", "fit"),
     )
+
+
+def test_eager_shortcut_check_of_the_backend():
+    from keras_tricks import _backend
+
+    x = keras.ops.convert_to_tensor(np.array([[1.0, -3.0]], "float32"))
+    assert _backend.exceeds_in_eager(x, 2.0) is True
+    assert _backend.exceeds_in_eager(x, 3.0) is False
+    assert _backend.exceeds_in_eager(keras.Input((2,)), 2.0) is None
+
+
+def test_rows_above_the_rescaling_threshold_match_the_reference():
+    # Eagerly, inputs above 2^50 take the rescaled path; below, the plain one.
+    # Both must agree with the reference (and with each other after scaling).
+    x = _normal(2, 3, 16, scale=2.0, loc=1.0)
+    cond = _normal(2, 4)
+    layer = ConditionalLayerNormalization(epsilon=1e-12)
+    layer([x, cond])
+    weights = _randomise(layer, seed=5)
+    small = testing.to_numpy(layer([x, cond]))
+    big = testing.to_numpy(layer([x * np.float32(2.0**60), cond]))
+    testing.assert_close(small, reference(x, cond, weights, [-1], 1e-12), "float32", 4.0)
+    testing.assert_close(big, small, "float32", 4.0)
