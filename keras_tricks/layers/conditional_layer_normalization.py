@@ -394,14 +394,14 @@ class ConditionalLayerNormalization(keras.layers.Layer):
 
     @staticmethod
     def _project(h, kernel):
-        """h (..., c) times kernel (c, *S) -> (..., *S).
-
-        einsum rather than matmul: Keras's matmul on PyTorch computes float64
-        in float32.
-        """
-        lead = "abcdefgh"[: len(h.shape) - 1]
-        param = "stuvwxy"[: len(kernel.shape) - 1]
-        return ops.einsum(f"{lead}z,z{param}->{lead}{param}", h, kernel)
+        """h (..., c) times kernel (c, *S) -> (..., *S)."""
+        if keras.backend.standardize_dtype(h.dtype) == "float64":
+            # Keras's matmul and tensordot on PyTorch compute float64 in
+            # float32; its einsum does not (but is slow there on small inputs).
+            lead = "abcdefgh"[: len(h.shape) - 1]
+            param = "stuvwxy"[: len(kernel.shape) - 1]
+            return ops.einsum(f"{lead}z,z{param}->{lead}{param}", h, kernel)
+        return ops.tensordot(h, kernel, axes=1)
 
     def call(self, inputs):
         if not isinstance(inputs, (list, tuple)) or len(inputs) != 2:
