@@ -364,8 +364,8 @@ class ConditionalLayerNormalization(keras.layers.Layer):
         single = keras.backend.standardize_dtype(x.dtype) == "float32"
         if _backend.name() == "torch" and trailing and single:
             # One fused kernel (torch.nn.functional layer_norm / rms_norm), as
-            # Keras's own layers use on PyTorch: the composite below is ~3x
-            # slower there in eager mode. It takes epsilon as a number, not
+            # Keras's own layers use on PyTorch: the composite below is several
+            # times slower there in eager mode. It takes epsilon as a number, not
             # eps / s^2 per row; on rows with s > 1 the difference is below
             # float32 rounding unless std(x) < 1e-11 max|x| (a row so close to
             # constant that float32 cannot resolve its variance anyway).
