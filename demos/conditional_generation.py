@@ -21,8 +21,9 @@ and with the conditions shuffled among the validation examples: the gap is
 what the model draws from the condition. Then it prints a few samples per
 class and saves a bar chart to `demos/output/conditional_generation.png`.
 
-Batching: plain NumPy arrays handed to `model.fit` (the package's
-`keras_tricks.data.DataGenerator` is being built separately and is not used).
+Batching: training batches come from a `keras_tricks.data.DataGenerator`
+subclass (seeded reshuffle every epoch, `sequence_padding`) through
+`fit(gen.forfit(), ...)`; validation uses plain arrays.
 """
 
 import argparse
@@ -39,6 +40,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 from keras import layers, ops  # noqa: E402
 
+from keras_tricks.data import DataGenerator, sequence_padding  # noqa: E402
 from keras_tricks.layers import ConditionalLayerNormalization  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
@@ -133,9 +135,9 @@ class Vocabulary:
     def __len__(self):
         return len(self.itos)
 
-    def encode(self, text, max_len):
+    def encode(self, text, max_len, pad=True):
         ids = [BOS] + [self.stoi.get(c, UNK) for c in text][: max_len - 2] + [EOS]
-        return ids + [PAD] * (max_len - len(ids))
+        return ids + [PAD] * (max_len - len(ids)) if pad else ids
 
     def decode(self, ids):
         out = []
@@ -161,6 +163,31 @@ class PositionEmbedding(layers.Layer):
 
     def call(self, x):
         return x + ops.cast(self.table, x.dtype)
+
+
+class CharBatches(DataGenerator):
+    """Training batches `([chars, class], next chars, weights)` from samples
+    `(ids, class)` of unpadded character ids: a `keras_tricks.data.DataGenerator`
+    (reshuffled every epoch from the seed) padding with `sequence_padding`.
+    Pad targets carry zero weight, so each real character counts once."""
+
+    def __init__(self, samples, max_len, **kwargs):
+        super().__init__(samples, **kwargs)
+        self.max_len = max_len
+
+    def __iter__(self, random=False):
+        ids, labels = [], []
+        for is_end, (seq, label) in self.sample(random):
+            ids.append(seq)
+            labels.append(label)
+            if len(ids) == self.batch_size or is_end:
+                x = sequence_padding(ids, length=self.max_len, value=PAD, dtype="int32")
+                targets = x[:, 1:]
+                # A tuple, not a list: TensorFlow's generator adapter takes
+                # lists for tensors to stack.
+                yield ((x[:, :-1], np.array(labels, "int32")), targets,
+                       (targets != PAD).astype("float32"))
+                ids, labels = [], []
 
 
 def build_model(vocab_size, n_classes, max_len, dim, heads, blocks, cond_dim, dropout=0.1,
@@ -298,13 +325,17 @@ def main(argv=None):
         optimizer=keras.optimizers.Adam(learning_rate=3e-3),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
     )
+    train = CharBatches(
+        [(vocab.encode(texts[n_val + i], max_len, pad=False), int(train_labels[i]))
+         for i in range(len(train_ids))],
+        max_len, batch_size=args.batch_size, seed=args.seed,
+    )
     # Pad targets carry zero weight; each real character counts once.
-    train_weights = (train_ids[:, 1:] != PAD).astype("float32")
     val_weights = (val_ids[:, 1:] != PAD).astype("float32")
     model.fit(
-        [train_ids[:, :-1], train_labels], train_ids[:, 1:], sample_weight=train_weights,
+        train.forfit(), steps_per_epoch=len(train),
         validation_data=([val_ids[:, :-1], val_labels], val_ids[:, 1:], val_weights),
-        batch_size=args.batch_size, epochs=args.epochs, verbose=2, shuffle=True,
+        epochs=args.epochs, verbose=2,
     )
 
     # Shuffled: each validation text with the condition of another one.
