@@ -756,10 +756,20 @@ def check_loss(
         raise ValueError(f"Unknown checks {sorted(unknown)}; choose from {LOSS_CHECKS}.")
     name = getattr(loss, "__name__", type(loss).__name__)
     loss_obj = _make_loss(loss, init_kwargs)
-    sw = None if sample_weight is None else ops.convert_to_tensor(sample_weight)
-    reference = to_numpy(loss_obj(_as_tensors(y_true), _as_tensors(y_pred), sample_weight=sw)) \
-        if isinstance(loss_obj, keras.losses.Loss) else \
-        to_numpy(ops.mean(loss_obj(_as_tensors(y_true), _as_tensors(y_pred))))
+    def eager_value(fn):
+        """The reduced loss as `evaluate()` computes it, eagerly."""
+        if isinstance(fn, keras.losses.Loss):
+            sw = None if sample_weight is None else ops.convert_to_tensor(sample_weight)
+            return to_numpy(fn(_as_tensors(y_true), _as_tensors(y_pred), sample_weight=sw))
+        # A loss function gets Keras's default reduction in compile():
+        # "sum_over_batch_size", sum(values * weights) / values.size.
+        values = to_numpy(fn(_as_tensors(y_true), _as_tensors(y_pred))).astype(np.float64)
+        if sample_weight is not None:
+            weights = np.asarray(sample_weight, np.float64)
+            values = values * weights.reshape(weights.shape + (1,) * (values.ndim - weights.ndim))
+        return np.float32(values.sum() / max(values.size, 1))
+
+    reference = eager_value(loss_obj)
     _assert_finite(reference, f"{name} value")
     if np.ndim(reference) != 0:
         raise HarnessFailure(f"{name}: the reduced loss has shape {np.shape(reference)}, expected a scalar.")
@@ -831,10 +841,8 @@ def check_loss(
     if "devices" in checks:
         for device in _backend.list_devices():
             with keras.device(device):
-                fn = _make_loss(loss, init_kwargs)
-                value = fn(_as_tensors(y_true), _as_tensors(y_pred))
-                value = to_numpy(ops.mean(value))
-            assert_close(value, np.mean(reference), _tolerance_dtype_for_device(device),
+                value = eager_value(_make_loss(loss, init_kwargs))
+            assert_close(value, reference, _tolerance_dtype_for_device(device),
                          tolerance, f"{name} on {device}")
 
 
