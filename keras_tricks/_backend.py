@@ -79,3 +79,16 @@ def list_devices():
 
         devices += [f"gpu:{i}" for i in range(torch.cuda.device_count())]
     return devices
+
+
+def num_replicas_in_sync():
+    """How many replicas Keras divides a reduced loss by (`tf.distribute`).
+
+    Keras scales a `"sum_over_batch_size"` loss by 1/replicas under a
+    `tf.distribute` strategy; the other backends never do.
+    """
+    if name() == "tensorflow":
+        import tensorflow as tf
+
+        return int(tf.distribute.get_strategy().num_replicas_in_sync)
+    return 1
