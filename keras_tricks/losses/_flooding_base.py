@@ -27,6 +27,7 @@ from keras import ops, tree
 # compile()'s own wrapper for loss functions, and the reduction Loss.__call__
 # applies (sample weights, masks, reduction, tf.distribute scaling): reused,
 # so that the wrapped loss is reduced exactly as Keras reduces it.
+from keras.src.backend import get_keras_mask
 from keras.src.losses.loss import reduce_weighted_values
 from keras.src.losses.losses import LossFunctionWrapper
 
@@ -75,8 +76,9 @@ def _resolve(loss):
 
 
 def keras_mask(x):
-    """The Keras mask attached to `x` (as `Loss.__call__` reads it), or None."""
-    return getattr(x, "_keras_mask", None)
+    """The Keras mask attached to `x`, or None, read as `Loss.__call__` reads
+    it (on JAX it is not an attribute of the traced array)."""
+    return get_keras_mask(x)
 
 
 def flood_gradient(value, level, unscale=1.0):
