@@ -130,3 +130,7 @@ class FloodLevelScheduler(keras.callbacks.Callback):
         # Schedules are Python functions; like LearningRateScheduler, the
         # config records only what serialises.
         return {"verbose": self.verbose}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
