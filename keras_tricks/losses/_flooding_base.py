@@ -21,6 +21,7 @@ from `objective()` and, with a `FloodLevelScheduler` in `fit()`, in the logs.
 
 import math
 import numbers
+import warnings
 
 import keras
 from keras import ops, tree
@@ -177,7 +178,16 @@ class FloodingBase(keras.losses.Loss):
 
     @level.setter
     def level(self, value):
-        self.monitor.level.assign(validate_level(value, self.allow_negative_level))
+        value = validate_level(value, self.allow_negative_level)
+        if _backend.name() == "jax" and not self.monitor.attached and value != self.level:
+            warnings.warn(
+                "On JAX a compiled training step reads the flood level as a "
+                "constant unless the loss is attached to the model; call "
+                "`loss.attach(model)` (FloodLevelScheduler does) or recompile "
+                "the model for the new level to take effect.",
+                stacklevel=2,
+            )
+        self.monitor.level.assign(value)
 
     @property
     def level_variable(self):
@@ -237,9 +247,15 @@ class FloodingBase(keras.losses.Loss):
         return cls(loss=loss, **config)
 
     def attach(self, model, index=0, prefix=""):
-        """Make the monitor part of `model`: its training state and its logs.
+        """Make the level and statistics part of `model`: its state and logs.
 
-        Returns True when it was newly attached. The attribute name starts
+        `FloodLevelScheduler` calls this for every flooding loss of the model
+        at the start of `fit()`; call it yourself to log the statistics
+        without a scheduler or, on JAX, to change `level` between `fit()`
+        calls without recompiling (a level is a constant of the compiled
+        JAX step otherwise). `index` tells apart several flooding losses of
+        one model; `prefix` is put before the logged names. Returns True
+        when it was newly attached. The attribute name starts
         with `__` so that `.keras` saving skips it (the level is saved in the
         loss config instead).
         """

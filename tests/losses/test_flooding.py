@@ -177,3 +177,24 @@ def test_logged_loss_and_val_loss_are_plain():
     testing.assert_close(model.evaluate(x, y, verbose=0), np.mean((pred - y) ** 2),
                          what="evaluate()")
     assert set(history.history) == {"loss", "val_loss"}  # no scheduler: nothing extra
+
+
+def test_level_set_between_fits_takes_effect_once_attached():
+    """Full-batch SGD: after `level = 1e6` the next fit() ascends, on every
+    backend (on JAX the loss must be attached, else a warning says so)."""
+    rng = np.random.default_rng(7)
+    x = rng.normal(size=(32, 3)).astype("float32")
+    y = rng.normal(size=(32, 2)).astype("float32")
+    model = _one_step_model()
+    flood = losses.Flooding("mse", 0.0)
+    model.compile(keras.optimizers.SGD(0.1), loss=flood)
+    if keras.backend.backend() == "jax":
+        with pytest.warns(UserWarning, match="attach"):
+            flood.level = 0.0 + 1e-9
+    flood.attach(model)
+    first = model.fit(x, y, batch_size=32, epochs=2, verbose=0).history
+    assert first["loss"][1] < first["loss"][0]
+    flood.level = 1e6
+    second = model.fit(x, y, batch_size=32, epochs=2, verbose=0).history
+    assert second["loss"][1] > second["loss"][0]
+    np.testing.assert_allclose(second["flood_level"], [1e6, 1e6])
