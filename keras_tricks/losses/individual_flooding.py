@@ -62,7 +62,10 @@ class IndividualFlooding(FloodingBase):
             out = self._reduce(flood_gradient(values, level), sample_weight, mask)
             if self.monitor.attached:
                 frozen = ops.stop_gradient(values)
-                keep = ops.ones_like(frozen) if mask is None else ops.cast(mask, frozen.dtype)
+                if mask is not None and tuple(mask.shape) == tuple(frozen.shape):
+                    keep = ops.cast(mask, frozen.dtype)
+                else:  # no mask, or one the wrapped loss already reduced over
+                    keep = ops.ones_like(frozen)
                 objective = self._reduce(ops.abs(frozen - level) + level, sample_weight, mask)
                 if len(objective.shape):  # reduction "none"
                     objective = ops.mean(objective)

@@ -111,8 +111,13 @@ def test_keras_mask_of_a_sequence_model_is_respected():
     logp = z - np.log(np.sum(np.exp(z), -1, keepdims=True))
     per = -np.take_along_axis(logp, labels[..., None], -1)[..., 0]
     valid = tokens > 0
-    got = model.evaluate(tokens, labels, batch_size=3, verbose=0)
-    testing.assert_close(got, per[valid].mean(), what="masked evaluate()")
+    loss.attach(model)
+    logs = model.evaluate(tokens, labels, batch_size=3, verbose=0, return_dict=True)
+    testing.assert_close(logs["loss"], per[valid].mean(), what="masked evaluate()")
+    testing.assert_close(logs["flood_fraction"], np.mean(per[valid] < 1.1),
+                         what="fraction of flooded unmasked tokens")
+    testing.assert_close(logs["flood_objective"], np.mean(np.abs(per[valid] - 1.1) + 1.1),
+                         what="masked flooded objective")
 
 
 def test_reduction_none_gives_per_sample_values():
