@@ -118,3 +118,16 @@ def exceeds_in_eager(x, threshold):
             low, high = torch.aminmax(x.detach())
         return bool(high > threshold or -low > threshold)
     return None
+
+
+def num_replicas_in_sync():
+    """How many replicas Keras divides a reduced loss by (`tf.distribute`).
+
+    Keras scales a `"sum_over_batch_size"` loss by 1/replicas under a
+    `tf.distribute` strategy; the other backends never do.
+    """
+    if name() == "tensorflow":
+        import tensorflow as tf
+
+        return int(tf.distribute.get_strategy().num_replicas_in_sync)
+    return 1

@@ -1,3 +1,5 @@
 """Callbacks of keras_tricks, one file per callback."""
 
-__all__ = []
+from keras_tricks.callbacks.flood_level_scheduler import FloodLevelScheduler
+
+__all__ = ["FloodLevelScheduler"]
