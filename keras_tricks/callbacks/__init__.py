@@ -1,3 +1,8 @@
 """Callbacks of keras_tricks, one file per callback."""
 
-__all__ = []
+from keras_tricks.callbacks.exponential_moving_average import (
+    ExponentialMovingAverage,
+    ExponentialMovingAverageOptimizer,
+)
+
+__all__ = ["ExponentialMovingAverage", "ExponentialMovingAverageOptimizer"]
