@@ -59,6 +59,19 @@ def _is_float_variable(v):
 
 
 @contextlib.contextmanager
+def _eager_scope():
+    """Create and initialise variables eagerly even when the optimizer is
+    built lazily inside the first traced TensorFlow step."""
+    if _backend.name() == "tensorflow":
+        import tensorflow as tf
+
+        with tf.init_scope():
+            yield
+    else:
+        yield
+
+
+@contextlib.contextmanager
 def _strategy_scope(strategy):
     if strategy is None:
         yield
@@ -142,9 +155,9 @@ class ExponentialMovingAverageOptimizer(keras.optimizers.Optimizer):
     @keras.src.utils.tracking.no_automatic_dependency_tracking
     def build(self, var_list):
         var_list = list(var_list)
-        with _strategy_scope(self._strategy()):
-            if not self.inner_optimizer.built:
-                self.inner_optimizer.build(var_list)
+        if not self.inner_optimizer.built:
+            self.inner_optimizer.build(var_list)
+        with _eager_scope(), _strategy_scope(self._strategy()):
             self._ema_step = self.add_variable(
                 (), initializer="zeros", dtype="int", name="ema_step")
             self._ema_debias = self.add_variable(
@@ -152,6 +165,9 @@ class ExponentialMovingAverageOptimizer(keras.optimizers.Optimizer):
             averages = [self._new_average(v, track=True) for v in var_list]
         self._set_state(averaged=var_list, averages=averages)
         super().build(var_list)
+        provider = getattr(self, "_extra_provider", None)
+        if provider is not None:
+            self.attach_extra_variables(provider())
         self._apply_pending()
 
     def _new_average(self, variable, track):
@@ -185,7 +201,7 @@ class ExponentialMovingAverageOptimizer(keras.optimizers.Optimizer):
         new = [v for v in variables if id(v) not in known]
         if not new:
             return
-        with _strategy_scope(self._strategy()):
+        with _eager_scope(), _strategy_scope(self._strategy()):
             averages = [self._new_average(v, track=False) for v in new]
         self._set_state(extra=self._extra + new,
                         extra_averages=self._extra_averages + averages)
@@ -397,7 +413,7 @@ class ExponentialMovingAverageOptimizer(keras.optimizers.Optimizer):
         pending = self._pending
         if not pending or not self.built:
             return
-        with _strategy_scope(self._strategy()):
+        with _eager_scope(), _strategy_scope(self._strategy()):
             for key, var in (("ema_step", self._ema_step), ("ema_debias", self._ema_debias)):
                 if key in pending:
                     var.assign(pending.pop(key))
@@ -574,13 +590,21 @@ class ExponentialMovingAverage(keras.callbacks.Callback):
                 optimizer, momentum=self.momentum, warmup=self.warmup,
                 bias_correction=self.bias_correction)
             model.optimizer = wrapper
+            compile_config = getattr(model, "_compile_config", None)
+            if compile_config is not None:
+                # So that model.save() records the wrapper, and load_model()
+                # rebuilds it (and its state) without custom_objects.
+                compile_config.config["optimizer"] = wrapper
             self._reset_compiled(model)
         if not wrapper.built and optimizer.built:
+            # fit() built the wrapped optimizer just before calling us. An
+            # optimizer never built stays so: load_weights() then defers the
+            # saved state to the build that fit() does.
             wrapper.build(optimizer._trainable_variables)
-        elif not wrapper.built and getattr(model, "built", False):
-            wrapper.build(model.trainable_variables)
-        if self.variables == "all" and wrapper.built:
-            wrapper.attach_extra_variables(model.non_trainable_variables)
+        if self.variables == "all":
+            wrapper._extra_provider = lambda: model.non_trainable_variables
+            if wrapper.built:
+                wrapper.attach_extra_variables(model.non_trainable_variables)
         wrapper._finalize_hook = self._finalize
         if _backend.name() == "jax" and wrapper._extra:
             if getattr(model, "steps_per_execution", 1) != 1:
