@@ -15,7 +15,7 @@ def data(seed=0):
     return x, y
 
 
-def make_model(seed=0, optimizer=None, batchnorm=False):
+def make_model(seed=0, optimizer=None, batchnorm=False, compile=True):
     """A linear model (so that NumPy can predict with the reference EMA)."""
     keras.utils.set_random_seed(seed)
     layers = [keras.Input((FEATURES,))]
@@ -23,7 +23,8 @@ def make_model(seed=0, optimizer=None, batchnorm=False):
         layers.append(keras.layers.BatchNormalization(momentum=0.5))
     layers.append(keras.layers.Dense(1))
     model = keras.Sequential(layers)
-    model.compile(optimizer=optimizer or keras.optimizers.Adam(0.05), loss="mse")
+    if compile:
+        model.compile(optimizer=optimizer or keras.optimizers.Adam(0.05), loss="mse")
     return model
 
 
