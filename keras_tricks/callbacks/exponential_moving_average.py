@@ -119,6 +119,10 @@ class ExponentialMovingAverageOptimizer(keras.optimizers.Optimizer):
                 "`inner_optimizer` must be a keras.optimizers.Optimizer, got "
                 f"{inner_optimizer!r}."
             )
+        if getattr(inner_optimizer, "use_ema", False):
+            raise ValueError(
+                "The optimizer already has `use_ema=True`: two EMAs would fight "
+                "over the weights at the end of fit(). Drop `use_ema` from it.")
         super().__init__(learning_rate=0.0, name=name)
         self.inner_optimizer = inner_optimizer
         self.momentum = _validate_momentum(momentum)
@@ -432,8 +436,11 @@ class ExponentialMovingAverageOptimizer(keras.optimizers.Optimizer):
             if inner_keys and len(inner_keys) == len(inner_vars):
                 for key, var in zip(inner_keys, inner_vars):
                     var.assign(pending.pop(key))
+        # The raw weights go back only as a whole: wait until the extra
+        # (non-trainable) averaged variables, if any were saved, are attached.
         raw_keys = [f"raw_{i}" for i in range(len(self.averaged_variables))]
-        if raw_keys and all(k in pending for k in raw_keys):
+        saved_raw = sum(k.startswith("raw_") for k in pending)
+        if raw_keys and saved_raw == len(raw_keys) and all(k in pending for k in raw_keys):
             self._backup = [pending.pop(k) for k in raw_keys]
 
     # --------------------------------------------------------------- config
@@ -555,6 +562,14 @@ class ExponentialMovingAverage(keras.callbacks.Callback):
             "weights_after_fit", weights_after_fit, _WEIGHTS)
         self._in_fit = False
         self._swapped_by = None
+        if _backend.name() == "jax" and self.variables == "all":
+            # The JAX train step never hands the new non-trainable values to
+            # the optimizer, so those averages are updated here after each
+            # step. Set now, before fit() builds its CallbackList: a batch hook
+            # makes Keras call the callbacks synchronously (in order, on the
+            # live state) rather than on a worker thread. Only then, since it
+            # costs a sync per step.
+            self.on_train_batch_end = self._jax_update_extra
 
     # ------------------------------------------------------------ install
 
@@ -606,14 +621,11 @@ class ExponentialMovingAverage(keras.callbacks.Callback):
             if wrapper.built:
                 wrapper.attach_extra_variables(model.non_trainable_variables)
         wrapper._finalize_hook = self._finalize
-        if _backend.name() == "jax" and wrapper._extra:
-            if getattr(model, "steps_per_execution", 1) != 1:
-                raise ValueError(
-                    "variables='all' on JAX needs steps_per_execution=1: the "
-                    "non-trainable averages are updated after each step.")
-            # Only then: a batch hook makes Keras dispatch callbacks
-            # synchronously.
-            self.on_train_batch_end = self._jax_update_extra
+        if (_backend.name() == "jax" and self.variables == "all"
+                and getattr(model, "steps_per_execution", 1) != 1):
+            raise ValueError(
+                "variables='all' on JAX needs steps_per_execution=1: the "
+                "non-trainable averages are updated after each step.")
         return wrapper
 
     @staticmethod

@@ -268,6 +268,29 @@ def test_resume_in_a_fresh_process_equals_uninterrupted_training(tmp_path):
     _close([got[f"raw_{i}"] for i in range(n)], expected_raw, "resumed raw weights", 16)
 
 
+def test_batchnorm_averages_survive_a_keras_file_round_trip(tmp_path):
+    def callback():
+        return ExponentialMovingAverage(momentum=MOMENTUM, variables="all")
+
+    model = make_model(batchnorm=True)
+    _fit(model, [callback()], epochs=1, validation=False)
+    path = str(tmp_path / "bn.keras")
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    _fit(model, [callback()], epochs=1, validation=False)
+    _fit(loaded, [callback()], epochs=1, validation=False)
+    _close(weights(loaded.weights), weights(model.weights), "EMA weights after resume", 16)
+    ema = callback()
+    with ema.raw_weights(model), ema.raw_weights(loaded):
+        _close(weights(loaded.weights), weights(model.weights), "raw weights after resume", 16)
+
+
+def test_an_optimizer_with_its_own_ema_is_refused():
+    model = make_model(optimizer=keras.optimizers.Adam(use_ema=True))
+    with pytest.raises(ValueError, match="use_ema"):
+        _fit(model, [ExponentialMovingAverage()], epochs=1, validation=False)
+
+
 # ------------------------------------------------------- other behaviour
 
 
