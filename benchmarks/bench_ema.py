@@ -7,8 +7,8 @@ on the same ~1M-parameter MLP, in one run.
 
 Step time: in each of `--repeats` rounds, each configuration trains a fresh
 model for 1 + `--epochs` epochs in one `fit()`; the first epoch (compilation)
-is dropped and the median epoch time over all rounds, divided by the steps,
-is kept. Rounds interleave the configurations so that load from other
+is dropped and the median time between consecutive steps over all rounds is
+kept. Rounds interleave the configurations so that load from other
 processes hits all three alike. (A fresh model per round because Keras's own
 `use_ema=True` fails on a second `fit()` of the same model on JAX, Keras
 3.15: "'NoneType' object is not callable".) The target is ours <= 1.05x
@@ -50,19 +50,27 @@ def build(config, features):
     return model, callbacks
 
 
-class EpochTimer(keras.callbacks.Callback):
-    """Epoch wall times (epoch hooks only: Keras keeps dispatching batch
-    callbacks asynchronously)."""
+class StepTimer(keras.callbacks.Callback):
+    """Time between consecutive train-batch starts, per epoch. The batch hook
+    makes Keras wait for each step (the same for all configurations), so the
+    median over hundreds of steps shrugs off bursts of load from other
+    processes better than whole-epoch times."""
 
     def __init__(self):
         super().__init__()
-        self.times = []
+        self.epochs = []
 
     def on_epoch_begin(self, epoch, logs=None):
-        self._start = time.perf_counter()
+        self.epochs.append([])
 
-    def on_epoch_end(self, epoch, logs=None):
-        self.times.append(time.perf_counter() - self._start)
+    def on_train_batch_begin(self, batch, logs=None):
+        self.epochs[-1].append(time.perf_counter())
+
+    def on_train_batch_end(self, batch, logs=None):
+        pass
+
+    def step_times(self, skip_epochs=1):
+        return [b - a for epoch in self.epochs[skip_epochs:] for a, b in zip(epoch, epoch[1:])]
 
 
 def nbytes(variables):
@@ -92,10 +100,10 @@ def main(argv=None):
     for _ in range(args.repeats):
         for config in CONFIGS:
             model, callbacks = build(config, args.features)
-            timer = EpochTimer()
+            timer = StepTimer()
             model.fit(x, y, batch_size=args.batch_size, epochs=1 + args.epochs, verbose=0,
                       callbacks=callbacks + [timer])
-            times[config] += [t / steps for t in timer.times[1:]]
+            times[config] += timer.step_times()
             models[config] = (model, callbacks)
 
     params = models["plain"][0].count_params()

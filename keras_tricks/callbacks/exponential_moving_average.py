@@ -238,13 +238,14 @@ class ExponentialMovingAverageOptimizer(keras.optimizers.Optimizer):
 
             def merge_fn(distribution, pairs):
                 m = _momentum_at(self.momentum, self.warmup, self._ema_step.value)
+                c = 1.0 - m
 
-                def update(avg, var, m):
-                    avg.assign(m * avg + (1.0 - m) * tf.cast(var, avg.dtype))
+                def update(avg, var, m, c):
+                    avg.assign(m * avg + c * tf.cast(var, avg.dtype))
 
                 for avg, var in pairs:
                     distribution.extended.update(
-                        avg.value, update, args=(var.value, m), group=False)
+                        avg.value, update, args=(var.value, m, c), group=False)
                 if self.bias_correction:
                     distribution.extended.update(
                         self._ema_debias.value,
@@ -257,8 +258,8 @@ class ExponentialMovingAverageOptimizer(keras.optimizers.Optimizer):
                 merge_fn, self._distribution_strategy, pairs)
             return
         m = _momentum_at(self.momentum, self.warmup, self._ema_step)
-        for avg, var in pairs:
-            avg.assign(m * avg + (1.0 - m) * ops.cast(var, avg.dtype))
+        if pairs:
+            _backend.ema_update([a for a, _ in pairs], [v for _, v in pairs], m)
         if self.bias_correction:
             self._ema_debias.assign(m * self._ema_debias + (1.0 - m))
         self._ema_step.assign_add(1)
