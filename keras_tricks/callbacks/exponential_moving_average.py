@@ -528,7 +528,7 @@ class ExponentialMovingAverage(keras.callbacks.Callback):
         weights_after_fit: "ema" (default) or "raw".
 
     Example:
-    >>> import numpy as np, keras, keras_tricks
+    >>> import numpy as np, keras, keras_tricks.callbacks
     >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
     >>> model.compile(optimizer="adam", loss="mse")
     >>> x, y = np.ones((8, 4)), np.ones((8, 1))
