@@ -86,7 +86,14 @@ def main(argv=None):
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="a fast sanity run")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="PyTorch intra-op threads (0: leave the default); on a "
+                             "CPU-limited container torch may start one per host core")
     args = parser.parse_args(argv)
+    if args.threads and keras.backend.backend() == "torch":
+        import torch
+
+        torch.set_num_threads(args.threads)
     if args.quick:
         args.samples, args.epochs, args.repeats = 2048, 2, 1
 
