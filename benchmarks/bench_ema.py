@@ -73,6 +73,61 @@ class StepTimer(keras.callbacks.Callback):
         return [b - a for epoch in self.epochs[skip_epochs:] for a, b in zip(epoch, epoch[1:])]
 
 
+def optimizer_step_times(model_by_config, repeats):
+    """Median time of the optimizer update alone (gradients fixed), compiled
+    the way each backend's train step compiles it: the EMA's own cost without
+    the forward and backward passes around it."""
+    from keras_tricks.callbacks import ExponentialMovingAverageOptimizer
+
+    backend = keras.backend.backend()
+    template = model_by_config["plain"][0].trainable_variables
+    rng = np.random.default_rng(1)
+    grads = [keras.ops.convert_to_tensor(rng.normal(size=v.shape).astype("float32") * 1e-3)
+             for v in template]
+    fns = {}
+    for config in CONFIGS:
+        variables = [keras.Variable(keras.ops.convert_to_numpy(v)) for v in template]
+        if config == "keras_use_ema":
+            opt = keras.optimizers.Adam(1e-3, use_ema=True, ema_momentum=0.999)
+        elif config == "plain":
+            opt = keras.optimizers.Adam(1e-3)
+        else:
+            opt = ExponentialMovingAverageOptimizer(keras.optimizers.Adam(1e-3), momentum=0.999)
+        opt.build(variables)
+        if backend == "tensorflow":
+            import tensorflow as tf
+
+            def make(opt=opt, variables=variables):
+                @tf.function(jit_compile=True)
+                def step():
+                    opt.apply(grads, variables)
+                return step
+            fns[config] = make()
+        elif backend == "jax":
+            import jax
+
+            stateless = jax.jit(opt.stateless_apply, donate_argnums=(0, 2))
+            state = {"opt": [v.value for v in opt.variables],
+                     "tv": [v.value for v in variables]}
+
+            def step(stateless=stateless, state=state):
+                tv, ov = stateless(state["opt"], grads, state["tv"])
+                state["opt"], state["tv"] = ov, tv
+                jax.block_until_ready(tv)
+            fns[config] = step
+        else:
+            fns[config] = lambda opt=opt, variables=variables: opt.apply(grads, variables)
+    for fn in fns.values():
+        fn()
+    times = {c: [] for c in CONFIGS}
+    for _ in range(repeats):
+        for config, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            times[config].append(time.perf_counter() - start)
+    return {c: statistics.median(t) for c, t in times.items()}
+
+
 def nbytes(variables):
     return sum(int(np.prod(v.shape)) * np.dtype(keras.backend.standardize_dtype(v.dtype)).itemsize
                for v in variables)
@@ -133,6 +188,11 @@ def main(argv=None):
         print(f"{config:<18} {median[config] * 1e3:8.3f} {median[config] / median['plain']:9.3f}x "
               f"{median[config] / median['keras_use_ema']:10.3f}x {opt_bytes / 2**20:14.3f} "
               f"{extra:>10d} B = {extra / param_bytes:.4f} copies")
+    opt_median = optimizer_step_times(models, 30 if args.quick else 200)
+    print("optimizer update alone (fixed gradients, compiled): " + ", ".join(
+        f"{c} {opt_median[c] * 1e3:.3f} ms" for c in CONFIGS)
+        + f"; ours / Keras use_ema = "
+          f"{opt_median['keras_tricks_ema'] / opt_median['keras_use_ema']:.3f}x")
     ours = models["keras_tricks_ema"][0].optimizer
     print(f"keras_tricks averages: {len(ours.average_variables)} variables, "
           f"{nbytes(ours.average_variables)} B (weights: {param_bytes} B); "
