@@ -611,6 +611,11 @@ class ExponentialMovingAverage(keras.callbacks.Callback):
                 # So that model.save() records the wrapper, and load_model()
                 # rebuilds it (and its state) without custom_objects.
                 compile_config.config["optimizer"] = wrapper
+                if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
+                    # Under mixed_float16 compile() wrapped the optimizer in a
+                    # LossScaleOptimizer, now inside ours; loading must not
+                    # wrap ours in another one (scaling twice, state skipped).
+                    compile_config.config["auto_scale_loss"] = False
             self._reset_compiled(model)
         if not wrapper.built and optimizer.built:
             # fit() built the wrapped optimizer just before calling us. An

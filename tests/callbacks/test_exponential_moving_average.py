@@ -285,6 +285,23 @@ def test_batchnorm_averages_survive_a_keras_file_round_trip(tmp_path):
         _close(weights(loaded.weights), weights(model.weights), "raw weights after resume", 16)
 
 
+def test_mixed_float16_keras_file_round_trip_keeps_one_loss_scaler(tmp_path):
+    # compile() wraps the optimizer in a LossScaleOptimizer under
+    # mixed_float16; loading must not wrap the EMA optimizer in a second one
+    # (double unscaling, and the saved optimizer state skipped).
+    with testing.dtype_policy("mixed_float16"):
+        model = make_model()
+        _fit(model, [ExponentialMovingAverage(momentum=MOMENTUM)], epochs=1, validation=False)
+        path = str(tmp_path / "mixed.keras")
+        model.save(path)
+        loaded = keras.saving.load_model(path)
+        assert isinstance(loaded.optimizer, ExponentialMovingAverageOptimizer)
+        assert isinstance(loaded.optimizer.inner_optimizer, keras.optimizers.LossScaleOptimizer)
+        _fit(model, [ExponentialMovingAverage(momentum=MOMENTUM)], epochs=1, validation=False)
+        _fit(loaded, [ExponentialMovingAverage(momentum=MOMENTUM)], epochs=1, validation=False)
+    _close(weights(loaded.weights), weights(model.weights), "EMA weights after resume", 16)
+
+
 def test_an_optimizer_with_its_own_ema_is_refused():
     model = make_model(optimizer=keras.optimizers.Adam(use_ema=True))
     with pytest.raises(ValueError, match="use_ema"):
