@@ -512,7 +512,10 @@ class ExponentialMovingAverage(keras.callbacks.Callback):
     restored by `keras.saving.load_model()` / `model.load_weights()` (even
     into a compiled model whose optimizer is not built yet). Training 2
     epochs, saving, loading in a fresh process and training 2 more with this
-    callback gives the same EMA as 4 epochs in one go.
+    callback gives the same EMA as 4 epochs in one go. To resume from a
+    weights file into a freshly compiled model, call `ema.install(model)`
+    before `model.load_weights(path)`, so that the EMA optimizer receives
+    its state (`load_model()` of a `.keras` file needs nothing).
 
     Args:
         momentum: m in [0, 1), default 0.999 (an average over about
@@ -580,7 +583,10 @@ class ExponentialMovingAverage(keras.callbacks.Callback):
 
     def install(self, model):
         """Wrap `model.optimizer` (once) and return the wrapper, or None when
-        the model has no optimizer (not compiled for training)."""
+        the model has no optimizer (not compiled for training).
+
+        `fit()` does this; call it yourself before `model.load_weights()` of
+        a file saved with the EMA into a freshly compiled model."""
         optimizer = getattr(model, "optimizer", None)
         if optimizer is None:
             return None
