@@ -131,3 +131,28 @@ def num_replicas_in_sync():
 
         return int(tf.distribute.get_strategy().num_replicas_in_sync)
     return 1
+
+
+def ema_update(averages, variables, momentum):
+    """averages[i] <- momentum * averages[i] + (1 - momentum) * variables[i].
+
+    `averages` are float32 `keras.Variable`s, `variables` Keras variables (or,
+    inside a JAX `StatelessScope`, whatever they map to); `momentum` a scalar
+    tensor. PyTorch runs it with multi-tensor (`_foreach`) kernels, a couple
+    of launches for all variables instead of several per variable;
+    TensorFlow and JAX compile the elementwise ops into the train step anyway.
+    Same arithmetic, in the same order, on every backend.
+    """
+    c = 1.0 - momentum
+    if name() == "torch":
+        import torch
+
+        targets = [a.value for a in averages]
+        sources = [ops.cast(ops.convert_to_tensor(v), t.dtype) for v, t in zip(variables, targets)]
+        m = ops.convert_to_tensor(momentum, "float32")
+        with torch.no_grad():
+            torch._foreach_mul_(targets, m)
+            torch._foreach_add_(targets, torch._foreach_mul(sources, ops.convert_to_tensor(c)))
+        return
+    for avg, var in zip(averages, variables):
+        avg.assign(momentum * avg + c * ops.cast(var, avg.dtype))

@@ -1,0 +1,778 @@
+"""Exponential moving average (EMA) of model weights, one line in `fit()`."""
+
+import contextlib
+import math
+import numbers
+
+import keras
+import numpy as np
+from keras import ops
+
+from keras_tricks import _backend
+
+_VARIABLES = ("trainable", "all")
+_WEIGHTS = ("ema", "raw")
+
+
+def _validate_momentum(momentum):
+    if isinstance(momentum, bool) or not isinstance(momentum, numbers.Real):
+        raise ValueError(
+            f"`momentum` must be a number in [0, 1), got {momentum!r} "
+            f"of type {type(momentum).__name__}."
+        )
+    momentum = float(momentum)
+    if not (0.0 <= momentum < 1.0) or math.isnan(momentum):
+        raise ValueError(f"`momentum` must be in [0, 1), got {momentum!r}.")
+    if np.float32(momentum) >= np.float32(1.0):
+        # The averages are float32: a momentum that rounds to 1 there would
+        # never move them (and, with bias correction, divide by zero).
+        raise ValueError(
+            f"`momentum`={momentum!r} rounds to 1.0 in float32, so the average "
+            "would never change; use a value <= 1 - 2**-24."
+        )
+    return momentum
+
+
+def _validate_choice(name, value, choices):
+    if not isinstance(value, str) or value not in choices:
+        raise ValueError(f"`{name}` must be one of {choices}, got {value!r}.")
+    return value
+
+
+def _validate_bool(name, value):
+    if not isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"`{name}` must be True or False, got {value!r}.")
+    return bool(value)
+
+
+def _momentum_at(momentum, warmup, step):
+    """m_t for the update that follows `step` earlier updates (a tensor)."""
+    m = ops.convert_to_tensor(momentum, "float32")
+    if warmup:
+        t = ops.cast(step, "float32")
+        m = ops.minimum(m, (1.0 + t) / (10.0 + t))
+    return m
+
+
+def _is_float_variable(v):
+    return keras.backend.standardize_dtype(v.dtype).startswith(("float", "bfloat"))
+
+
+@contextlib.contextmanager
+def _eager_scope():
+    """Create and initialise variables eagerly even when the optimizer is
+    built lazily inside the first traced TensorFlow step."""
+    if _backend.name() == "tensorflow":
+        import tensorflow as tf
+
+        with tf.init_scope():
+            yield
+    else:
+        yield
+
+
+@contextlib.contextmanager
+def _strategy_scope(strategy):
+    if strategy is None:
+        yield
+    else:
+        with strategy.scope():
+            yield
+
+
+@keras.saving.register_keras_serializable(package="keras_tricks")
+class ExponentialMovingAverageOptimizer(keras.optimizers.Optimizer):
+    """Wraps an optimizer and keeps an EMA of the weights inside its step.
+
+    This is the machinery behind the `ExponentialMovingAverage` callback,
+    which installs it on `model.optimizer`; users normally never build it by
+    hand. It owns the state that must travel with the model: the step count
+    `t`, the bias-correction denominator and one float32 average per averaged
+    variable. The update runs right after the wrapped optimizer's update,
+    inside the compiled train step (TensorFlow graph, JAX `jit`, PyTorch
+    step), so it costs a few fused elementwise ops per variable and no
+    host round trip.
+
+    Its state is saved by `model.save()` / `save_weights()` /
+    `ModelCheckpoint` together with the wrapped optimizer's, under keys of its
+    own; loading into an optimizer that is not built yet keeps the values
+    aside and assigns them when it is built (Keras's own optimizers warn and
+    drop them).
+    """
+
+    def __init__(
+        self,
+        inner_optimizer,
+        momentum=0.999,
+        warmup=True,
+        bias_correction=False,
+        name=None,
+        **kwargs,
+    ):
+        if kwargs:
+            raise ValueError(
+                "ExponentialMovingAverageOptimizer does not take "
+                f"{sorted(kwargs)}; set them on the wrapped optimizer."
+            )
+        if not isinstance(inner_optimizer, keras.optimizers.Optimizer):
+            raise ValueError(
+                "`inner_optimizer` must be a keras.optimizers.Optimizer, got "
+                f"{inner_optimizer!r}."
+            )
+        if getattr(inner_optimizer, "use_ema", False):
+            raise ValueError(
+                "The optimizer already has `use_ema=True`: two EMAs would fight "
+                "over the weights at the end of fit(). Drop `use_ema` from it.")
+        super().__init__(learning_rate=0.0, name=name)
+        self.inner_optimizer = inner_optimizer
+        self.momentum = _validate_momentum(momentum)
+        self.warmup = _validate_bool("warmup", warmup)
+        self.bias_correction = _validate_bool("bias_correction", bias_correction)
+        if _backend.name() == "tensorflow":
+            # Our variables must be mirrored exactly like the wrapped ones.
+            self._distribution_strategy = inner_optimizer._distribution_strategy
+        self._set_state(averaged=[], averages=[], extra=[], extra_averages=[],
+                        pending={}, backup=None)
+
+    @keras.src.utils.tracking.no_automatic_dependency_tracking
+    def _set_state(self, **attrs):
+        for key, value in attrs.items():
+            setattr(self, "_" + key, value)
+
+    def __dir__(self):
+        # Keras's saving walks `dir(optimizer)` and would also save and load
+        # the wrapped optimizer on its own, warning and dropping its state when
+        # it is not built yet. Its state is saved here instead (with deferred
+        # loading), so hide it from that walk.
+        return [a for a in super().__dir__() if a != "inner_optimizer"]
+
+    # ------------------------------------------------------------------ state
+
+    def _strategy(self):
+        if _backend.name() != "tensorflow":
+            return None
+        import tensorflow as tf
+
+        strategy = self._distribution_strategy
+        return None if strategy is tf.distribute.get_strategy() else strategy
+
+    @keras.src.utils.tracking.no_automatic_dependency_tracking
+    def build(self, var_list):
+        var_list = list(var_list)
+        if not self.inner_optimizer.built:
+            self.inner_optimizer.build(var_list)
+        with _eager_scope(), _strategy_scope(self._strategy()):
+            self._ema_step = self.add_variable(
+                (), initializer="zeros", dtype="int", name="ema_step")
+            self._ema_debias = self.add_variable(
+                (), initializer="zeros", dtype="float32", name="ema_debias")
+            averages = [self._new_average(v, track=True) for v in var_list]
+        self._set_state(averaged=var_list, averages=averages)
+        super().build(var_list)
+        provider = getattr(self, "_extra_provider", None)
+        if provider is not None:
+            self.attach_extra_variables(provider())
+        self._apply_pending()
+
+    def _new_average(self, variable, track):
+        # One float32 copy per averaged variable: the "exactly one extra copy".
+        # Starting from the current weights makes the warm-up-free average
+        # unbiased; with bias correction it must start from zero.
+        if track:
+            avg = self.add_variable(
+                variable.shape, initializer="zeros", dtype="float32",
+                name=variable.path.replace("/", "_") + "_average")
+        else:
+            avg = keras.Variable(
+                np.zeros(variable.shape, "float32"), trainable=False,
+                name=variable.path.replace("/", "_") + "_average")
+        if not self.bias_correction:
+            # Through NumPy: a fresh buffer (JAX would otherwise share the
+            # variable's, and its train step donates each buffer once).
+            avg.assign(np.array(ops.convert_to_numpy(variable), "float32"))
+        return avg
+
+    @keras.src.utils.tracking.no_automatic_dependency_tracking
+    def attach_extra_variables(self, variables):
+        """Also average these (non-trainable) variables, e.g. BatchNorm stats.
+
+        Their averages are kept outside `optimizer.variables` (the JAX train
+        step never sees the new non-trainable values, so they are updated by
+        the callback there) but are saved and loaded with the rest.
+        """
+        variables = [v for v in variables if _is_float_variable(v)]
+        known = {id(v) for v in self._extra}
+        new = [v for v in variables if id(v) not in known]
+        if not new:
+            return
+        with _eager_scope(), _strategy_scope(self._strategy()):
+            averages = [self._new_average(v, track=False) for v in new]
+        self._set_state(extra=self._extra + new,
+                        extra_averages=self._extra_averages + averages)
+        self._apply_pending()
+
+    @property
+    def averaged_variables(self):
+        """The model variables averaged, in the order of `average_variables`."""
+        return list(self._averaged) + list(self._extra)
+
+    @property
+    def average_variables(self):
+        """The float32 averages (before bias correction)."""
+        return list(self._averages) + list(self._extra_averages)
+
+    @property
+    def ema_step(self):
+        return self._ema_step
+
+    @property
+    def variables(self):
+        return self._variables[:] + self.inner_optimizer.variables
+
+    # --------------------------------------------------------------- updates
+
+    def _update_ema(self, pairs):
+        """avg <- m_t * avg + (1 - m_t) * var for each pair; then t <- t + 1."""
+        if _backend.name() == "tensorflow":
+            import tensorflow as tf
+
+            def merge_fn(distribution, pairs):
+                m = _momentum_at(self.momentum, self.warmup, self._ema_step.value)
+                c = 1.0 - m
+
+                def update(avg, var, m, c):
+                    avg.assign(m * avg + c * tf.cast(var, avg.dtype))
+
+                for avg, var in pairs:
+                    distribution.extended.update(
+                        avg.value, update, args=(var.value, m, c), group=False)
+                if self.bias_correction:
+                    distribution.extended.update(
+                        self._ema_debias.value,
+                        lambda d, m: d.assign(m * d + (1.0 - m)),
+                        args=(m,), group=False)
+                distribution.extended.update(
+                    self._ema_step.value, lambda s: s.assign_add(1), group=False)
+
+            tf.__internal__.distribute.interim.maybe_merge_call(
+                merge_fn, self._distribution_strategy, pairs)
+            return
+        m = _momentum_at(self.momentum, self.warmup, self._ema_step)
+        if pairs:
+            _backend.ema_update([a for a, _ in pairs], [v for _, v in pairs], m)
+        if self.bias_correction:
+            self._ema_debias.assign(m * self._ema_debias + (1.0 - m))
+        self._ema_step.assign_add(1)
+
+    def _pairs(self, include_extra):
+        pairs = list(zip(self._averages, self._averaged))
+        if include_extra:
+            pairs += list(zip(self._extra_averages, self._extra))
+        return pairs
+
+    def apply(self, grads, trainable_variables=None):
+        if not self.built:
+            with keras.name_scope(self.name, caller=self):
+                self.build(trainable_variables)
+        self.inner_optimizer.apply(grads, trainable_variables)
+        # Non-trainable variables (BatchNorm statistics) already hold this
+        # step's values here on TensorFlow and PyTorch.
+        self._update_ema(self._pairs(include_extra=True))
+
+    def stateless_apply(self, optimizer_variables, grads, trainable_variables):
+        own = len(self._variables)
+        new_trainable, new_inner = self.inner_optimizer.stateless_apply(
+            optimizer_variables[own:], grads, trainable_variables)
+        mapping = list(zip(self._variables, optimizer_variables[:own]))
+        mapping += list(zip(self._averaged, new_trainable))
+        with keras.StatelessScope(state_mapping=mapping) as scope:
+            self._update_ema(self._pairs(include_extra=False))
+        new_own = [scope.get_current_value(v) for v in self._variables]
+        return new_trainable, new_own + list(new_inner)
+
+    def update_extra_from_values(self, values, step_after):
+        """JAX: update the extra averages from this step's non-trainable values
+        (`values`, aligned with `attach_extra_variables`), `step_after` being
+        the EMA step count after the step."""
+        if not self._extra:
+            return
+        fn = getattr(self, "_jax_extra_fn", None)
+        if fn is None:
+            import jax
+
+            momentum, warmup = self.momentum, self.warmup
+
+            def fn(avgs, vals, step_after):
+                m = _momentum_at(momentum, warmup, step_after - 1)
+                return [m * a + (1.0 - m) * v.astype(a.dtype) for a, v in zip(avgs, vals)]
+
+            fn = jax.jit(fn)
+            self._set_state(jax_extra_fn=fn)
+        new = fn([a.value for a in self._extra_averages], values, step_after)
+        for avg, value in zip(self._extra_averages, new):
+            avg.assign(value)
+
+    # ------------------------------------------------------- delegation
+
+    @property
+    def learning_rate(self):
+        return self.inner_optimizer.learning_rate
+
+    @learning_rate.setter
+    def learning_rate(self, learning_rate):
+        self.inner_optimizer.learning_rate = learning_rate
+
+    @property
+    def iterations(self):
+        return self.inner_optimizer.iterations
+
+    def scale_loss(self, loss):
+        return self.inner_optimizer.scale_loss(loss)
+
+    def finalize_variable_values(self, var_list):
+        # Called by fit() after the last epoch and before any on_train_end:
+        # the callback has put its hook here so that what the model holds is
+        # settled before EarlyStopping & co. restore anything.
+        hook = getattr(self, "_finalize_hook", None)
+        if hook is not None:
+            hook()
+        self.inner_optimizer.finalize_variable_values(var_list)
+
+    # --------------------------------------------------------- swapping
+
+    @property
+    def holds_ema(self):
+        """True while the model holds the EMA weights (raw ones kept aside)."""
+        return self._backup is not None
+
+    def ema_values(self):
+        """The EMA weights (bias-corrected when asked), as NumPy arrays."""
+        values = []
+        debias = float(ops.convert_to_numpy(self._ema_debias)) if self.built else 0.0
+        for var, avg in zip(self.averaged_variables, self.average_variables):
+            if self.bias_correction:
+                if debias > 0.0:
+                    value = ops.convert_to_numpy(avg) / np.float32(debias)
+                else:  # no update yet: the EMA of nothing is the weights
+                    value = ops.convert_to_numpy(var) if self._backup is None else \
+                        self._backup[len(values)]
+            else:
+                value = ops.convert_to_numpy(avg)
+            values.append(np.asarray(value).astype(keras.backend.standardize_dtype(var.dtype)))
+        return values
+
+    @keras.src.utils.tracking.no_automatic_dependency_tracking
+    def swap_in(self):
+        """Put the EMA weights in the model, keeping the raw ones aside."""
+        if not self.built or self._backup is not None:
+            return
+        variables = self.averaged_variables
+        ema = self.ema_values()
+        backup = [np.array(ops.convert_to_numpy(v)) for v in variables]
+        with _strategy_scope(self._strategy()):
+            for v, value in zip(variables, ema):
+                v.assign(value)
+        self._backup = backup
+
+    @keras.src.utils.tracking.no_automatic_dependency_tracking
+    def swap_out(self):
+        """Put the raw weights back, bit for bit."""
+        if self._backup is None:
+            return
+        with _strategy_scope(self._strategy()):
+            for v, value in zip(self.averaged_variables, self._backup):
+                v.assign(value)
+        self._backup = None
+
+    @keras.src.utils.tracking.no_automatic_dependency_tracking
+    def discard_raw(self):
+        """Keep whatever the model holds and forget the raw weights."""
+        self._backup = None
+
+    # ----------------------------------------------------- saving / loading
+
+    def save_own_variables(self, store):
+        if not self.built:
+            for key, value in self._pending.items():
+                store[key] = value
+            return
+        store["ema_step"] = ops.convert_to_numpy(self._ema_step)
+        store["ema_debias"] = ops.convert_to_numpy(self._ema_debias)
+        for i, avg in enumerate(self.average_variables):
+            store[f"average_{i}"] = ops.convert_to_numpy(avg)
+        if self._backup is not None:
+            # The model's weights are the EMA ones right now; keep the raw ones
+            # so that a resumed fit() continues from them.
+            for i, value in enumerate(self._backup):
+                store[f"raw_{i}"] = value
+        for i, v in enumerate(self.inner_optimizer.variables):
+            store[f"inner_{i}"] = ops.convert_to_numpy(v)
+
+    @keras.src.utils.tracking.no_automatic_dependency_tracking
+    def load_own_variables(self, store):
+        self._pending = {k: np.array(store[k]) for k in store.keys()}
+        self._apply_pending()
+
+    @keras.src.utils.tracking.no_automatic_dependency_tracking
+    def _apply_pending(self):
+        pending = self._pending
+        if not pending or not self.built:
+            return
+        with _eager_scope(), _strategy_scope(self._strategy()):
+            for key, var in (("ema_step", self._ema_step), ("ema_debias", self._ema_debias)):
+                if key in pending:
+                    var.assign(pending.pop(key))
+            for i, avg in enumerate(self.average_variables):
+                key = f"average_{i}"
+                if key in pending:
+                    value = pending.pop(key)
+                    if tuple(value.shape) != tuple(avg.shape):
+                        raise ValueError(
+                            f"The saved EMA average {i} has shape {value.shape}, "
+                            f"but the variable it averages has shape {tuple(avg.shape)}.")
+                    avg.assign(value)
+            inner_keys = sorted((k for k in pending if k.startswith("inner_")),
+                                key=lambda k: int(k.split("_")[1]))
+            inner_vars = self.inner_optimizer.variables
+            if inner_keys and len(inner_keys) == len(inner_vars):
+                for key, var in zip(inner_keys, inner_vars):
+                    var.assign(pending.pop(key))
+        # The raw weights go back only as a whole: wait until the extra
+        # (non-trainable) averaged variables, if any were saved, are attached.
+        raw_keys = [f"raw_{i}" for i in range(len(self.averaged_variables))]
+        saved_raw = sum(k.startswith("raw_") for k in pending)
+        if raw_keys and saved_raw == len(raw_keys) and all(k in pending for k in raw_keys):
+            self._backup = [pending.pop(k) for k in raw_keys]
+
+    # --------------------------------------------------------------- config
+
+    def get_config(self):
+        return {
+            "name": self.name,
+            "inner_optimizer": keras.saving.serialize_keras_object(self.inner_optimizer),
+            "momentum": self.momentum,
+            "warmup": self.warmup,
+            "bias_correction": self.bias_correction,
+        }
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        config = dict(config)
+        inner = keras.saving.deserialize_keras_object(
+            config.pop("inner_optimizer"), custom_objects=custom_objects)
+        return cls(inner, **config)
+
+
+@keras.saving.register_keras_serializable(package="keras_tricks")
+class ExponentialMovingAverage(keras.callbacks.Callback):
+    """Exponential moving average of the weights, validated and saved for you.
+
+    After each training step (inside the compiled step, for every variable
+    averaged):
+
+        m_t       = min(momentum, (1 + t) / (10 + t))   if warmup else momentum
+        avg_{t+1} = m_t * avg_t + (1 - m_t) * theta_{t+1}
+        t         = number of updates before this one (0, 1, 2, ...)
+
+    with `avg_0 = theta_0` (the weights when training starts). With
+    `bias_correction=True` the average starts at `avg_0 = 0` instead and the
+    EMA weights are `avg_t / d_t` with `d_{t+1} = m_t * d_t + (1 - m_t)`
+    (`d_t = 1 - prod m_i`, computed this way so that it never rounds to 0);
+    before the first update the EMA weights are the weights themselves, so
+    nothing is ever divided by zero. The warm-up is TensorFlow's
+    `ExponentialMovingAverage(num_updates=t)`; averaging weights is Polyak
+    averaging, used in bert4keras (`extend_with_exponential_moving_average`)
+    and Su Jianlin's "making Keras cooler" post.
+
+    One line in `fit()`: the callback wraps `model.optimizer` in an
+    `ExponentialMovingAverageOptimizer` (any Keras optimizer works, including
+    a `LossScaleOptimizer`), which owns the averages so that they run inside
+    the compiled step and are saved with the model.
+
+    What the model holds, and when:
+
+    - during training steps: the raw weights, always;
+    - in validation inside `fit()`, in `evaluate()` and `predict()` given this
+      callback, and in every callback's `on_epoch_end` (`ModelCheckpoint`,
+      `EarlyStopping(restore_best_weights=True)`, ...): the EMA weights
+      (`evaluate_with="raw"` turns this off). The raw weights are put back,
+      bit for bit, before the next training step;
+    - after `fit()`: the EMA weights (`weights_after_fit="raw"` for the raw
+      ones). `EarlyStopping(restore_best_weights=True)` then restores the best
+      EMA weights, since it snapshots them at `on_epoch_end`.
+
+    Order in the callbacks list does not matter when `fit()` has validation
+    data (the EMA weights go in at the start of validation); without
+    validation data, put this callback before the callbacks that read the
+    weights at `on_epoch_end`.
+
+    The state (averages, step count, bias-correction denominator, and the
+    raw weights while the model holds the EMA ones) is saved by
+    `model.save()`, `model.save_weights()` and `ModelCheckpoint`, and
+    restored by `keras.saving.load_model()` / `model.load_weights()` (even
+    into a compiled model whose optimizer is not built yet). Training 2
+    epochs, saving, loading in a fresh process and training 2 more with this
+    callback gives the same EMA as 4 epochs in one go. To resume from a
+    weights file into a freshly compiled model, call `ema.install(model)`
+    before `model.load_weights(path)`, so that the EMA optimizer receives
+    its state (`load_model()` of a `.keras` file needs nothing).
+
+    Args:
+        momentum: m in [0, 1), default 0.999 (an average over about
+            1 / (1 - m) steps).
+        warmup: use min(m, (1 + t) / (10 + t)) so that early averages are not
+            dominated by the random initialisation. Default True.
+        bias_correction: start from zero and divide by 1 - prod(m_i) (Adam's
+            correction). Default False.
+        variables: "trainable" (default) or "all", which also averages the
+            float non-trainable variables such as BatchNorm statistics.
+        evaluate_with: "ema" (default) or "raw": the weights validation,
+            `evaluate()`, `predict()` and epoch-end callbacks see.
+        weights_after_fit: "ema" (default) or "raw".
+
+    Example:
+    >>> import numpy as np, keras, keras_tricks.callbacks
+    >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
+    >>> model.compile(optimizer="adam", loss="mse")
+    >>> x, y = np.ones((8, 4)), np.ones((8, 1))
+    >>> ema = keras_tricks.callbacks.ExponentialMovingAverage(momentum=0.99)
+    >>> _ = model.fit(x, y, epochs=2, verbose=0, callbacks=[ema])
+    >>> with ema.raw_weights():  # the model holds the EMA weights otherwise
+    ...     raw = model.get_weights()
+    """
+
+    def __init__(
+        self,
+        momentum=0.999,
+        warmup=True,
+        bias_correction=False,
+        variables="trainable",
+        evaluate_with="ema",
+        weights_after_fit="ema",
+        **kwargs,
+    ):
+        if kwargs:
+            raise ValueError(
+                f"ExponentialMovingAverage got unknown options {sorted(kwargs)}; "
+                "it takes momentum, warmup, bias_correction, variables, "
+                "evaluate_with and weights_after_fit.")
+        super().__init__()
+        self.momentum = _validate_momentum(momentum)
+        self.warmup = _validate_bool("warmup", warmup)
+        self.bias_correction = _validate_bool("bias_correction", bias_correction)
+        self.variables = _validate_choice("variables", variables, _VARIABLES)
+        self.evaluate_with = _validate_choice("evaluate_with", evaluate_with, _WEIGHTS)
+        self.weights_after_fit = _validate_choice(
+            "weights_after_fit", weights_after_fit, _WEIGHTS)
+        self._in_fit = False
+        self._swapped_by = None
+        if _backend.name() == "jax" and self.variables == "all":
+            # The JAX train step never hands the new non-trainable values to
+            # the optimizer, so those averages are updated here after each
+            # step. Set now, before fit() builds its CallbackList: a batch hook
+            # makes Keras call the callbacks synchronously (in order, on the
+            # live state) rather than on a worker thread. Only then, since it
+            # costs a sync per step.
+            self.on_train_batch_end = self._jax_update_extra
+
+    # ------------------------------------------------------------ install
+
+    def set_model(self, model):
+        super().set_model(model)
+        self.install(model)
+
+    def install(self, model):
+        """Wrap `model.optimizer` (once) and return the wrapper, or None when
+        the model has no optimizer (not compiled for training).
+
+        `fit()` does this; call it yourself before `model.load_weights()` of
+        a file saved with the EMA into a freshly compiled model."""
+        optimizer = getattr(model, "optimizer", None)
+        if optimizer is None:
+            return None
+        if isinstance(optimizer, ExponentialMovingAverageOptimizer):
+            same = (optimizer.momentum, optimizer.warmup, optimizer.bias_correction) == (
+                self.momentum, self.warmup, self.bias_correction)
+            if not same:
+                if optimizer.built and int(ops.convert_to_numpy(optimizer.ema_step)) > 0:
+                    raise ValueError(
+                        "The model's optimizer already keeps an EMA with momentum="
+                        f"{optimizer.momentum}, warmup={optimizer.warmup}, "
+                        f"bias_correction={optimizer.bias_correction}; this callback "
+                        f"asks for momentum={self.momentum}, warmup={self.warmup}, "
+                        f"bias_correction={self.bias_correction}. Use the same "
+                        "settings to continue it.")
+                optimizer.momentum = self.momentum
+                optimizer.warmup = self.warmup
+                optimizer.bias_correction = self.bias_correction
+                self._reset_compiled(model)
+            wrapper = optimizer
+        else:
+            wrapper = ExponentialMovingAverageOptimizer(
+                optimizer, momentum=self.momentum, warmup=self.warmup,
+                bias_correction=self.bias_correction)
+            model.optimizer = wrapper
+            compile_config = getattr(model, "_compile_config", None)
+            if compile_config is not None:
+                # So that model.save() records the wrapper, and load_model()
+                # rebuilds it (and its state) without custom_objects.
+                compile_config.config["optimizer"] = wrapper
+                if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
+                    # Under mixed_float16 compile() wrapped the optimizer in a
+                    # LossScaleOptimizer, now inside ours; loading must not
+                    # wrap ours in another one (scaling twice, state skipped).
+                    compile_config.config["auto_scale_loss"] = False
+            self._reset_compiled(model)
+        if not wrapper.built and optimizer.built:
+            # fit() built the wrapped optimizer just before calling us. An
+            # optimizer never built stays so: load_weights() then defers the
+            # saved state to the build that fit() does.
+            wrapper.build(optimizer._trainable_variables)
+        if self.variables == "all":
+            wrapper._extra_provider = lambda: model.non_trainable_variables
+            if wrapper.built:
+                wrapper.attach_extra_variables(model.non_trainable_variables)
+        wrapper._finalize_hook = self._finalize
+        if (_backend.name() == "jax" and self.variables == "all"
+                and getattr(model, "steps_per_execution", 1) != 1):
+            raise ValueError(
+                "variables='all' on JAX needs steps_per_execution=1: the "
+                "non-trainable averages are updated after each step.")
+        return wrapper
+
+    @staticmethod
+    def _reset_compiled(model):
+        # The compiled train step captured the old optimizer (and, on JAX,
+        # the list of optimizer variables): build it again.
+        model.train_function = None
+
+    def _wrapper(self, model=None):
+        model = model if model is not None else self._model_or_none()
+        optimizer = getattr(model, "optimizer", None)
+        if isinstance(optimizer, ExponentialMovingAverageOptimizer):
+            return optimizer
+        return None
+
+    def _model_or_none(self):
+        return getattr(self, "_model", None)
+
+    def _jax_update_extra(self, batch, logs=None):
+        model = self._model
+        state = getattr(model, "_jax_state", None)
+        wrapper = self._wrapper(model)
+        if not state or wrapper is None:
+            return
+        index = {id(v): i for i, v in enumerate(model.non_trainable_variables)}
+        values = [state["non_trainable_variables"][index[id(v)]] for v in wrapper._extra]
+        step_index = next(i for i, v in enumerate(model.optimizer.variables)
+                          if v is wrapper.ema_step)
+        wrapper.update_extra_from_values(
+            values, state["optimizer_variables"][step_index])
+
+    # ---------------------------------------------------------- swapping
+
+    def _swap_in(self, who):
+        wrapper = self._wrapper()
+        if wrapper is None or self.evaluate_with != "ema" or wrapper.holds_ema:
+            return
+        self.model  # on JAX, reading .model syncs the training state first
+        wrapper.swap_in()
+        self._swapped_by = who
+
+    def _swap_out(self, who=None):
+        wrapper = self._wrapper()
+        if wrapper is None:
+            return
+        if who is not None and self._swapped_by != who:
+            return
+        self.model
+        wrapper.swap_out()
+        self._swapped_by = None
+
+    def on_train_begin(self, logs=None):
+        self._in_fit = True
+        self._swap_out()  # e.g. resumed from a checkpoint saved with EMA in
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._swap_out()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._swap_in("epoch")
+
+    def _finalize(self):
+        wrapper = self._wrapper()
+        if wrapper is None or not self._in_fit:
+            return
+        if self.weights_after_fit == "ema":
+            # Keep the raw weights aside so that a later fit() or a checkpoint
+            # resumes from them.
+            if not wrapper.holds_ema:
+                self.model
+                wrapper.swap_in()
+        else:
+            self.model
+            wrapper.swap_out()
+        self._swapped_by = None
+
+    def on_train_end(self, logs=None):
+        self._in_fit = False
+
+    def on_test_begin(self, logs=None):
+        self._swap_in("test")
+
+    def on_test_end(self, logs=None):
+        if not self._in_fit:  # inside fit(), keep them for on_epoch_end
+            self._swap_out("test")
+
+    def on_predict_begin(self, logs=None):
+        self._swap_in("predict")
+
+    def on_predict_end(self, logs=None):
+        self._swap_out("predict")
+
+    # ------------------------------------------------- context managers
+
+    @contextlib.contextmanager
+    def ema_weights(self, model=None):
+        """Within the block the model holds the EMA weights; on exit it holds
+        what it held before (bit for bit)."""
+        with self._holding(model, ema=True):
+            yield
+
+    @contextlib.contextmanager
+    def raw_weights(self, model=None):
+        """Within the block the model holds the raw (trained) weights."""
+        with self._holding(model, ema=False):
+            yield
+
+    @contextlib.contextmanager
+    def _holding(self, model, ema):
+        model = model if model is not None else self._model_or_none()
+        if model is None:
+            raise ValueError("No model: pass `model=` or use the callback in fit() first.")
+        wrapper = self._wrapper(model) or self.install(model)
+        if wrapper is None or not wrapper.built:
+            raise ValueError(
+                "The model keeps no EMA yet: compile it and train it with this "
+                "callback (or load a model saved with it).")
+        before = wrapper.holds_ema
+        (wrapper.swap_in if ema else wrapper.swap_out)()
+        try:
+            yield
+        finally:
+            if before != wrapper.holds_ema:
+                (wrapper.swap_in if before else wrapper.swap_out)()
+
+    def get_config(self):
+        return {
+            "momentum": self.momentum,
+            "warmup": self.warmup,
+            "bias_correction": self.bias_correction,
+            "variables": self.variables,
+            "evaluate_with": self.evaluate_with,
+            "weights_after_fit": self.weights_after_fit,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)

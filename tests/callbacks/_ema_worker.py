@@ -1,0 +1,91 @@
+"""Subprocess side of tests/callbacks/test_exponential_moving_average.py.
+
+Each mode runs in a fresh Python process because it needs a fresh one: a
+resumed fit() must not share anything with the process that saved, and
+virtual CPU devices must be configured before TensorFlow or JAX starts.
+
+    python _ema_worker.py resume   <model.keras> <out.npz>
+    python _ema_worker.py mirrored <out.npz>
+    python _ema_worker.py dataparallel <out.npz>
+"""
+
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+MODE = sys.argv[1]
+if MODE == "dataparallel":
+    os.environ["XLA_FLAGS"] = (
+        os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=2")
+if MODE == "mirrored":
+    import tensorflow as tf
+
+    # Before anything touches the devices: two logical CPUs.
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(
+        cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+
+from keras_tricks.callbacks import ExponentialMovingAverage  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from ema_common import (  # noqa: E402
+    MOMENTUM, Recorder, data, make_model, numpy_ema, STEPS_PER_EPOCH)
+
+
+def resume(path, out):
+    x, y = data()
+    model = keras.saving.load_model(path)
+    ema = ExponentialMovingAverage(momentum=MOMENTUM)
+    model.fit(x, y, epochs=4, initial_epoch=2, batch_size=16, shuffle=False,
+              verbose=0, callbacks=[ema])
+    ema_weights = model.get_weights()
+    with ema.raw_weights():
+        raw = model.get_weights()
+    np.savez(out, **{f"ema_{i}": w for i, w in enumerate(ema_weights)},
+             **{f"raw_{i}": w for i, w in enumerate(raw)})
+
+
+def distributed(out, scope, replicas):
+    x, y = data()
+    with scope:
+        model = make_model()
+    rec = Recorder()
+    ema = ExponentialMovingAverage(momentum=MOMENTUM)
+    history = model.fit(x, y, epochs=2, batch_size=16, shuffle=False, verbose=0,
+                        callbacks=[rec, ema], validation_data=(x, y))
+    ref = numpy_ema(rec.trajectory, MOMENTUM, True, False)
+    np.savez(
+        out,
+        replicas=np.int64(replicas),
+        final=np.concatenate([w.ravel() for w in model.get_weights()]),
+        ref_final=np.concatenate([w.ravel() for w in ref[-1]]),
+        epoch_end=np.concatenate([w.ravel() for w in rec.epoch_end[0]]),
+        ref_epoch0=np.concatenate([w.ravel() for w in ref[STEPS_PER_EPOCH - 1]]),
+        batch_begin=np.concatenate([w.ravel() for w in rec.batch_begin[STEPS_PER_EPOCH]]),
+        raw_before=np.concatenate([w.ravel() for w in rec.trajectory[STEPS_PER_EPOCH]]),
+        val_loss=np.asarray(history.history["val_loss"]),
+    )
+
+
+if __name__ == "__main__":
+    if MODE == "resume":
+        resume(sys.argv[2], sys.argv[3])
+    elif MODE == "mirrored":
+        import tensorflow as tf
+
+        strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+        distributed(sys.argv[2], strategy.scope(), strategy.num_replicas_in_sync)
+    elif MODE == "dataparallel":
+        import contextlib
+
+        devices = keras.distribution.list_devices("cpu")
+        assert len(devices) == 2, devices
+        keras.distribution.set_distribution(keras.distribution.DataParallel(devices=devices))
+        distributed(sys.argv[2], contextlib.nullcontext(), len(devices))
+    else:
+        raise SystemExit(f"unknown mode {MODE!r}")
