@@ -156,3 +156,20 @@ def ema_update(averages, variables, momentum):
         return
     for avg, var in zip(averages, variables):
         avg.assign(momentum * avg + c * ops.cast(var, avg.dtype))
+
+
+def fuse(fn, static_argnums=()):
+    """`fn` compiled into one program where that costs nothing extra.
+
+    On JAX every eager op is already compiled per shape and dtype, so
+    `jax.jit` of an elementwise chain makes one kernel of many at no new
+    cost (inside a traced function it is simply inlined). On TensorFlow eager
+    ops run uncompiled, and `torch.compile` is expensive to start, so there
+    `fn` is returned as it is: their compiled paths (`tf.function` with XLA,
+    the user's own `torch.compile`) fuse it anyway.
+    """
+    if name() == "jax":
+        import jax
+
+        return jax.jit(fn, static_argnums=static_argnums)
+    return fn

@@ -13,7 +13,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_tricks import _numerics
+from keras_tricks import _backend, _numerics
 
 __all__ = ["squareplus"]
 
@@ -100,6 +100,42 @@ def squareplus(x, b=4.0):
     return ops.cast(y, dtype)
 
 
+def _value_and_root(x, b, threshold):
+    """f(x) and sqrt(x^2 + b) (taken as |x| past `threshold`), in the dtype of
+    `x` (float32 or float64)."""
+    # Python scalars would be converted to float32 by some backends before
+    # meeting `x`, and sqrt(float64 max) / 2 does not fit in float32.
+    threshold = ops.convert_to_tensor(threshold, dtype=x.dtype)
+    quarter_b = ops.convert_to_tensor(0.25 * b, dtype=x.dtype)
+    b = ops.convert_to_tensor(b, dtype=x.dtype)
+    a = ops.abs(x)
+    small_enough = ops.less(a, threshold)
+    # Past the threshold, a^2 may overflow (its branch is discarded) and
+    # b / (4 a^2) is below half an ulp, so f(a) = a and sqrt(a^2 + b) = a.
+    root = ops.where(small_enough, ops.sqrt(ops.add(ops.square(a), b)), a)
+    # Past the threshold f(a) = a is selected rather than computed: a + root
+    # would overflow for a > max / 2, and a * 0.5 + root * 0.5 is no defence
+    # under XLA, whose simplifier factors it back into (a + root) * 0.5.
+    f_pos = ops.where(small_enough, ops.multiply(ops.add(a, root), 0.5), a)
+    y = ops.where(ops.greater_equal(x, 0), f_pos, ops.divide(quarter_b, f_pos))
+    return y, root
+
+
+def _value(x, b, threshold):
+    return _value_and_root(x, b, threshold)[0]
+
+
+def _derivative(x, b, threshold):
+    y, root = _value_and_root(x, b, threshold)
+    return ops.divide(y, root)
+
+
+# One program instead of ~11 eagerly dispatched kernels on JAX (see
+# _backend.fuse); the custom gradient stays outside the compiled functions.
+_value_fused = _backend.fuse(_value, static_argnums=(1, 2))
+_derivative_fused = _backend.fuse(_derivative, static_argnums=(1, 2))
+
+
 def _squareplus_in(x, b, threshold):
     """squareplus of `x` in its own (float32 or float64) dtype, with the
     derivative f'(x) = f(x) / sqrt(x^2 + b) given explicitly.
@@ -111,31 +147,14 @@ def _squareplus_in(x, b, threshold):
     recomputes that quotient from `x`, so that only `x` is kept between the
     passes (elementwise arithmetic is cheaper than memory traffic).
     """
-    # Python scalars would be converted to float32 by some backends before
-    # meeting `x`, and sqrt(float64 max) / 2 does not fit in float32.
-    threshold = ops.convert_to_tensor(threshold, dtype=x.dtype)
-    quarter_b = ops.convert_to_tensor(0.25 * b, dtype=x.dtype)
-    b = ops.convert_to_tensor(b, dtype=x.dtype)
-
-    def value_and_root(x):
-        a = ops.abs(x)
-        small_enough = ops.less(a, threshold)
-        # Past the threshold, a^2 may overflow (its branch is discarded) and
-        # b / (4 a^2) is below half an ulp, so f(a) = a and sqrt(a^2 + b) = a.
-        root = ops.where(small_enough, ops.sqrt(ops.add(ops.square(a), b)), a)
-        # Halve before adding: a + root overflows for a > max / 2.
-        f_pos = ops.add(ops.multiply(a, 0.5), ops.multiply(root, 0.5))
-        y = ops.where(ops.greater_equal(x, 0), f_pos, ops.divide(quarter_b, f_pos))
-        return y, root
 
     @ops.custom_gradient
     def forward(x):
         def grad(*args, upstream=None):
             if upstream is None:
                 (upstream,) = args
-            y, root = value_and_root(x)
-            return ops.multiply(upstream, ops.divide(y, root))
+            return ops.multiply(upstream, _derivative_fused(x, b, threshold))
 
-        return value_and_root(x)[0], grad
+        return _value_fused(x, b, threshold), grad
 
     return forward(x)

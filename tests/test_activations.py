@@ -206,3 +206,16 @@ def test_registered_name_resolves_and_dense_saves(tmp_path):
     assert loaded.layers[0].activation is squareplus
     assert loaded.layers[1].b == 2.0
     np.testing.assert_array_equal(testing.to_numpy(loaded(x)), testing.to_numpy(model(x)))
+
+
+@pytest.mark.skipif(keras.backend.backend() == "torch",
+                    reason="jit_compile means XLA on TensorFlow and JAX only")
+def test_values_within_4_eps_under_xla():
+    # XLA's algebraic simplifier rewrites expressions (e.g. factors
+    # a * c + b * c into (a + b) * c), so accuracy must hold compiled too.
+    x = _grid("float32", per_sign=1500)
+    model = keras.Sequential([keras.Input((1,)), layers.SquarePlus()])
+    model.compile(jit_compile=True)
+    y = model.predict(x[:, None].astype("float32"), batch_size=len(x), verbose=0)[:, 0]
+    _assert_within_eps(y.astype(np.float64), _reference(x, 4.0), "float32",
+                       "squareplus values under XLA")
