@@ -244,11 +244,8 @@ def _registered(obj, what):
 
 def _registered_if_ours(obj, what):
     """Built-in Keras objects are Keras's to register; ours must be."""
-    cls = obj if isinstance(obj, type) else type(obj)
-    if callable(obj) and not hasattr(obj, "get_config") and not isinstance(obj, type):
-        module = getattr(obj, "__module__", "") or ""
-    else:
-        module = cls.__module__
+    # Functions, classes and instances (through their class) all carry it.
+    module = getattr(obj, "__module__", "") or ""
     if not module.startswith("keras."):
         _registered(obj, what)
 
@@ -322,7 +319,7 @@ def _align_mask(inputs, mask):
 
 def _wrap_float_inputs(symbolic):
     def wrap(t):
-        if keras.backend.standardize_dtype(t.dtype).startswith("float"):
+        if _numerics.is_float(t.dtype):
             return _Affine()(t)
         return t
 
@@ -466,7 +463,7 @@ def _layer_grads(layer, case, inputs):
             outputs = layer(structured, **kwargs)
         total = 0.0
         for out, cot in zip(tree.flatten(outputs), cotangents):
-            if keras.backend.standardize_dtype(out.dtype).startswith(("float", "bfloat")):
+            if _numerics.is_float(out.dtype):
                 total = total + ops.sum(ops.cast(out, "float32") * cot)
         return total
 
@@ -483,7 +480,7 @@ def _check_layer_dtypes(case, tolerance, policies, expect_compute_dtype_outputs)
         compute_dtype = layer.dtype_policy.compute_dtype
         for v in layer.weights:
             vdtype = keras.backend.standardize_dtype(v.dtype)
-            if vdtype.startswith(("float", "bfloat")) and vdtype != "float32":
+            if _numerics.is_float(vdtype) and vdtype != "float32":
                 raise HarnessFailure(
                     f"{case.name} under {policy}: variable {v.path} is {vdtype}, "
                     "expected float32 (variables keep the variable dtype)."
@@ -493,7 +490,7 @@ def _check_layer_dtypes(case, tolerance, policies, expect_compute_dtype_outputs)
         if expect_compute_dtype_outputs:
             for out in tree.flatten(outputs):
                 odtype = keras.backend.standardize_dtype(out.dtype)
-                if odtype.startswith(("float", "bfloat")) and odtype != compute_dtype:
+                if _numerics.is_float(odtype) and odtype != compute_dtype:
                     raise HarnessFailure(
                         f"{case.name} under {policy}: output dtype {odtype}, "
                         f"expected the compute dtype {compute_dtype}."

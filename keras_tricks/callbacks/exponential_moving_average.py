@@ -8,7 +8,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_tricks import _backend
+from keras_tricks import _backend, _numerics
 
 _VARIABLES = ("trainable", "all")
 _WEIGHTS = ("ema", "raw")
@@ -52,10 +52,6 @@ def _momentum_at(momentum, warmup, step):
         t = ops.cast(step, "float32")
         m = ops.minimum(m, (1.0 + t) / (10.0 + t))
     return m
-
-
-def _is_float_variable(v):
-    return keras.backend.standardize_dtype(v.dtype).startswith(("float", "bfloat"))
 
 
 @contextlib.contextmanager
@@ -200,7 +196,7 @@ class ExponentialMovingAverageOptimizer(keras.optimizers.Optimizer):
         step never sees the new non-trainable values, so they are updated by
         the callback there) but are saved and loaded with the rest.
         """
-        variables = [v for v in variables if _is_float_variable(v)]
+        variables = [v for v in variables if _numerics.is_float(v.dtype)]
         known = {id(v) for v in self._extra}
         new = [v for v in variables if id(v) not in known]
         if not new:

@@ -6,6 +6,15 @@ from keras_tricks.losses.multilabel_categorical_crossentropy import (
 )
 
 
+def check_span_scores(y_pred):
+    """ValueError unless `y_pred` is GlobalPointer scores (batch, heads, n, n)."""
+    if len(y_pred.shape) != 4:
+        raise ValueError(
+            "`y_pred` must have shape (batch, heads, n, n), got "
+            f"{tuple(y_pred.shape)}."
+        )
+
+
 def span_crossentropy(y_true, y_pred):
     """Per-sample GlobalPointer loss from dense labels: the multi-label
     cross-entropy over the n*n spans of each type, averaged over types."""
@@ -54,11 +63,7 @@ class GlobalPointerCrossentropy(keras.losses.Loss):
         super().__init__(name=name, reduction=reduction, dtype=dtype)
 
     def call(self, y_true, y_pred):
-        if len(y_pred.shape) != 4:
-            raise ValueError(
-                "`y_pred` must have shape (batch, heads, n, n), got "
-                f"{tuple(y_pred.shape)}."
-            )
+        check_span_scores(y_pred)
         if len(y_true.shape) != 4 or any(
             a is not None and b is not None and a != b
             for a, b in zip(y_true.shape[1:], y_pred.shape[1:])
@@ -69,6 +74,3 @@ class GlobalPointerCrossentropy(keras.losses.Loss):
                 "go to SparseGlobalPointerCrossentropy)."
             )
         return span_crossentropy(y_true, y_pred)
-
-    def get_config(self):
-        return super().get_config()

@@ -1,7 +1,10 @@
 import keras
 from keras import ops
 
-from keras_tricks.losses.global_pointer_crossentropy import span_crossentropy
+from keras_tricks.losses.global_pointer_crossentropy import (
+    check_span_scores,
+    span_crossentropy,
+)
 
 #: Value that pads the span lists of `SparseGlobalPointerCrossentropy`
 #: (any row with a negative start or end is padding).
@@ -66,11 +69,7 @@ class SparseGlobalPointerCrossentropy(keras.losses.Loss):
         super().__init__(name=name, reduction=reduction, dtype=dtype)
 
     def call(self, y_true, y_pred):
-        if len(y_pred.shape) != 4:
-            raise ValueError(
-                "`y_pred` must have shape (batch, heads, n, n), got "
-                f"{tuple(y_pred.shape)}."
-            )
+        check_span_scores(y_pred)
         if len(y_true.shape) != 4 or (y_true.shape[-1] not in (None, 2)):
             raise ValueError(
                 "`y_true` must have shape (batch, heads, max_spans, 2) of (start, "
@@ -78,6 +77,3 @@ class SparseGlobalPointerCrossentropy(keras.losses.Loss):
             )
         dense = sparse_spans_to_dense(y_true, ops.shape(y_pred)[-1])
         return span_crossentropy(dense, y_pred)
-
-    def get_config(self):
-        return super().get_config()
