@@ -258,3 +258,11 @@ def test_span_losses_through_harness():
     s, dense, spans = span_case(seed=11)
     testing.check_loss(losses.GlobalPointerCrossentropy, {}, dense, s, tolerance=4.0)
     testing.check_loss(losses.SparseGlobalPointerCrossentropy, {}, spans, s, tolerance=4.0)
+
+
+@pytest.mark.harness
+def test_global_pointer_kl_through_harness():
+    # As an R-Drop term: the scores of a second forward pass play `y_true`.
+    s, _, _ = span_case(seed=11)
+    t = np.where(s == MASK, MASK, s + np.random.default_rng(12).normal(size=s.shape)).astype("float32")
+    testing.check_loss(losses.global_pointer_kl, None, t, s)
