@@ -88,10 +88,10 @@ def _tensorflow_step(model, data):
         y_pred, losses, regularization = _forward(model, x, y, sample_weight)
         scale = _loss_scale(model)
         targets = _targets(model, losses, regularization, scale)
-    grads = [
-        tape.gradient(t, variables, unconnected_gradients=tf.UnconnectedGradients.ZERO)
-        for t in targets
-    ]
+    grads = []
+    for target in targets:
+        found = tape.gradient(target, variables)
+        grads.append([ops.zeros(v.shape, v.dtype) if g is None else g for v, g in zip(variables, found)])
     del tape
     k = len(model.tasks)
     context = tf.distribute.get_replica_context()

@@ -123,12 +123,12 @@ class GradNorm(Strategy):
     def build(self, input_shape):
         k = input_shape[0]
         self.loss_weights = self.add_weight(
-            shape=(k,), initializer="ones", trainable=False, name="loss_weights"
+            shape=(k,), initializer="ones", trainable=False, aggregation="mean", name="loss_weights"
         )
         self.initial_losses = self.add_weight(
-            shape=(k,), initializer="zeros", trainable=False, name="initial_losses"
+            shape=(k,), initializer="zeros", trainable=False, aggregation="mean", name="initial_losses"
         )
-        self.started = self.add_weight(shape=(), initializer="zeros", trainable=False, name="started")
+        self.started = self.add_weight(shape=(), initializer="zeros", trainable=False, aggregation="mean", name="started")
         self.built = True
 
     def task_weights(self, losses, gram, training=True):
@@ -244,6 +244,8 @@ class PCGrad(Strategy):
         """`order` (k, k) int: row i lists the tasks in the order task i visits them
         (its own index is skipped); random when None."""
         k = ops.shape(gram)[0]
+        if order is None and k == 2:
+            order = [[0, 1], [0, 1]]  # one other task: the order cannot matter
         if order is None:
             noise = keras.random.uniform((k, k), seed=self.seed_generator)
             order = ops.argsort(noise, axis=-1)
@@ -260,6 +262,15 @@ class PCGrad(Strategy):
             scale = ops.where(conflict, safe_divide(inner, norm2), 0.0)
             coefficients = coefficients - scale[:, None] * onto
         return ops.sum(coefficients, axis=0)
+
+    # Keras does not save a SeedGenerator's state; a resumed run must draw the
+    # same permutations as an uninterrupted one, so it is saved here.
+    def save_own_variables(self, store):
+        store["seed_state"] = ops.convert_to_numpy(self.seed_generator.state)
+
+    def load_own_variables(self, store):
+        if "seed_state" in store:
+            self.seed_generator.state.assign(store["seed_state"])
 
     def get_config(self):
         config = super().get_config()
@@ -385,7 +396,9 @@ class PrimaryAuxiliary(Strategy):
 
     def task_weights(self, losses, gram, training=True):
         k = ops.shape(gram)[0]
-        p = getattr(self, "primary_index", self.primary % k)
+        if self.tasks is None and isinstance(self.primary, str):
+            raise ValueError("Bind the strategy to its tasks first: strategy.bind(task_names).")
+        p = self.primary_index if self.tasks is not None else self.primary % k
         others = [i for i in range(k) if i != p]
         g_pa = ops.take(gram[p], others)
         g_aa = ops.take(ops.take(gram, others, axis=0), others, axis=1)

@@ -96,11 +96,11 @@ class Initial(Strategy):
         values = self._task_value("losses", self.losses_arg) if given else [0.0] * k
         self.loss_sum = self.add_weight(
             shape=(k,), initializer=keras.initializers.Constant(values),
-            trainable=False, name="loss_sum",
+            trainable=False, aggregation="mean", name="loss_sum",
         )
         self.count = self.add_weight(
             shape=(), initializer=keras.initializers.Constant(1.0 if given else 0.0),
-            trainable=False, name="count",
+            trainable=False, aggregation="mean", name="count",
         )
         self.built = True
 
@@ -148,7 +148,7 @@ class Prior(Strategy):
     >>> s = Prior(losses).bind(["digit", "size"])
     """
 
-    def __init__(self, losses, **kwargs):
+    def __init__(self, losses=None, **kwargs):
         super().__init__(**kwargs)
         if losses is None:
             raise ValueError(
@@ -365,7 +365,7 @@ class DWA(Strategy):
         k = input_shape[0]
 
         def state(name, shape=(k,)):
-            return self.add_weight(shape=shape, initializer="zeros", trainable=False, name=name)
+            return self.add_weight(shape=shape, initializer="zeros", trainable=False, aggregation="mean", name=name)
 
         self.epoch_sum = state("epoch_sum")
         self.epoch_count = state("epoch_count", ())

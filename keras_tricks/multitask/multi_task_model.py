@@ -120,7 +120,7 @@ class MultiTaskModel(keras.Model):
             )
         k = len(names)
         self.last_task_weights = self.add_weight(
-            shape=(k,), initializer="ones", trainable=False, name="last_task_weights"
+            shape=(k,), initializer="ones", trainable=False, aggregation="mean", name="last_task_weights"
         )
         self.task_loss_trackers = [keras.metrics.Mean(name=f"{t}_loss") for t in names]
         self.task_weight_trackers = [keras.metrics.Mean(name=f"{t}_weight") for t in names]
@@ -317,7 +317,14 @@ class MultiTaskModel(keras.Model):
             rows = ops.stack([ops.reshape(ops.cast(g[v], "float32"), (-1,)) for g in task_grads])
             part = ops.matmul(rows, ops.transpose(rows))
             gram = part if gram is None else gram + part
+        # Under loss scaling a step may overflow; the optimizer then skips it, and
+        # the strategy's state must not learn from it either.
+        finite = ops.all(ops.isfinite(gram))
+        state = [(v, ops.copy(ops.convert_to_tensor(v))) for v in self.strategy.non_trainable_variables]
         weights = ops.stop_gradient(self.strategy.task_weights(losses, gram, training=training))
+        for variable, before in state:
+            variable.assign(ops.where(finite, ops.convert_to_tensor(variable), before))
+        weights = ops.where(finite, weights, ops.convert_to_tensor(self.last_task_weights))
         head = weights if self.strategy.scales_task_specific else ops.ones_like(weights)
         gradients = []
         for v, variable in enumerate(variables):

@@ -32,7 +32,10 @@ class Strategy(keras.layers.Layer):
 
     `bind(tasks)` fixes the number of tasks (and resolves task names) before
     use; `MultiTaskModel` calls it. Everything is computed in float32
-    whatever the global dtype policy.
+    whatever the global dtype policy. State variables use
+    `aggregation="mean"`, so that under `tf.distribute` a replica may update
+    them (gradient-based state is identical on every replica; loss-based
+    running statistics are averaged).
     """
 
     uses_gradients = False

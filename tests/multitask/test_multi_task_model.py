@@ -1,0 +1,446 @@
+"""MultiTaskModel: the train step against float64 NumPy gradients, logs, saving
+and resuming, bad input, mixed precision, distribution.
+
+The exact-update tests use a linear model whose per-task gradients have a
+closed form: x (n, d) -> trunk W (d, h) -> head a_i (h, 1), L_i = mean((x W a_i - t_i)^2),
+so dL_i/dW = 2/n x^T r_i a_i^T and dL_i/da_i = 2/n (x W)^T r_i with
+r_i = x W a_i - t_i. One SGD step (learning rate 1) of the Keras train step
+must equal the update the strategy's formula gives on those gradients.
+"""
+
+import os
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+
+from keras_tricks import _backend, multitask, testing
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+N, D, H = 8, 3, 4
+
+
+def linear_model(k=2, seed=0):
+    rng = np.random.default_rng(seed)
+    x = keras.Input((D,))
+    trunk = keras.layers.Dense(H, use_bias=False, name="trunk")
+    z = trunk(x)
+    heads = [keras.layers.Dense(1, use_bias=False, name=f"t{i}") for i in range(k)]
+    model = keras.Model(x, [head(z) for head in heads])
+    trunk.kernel.assign(rng.normal(size=(D, H)).astype("float32"))
+    for head in heads:
+        head.kernel.assign(rng.normal(size=(H, 1)).astype("float32"))
+    return model
+
+
+def linear_data(k=2, seed=1, scales=None):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(N, D)).astype("float32")
+    scales = scales or [1.0 + 2.0 * i for i in range(k)]
+    ys = [(s * rng.normal(size=(N, 1))).astype("float32") for s in scales]
+    return x, ys
+
+
+def numpy_gradients(model, x, ys):
+    """Per-task losses and float64 gradients (dW_i, da_i) of the linear model."""
+    w = np.asarray(model.get_layer("trunk").kernel, np.float64)
+    x = x.astype(np.float64)
+    z = x @ w
+    losses, g_trunk, g_heads = [], [], []
+    for i, y in enumerate(ys):
+        a = np.asarray(model.get_layer(f"t{i}").kernel, np.float64)
+        r = z @ a - y
+        losses.append(np.mean(r**2))
+        g_trunk.append(2.0 / len(x) * x.T @ r @ a.T)
+        g_heads.append(2.0 / len(x) * z.T @ r)
+    return np.array(losses), g_trunk, g_heads
+
+
+def step(strategy, k=2, scales=None, conflict=False, **kwargs):
+    """One SGD(1) train step; returns (numpy grads, shared step, head steps, logs, model).
+
+    conflict=True makes task 1 a near mirror image of task 0 (same head,
+    residuals of opposite sign), so their trunk gradients conflict strongly.
+    """
+    model = linear_model(k)
+    x, ys = linear_data(k, scales=scales)
+    if conflict:
+        a0 = np.asarray(model.get_layer("t0").kernel)
+        model.get_layer("t1").kernel.assign(a0)
+        pred = x @ np.asarray(model.get_layer("trunk").kernel) @ a0
+        noise = np.random.default_rng(5).normal(size=pred.shape).astype("float32")
+        ys[1] = 2 * pred - ys[0] + 0.5 * noise
+    before = numpy_gradients(model, x, ys)
+    heads_before = [np.asarray(model.get_layer(f"t{i}").kernel, np.float64) for i in range(k)]
+    trunk_before = np.asarray(model.get_layer("trunk").kernel, np.float64)
+    mt = multitask.MultiTaskModel(model, strategy=strategy, **kwargs)
+    mt.compile(optimizer=keras.optimizers.SGD(1.0), loss="mse")
+    logs = mt.train_on_batch(x, ys, return_dict=True)
+    trunk_step = trunk_before - np.asarray(model.get_layer("trunk").kernel, np.float64)
+    head_steps = [
+        heads_before[i] - np.asarray(model.get_layer(f"t{i}").kernel, np.float64) for i in range(k)
+    ]
+    return before, trunk_step, head_steps, logs, mt
+
+
+def gram_of(g_trunk):
+    flat = np.stack([g.ravel() for g in g_trunk])
+    return flat @ flat.T
+
+
+def check_step(trunk_step, head_steps, g_trunk, g_heads, w, head_scale):
+    expected_trunk = sum(wi * g for wi, g in zip(w, g_trunk))
+    testing.assert_close(trunk_step, expected_trunk, tolerance=64, what="shared update")
+    for i, (got, g) in enumerate(zip(head_steps, g_heads)):
+        testing.assert_close(got, head_scale[i] * g, tolerance=64, what=f"head {i} update")
+
+
+def test_task_losses_and_weights_are_logged():
+    (losses, _, _), _, _, logs, _ = step("equal")
+    for i in range(2):
+        np.testing.assert_allclose(logs[f"t{i}_loss"], losses[i], rtol=1e-5)
+        assert logs[f"t{i}_weight"] == pytest.approx(1.0)
+    np.testing.assert_allclose(logs["loss"], losses.sum(), rtol=1e-5)
+
+
+def test_equal_with_weights_is_a_weighted_sum():
+    (losses, gt, gh), ts, hs, logs, _ = step(multitask.Equal(weights={"t0": 1.0, "t1": 0.25}))
+    check_step(ts, hs, gt, gh, [1.0, 0.25], [1.0, 0.25])
+    np.testing.assert_allclose(logs["loss"], losses[0] + 0.25 * losses[1], rtol=1e-5)
+
+
+def test_realtime_gradient_is_that_of_the_log_losses():
+    (losses, gt, gh), ts, hs, _, _ = step("realtime")
+    w = 1.0 / losses
+    check_step(ts, hs, gt, gh, w, w)
+
+
+def test_uncertainty_step_on_the_log_variances():
+    (losses, gt, gh), ts, hs, logs, mt = step("uncertainty")
+    # At s = 0: weights 1/2; d total / d s_i = (1 - L_i) / 2, so one SGD(1) step gives s = (L - 1) / 2.
+    check_step(ts, hs, gt, gh, [0.5, 0.5], [0.5, 0.5])
+    s = testing.to_numpy(mt.strategy.log_variances)
+    testing.assert_close(s, (losses - 1.0) / 2.0, tolerance=16, what="log-variances")
+    np.testing.assert_allclose(logs["loss"], 0.5 * losses.sum(), rtol=1e-5)
+
+
+def test_grad_norm_normalization_step():
+    (_, gt, gh), ts, hs, logs, _ = step("grad_norm_normalization")
+    w = 1.0 / np.sqrt(np.diag(gram_of(gt)))
+    check_step(ts, hs, gt, gh, w, w)
+    np.testing.assert_allclose([logs["t0_weight"], logs["t1_weight"]], w, rtol=1e-5)
+
+
+def test_mgda_step_uses_the_closed_form_on_shared_variables_only():
+    (_, gt, gh), ts, hs, _, _ = step("mgda")
+    g = gram_of(gt)
+    gamma = np.clip((g[1, 1] - g[0, 1]) / (g[0, 0] + g[1, 1] - 2 * g[0, 1]), 0, 1)
+    check_step(ts, hs, gt, gh, [gamma, 1 - gamma], [1.0, 1.0])
+
+
+def test_pcgrad_step_with_two_tasks():
+    (_, gt, gh), ts, hs, _, _ = step("pcgrad", conflict=True)
+    g = gram_of(gt)
+    assert g[0, 1] < -0.5 * np.sqrt(g[0, 0] * g[1, 1]), "the case must have conflicting gradients"
+    # g_0' = g_0 - <g_0, g_1>/||g_1||^2 g_1 and symmetrically; d = g_0' + g_1'.
+    w = np.array([1.0 - g[0, 1] / g[0, 0], 1.0 - g[0, 1] / g[1, 1]])
+    check_step(ts, hs, gt, gh, w, [1.0, 1.0])
+
+
+def test_primary_auxiliary_step_never_increases_the_primary_loss_to_first_order():
+    (_, gt, gh), ts, hs, _, _ = step(multitask.PrimaryAuxiliary(primary="t1"), conflict=True)
+    g = gram_of(gt)
+    assert g[0, 1] < 0
+    lam = max(-g[0, 1], 0.0) / g[0, 0]
+    check_step(ts, hs, gt, gh, [lam, 1.0], [1.0, 1.0])
+    assert np.sum(ts * gt[1]) >= -1e-6 * np.linalg.norm(gt[1]) ** 2
+
+
+def test_three_tasks_grad_norm_normalization():
+    (_, gt, gh), ts, hs, _, _ = step("grad_norm_normalization", k=3)
+    w = 1.0 / np.sqrt(np.diag(gram_of(gt)))
+    check_step(ts, hs, gt, gh, w, w)
+
+
+def test_explicit_shared_variables():
+    # Declaring only the first head as "shared" is odd but makes the point: the
+    # Gram matrix is taken over exactly the variables given.
+    (_, gt, gh), ts, hs, _, _ = step("grad_norm_normalization", shared=["trunk"])
+    w = 1.0 / np.sqrt(np.diag(gram_of(gt)))
+    check_step(ts, hs, gt, gh, w, w)
+
+
+def test_regularization_is_added_unweighted():
+    # An L2 penalty c * sum(W^2) on the trunk: its gradient 2 c W is added as is.
+    c = 0.125
+    model = linear_model()
+    trunk = model.get_layer("trunk")
+    trunk_before = np.asarray(trunk.kernel, np.float64)
+    trunk.kernel_regularizer = keras.regularizers.L2(c)
+    x, ys = linear_data()
+    _, gt, _ = numpy_gradients(model, x, ys)
+    mt = multitask.MultiTaskModel(keras.Model.from_config(model.get_config()), strategy="mgda")
+    mt.model.set_weights(model.get_weights())
+    mt.compile(optimizer=keras.optimizers.SGD(1.0), loss="mse")
+    mt.train_on_batch(x, ys)
+    g = gram_of(gt)
+    gamma = np.clip((g[1, 1] - g[0, 1]) / (g[0, 0] + g[1, 1] - 2 * g[0, 1]), 0, 1)
+    expected = gamma * gt[0] + (1 - gamma) * gt[1] + 2 * c * trunk_before
+    got = trunk_before - np.asarray(mt.model.get_layer("trunk").kernel, np.float64)
+    testing.assert_close(got, expected, tolerance=64, what="shared update with L2")
+
+
+# -- state, saving and resuming ---------------------------------------------------------
+
+STATEFUL = [
+    "uncertainty",
+    "gradnorm",
+    "dwa",
+    lambda: multitask.Initial(steps=3),
+    lambda: multitask.PCGrad(seed=3),
+]
+STATEFUL_TASKS = [2, 2, 2, 2, 3]
+
+
+def _digits_like(k=2, n=48, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, 6)).astype("float32")
+    ys = [(x @ rng.normal(size=(6, 1)) * (3.0**i) + rng.normal(size=(n, 1))).astype("float32")
+          for i in range(k)]
+    return x, ys
+
+
+def _mlp(k=2, seed=0):
+    keras.utils.set_random_seed(seed)
+    x = keras.Input((6,))
+    h = keras.layers.Dense(8, activation="tanh", name="trunk")(x)
+    return keras.Model(x, [keras.layers.Dense(1, name=f"t{i}")(h) for i in range(k)])
+
+
+@pytest.mark.parametrize("strategy", STATEFUL, ids=["uncertainty", "gradnorm", "dwa", "initial", "pcgrad"])
+def test_save_load_and_resume_restores_every_piece_of_state(strategy, tmp_path):
+    k = STATEFUL_TASKS[STATEFUL.index(strategy)]
+    x, ys = _digits_like(k)
+    mt = multitask.MultiTaskModel(_mlp(k), strategy=strategy() if callable(strategy) else strategy)
+    mt.compile(optimizer="adam", loss="mse")
+    mt.fit(x, ys, epochs=2, batch_size=16, shuffle=False, verbose=0)
+    path = str(tmp_path / "mt.keras")
+    mt.save(path)
+    loaded = keras.saving.load_model(path)
+    assert isinstance(loaded, multitask.MultiTaskModel)
+    assert type(loaded.strategy) is type(mt.strategy)
+    state = mt.strategy.variables + [g.state for g in mt.strategy._seed_generators]
+    loaded_state = loaded.strategy.variables + [g.state for g in loaded.strategy._seed_generators]
+    for a, b in zip(state, loaded_state):
+        np.testing.assert_array_equal(testing.to_numpy(a), testing.to_numpy(b), err_msg=a.path)
+    for a, b in zip(mt.predict(x, verbose=0), loaded.predict(x, verbose=0)):
+        np.testing.assert_array_equal(a, b)
+    # Resuming: one more epoch of each gives the same trajectory.
+    h1 = mt.fit(x, ys, epochs=1, batch_size=16, shuffle=False, verbose=0).history
+    h2 = loaded.fit(x, ys, epochs=1, batch_size=16, shuffle=False, verbose=0).history
+    assert sorted(h1) == sorted(h2)
+    for key in h1:
+        np.testing.assert_allclose(h2[key], h1[key], rtol=1e-6, err_msg=key)
+    for a, b in zip(mt.get_weights(), loaded.get_weights()):
+        np.testing.assert_allclose(b, a, rtol=1e-6, atol=1e-7)
+
+
+def test_config_round_trip():
+    mt = multitask.MultiTaskModel(_mlp(), strategy=multitask.CAGrad(c=0.3), shared=["trunk"])
+    config = mt.get_config()
+    clone = multitask.MultiTaskModel.from_config(config)
+    assert clone.strategy.get_config()["c"] == 0.3
+    assert clone.get_config()["shared"] == ["trunk"]
+    assert mt.strategy.get_config() == multitask.CAGrad.from_config(mt.strategy.get_config()).get_config()
+
+
+def test_dwa_weights_follow_the_epoch_mean_losses():
+    x, ys = _digits_like()
+    mt = multitask.MultiTaskModel(_mlp(), strategy=multitask.DWA(temperature=2.0))
+    mt.compile(optimizer="adam", loss="mse")
+    history = mt.fit(x, ys, epochs=3, batch_size=16, shuffle=False, verbose=0).history
+    # Equal batch sizes: the logged epoch loss is the mean of the step losses DWA records.
+    l1 = np.array([history["t0_loss"][0], history["t1_loss"][0]], np.float64)
+    l2 = np.array([history["t0_loss"][1], history["t1_loss"][1]], np.float64)
+    r = l2 / l1
+    expected = 2 * np.exp(r / 2) / np.exp(r / 2).sum()
+    assert history["t0_weight"][:2] == pytest.approx([1.0, 1.0])
+    np.testing.assert_allclose([history["t0_weight"][2], history["t1_weight"][2]], expected, rtol=1e-5)
+
+
+def test_initial_measures_then_freezes():
+    x, ys = _digits_like()
+    mt = multitask.MultiTaskModel(_mlp(), strategy=multitask.Initial(steps=2))
+    mt.compile(optimizer="adam", loss="mse")
+    running = []
+
+    class Record(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            running.append([float(logs["t0_loss"]), float(logs["t1_loss"])])
+            weights.append([float(logs["t0_weight"]), float(logs["t1_weight"])])
+
+    weights = []
+    mt.fit(x, ys, epochs=1, batch_size=16, shuffle=False, verbose=0, callbacks=[Record()])
+    # The logs hold running means over equal batches, so the first two step
+    # losses sum to twice the mean after step 2.
+    first_two = 2.0 * np.array(running[1], np.float64)
+    assert float(testing.to_numpy(mt.strategy.count)) == 2.0
+    np.testing.assert_allclose(testing.to_numpy(mt.strategy.loss_sum), first_two, rtol=1e-5)
+    np.testing.assert_allclose(testing.to_numpy(mt.last_task_weights), 2.0 / first_two, rtol=1e-5)
+    # Step 1 used 1 / L(step 1); the third step's weight (running mean of three) is consistent.
+    np.testing.assert_allclose(weights[0], 1.0 / np.array(running[0]), rtol=1e-5)
+
+
+def test_evaluate_and_predict_keep_keras_behaviour():
+    x, ys = _digits_like()
+    mt = multitask.MultiTaskModel(_mlp(), strategy="cagrad")
+    mt.compile(optimizer="adam", loss={"t0": "mse", "t1": "mae"},
+               metrics={"t0": ["mae"], "t1": ["mse"]})
+    mt.fit(x, {"t0": ys[0], "t1": ys[1]}, epochs=1, batch_size=16, verbose=0,
+           validation_data=(x, ys))
+    result = mt.evaluate(x, ys, verbose=0, return_dict=True)
+    pred = mt.predict(x, verbose=0)
+    assert len(pred) == 2
+    np.testing.assert_allclose(result["t0_loss"], np.mean((pred[0] - ys[0]) ** 2), rtol=1e-4)
+    np.testing.assert_allclose(result["t1_loss"], np.mean(np.abs(pred[1] - ys[1])), rtol=1e-4)
+    assert {"t0_mae", "t1_mse", "t0_weight", "t1_weight", "loss"} <= set(result)
+
+
+@pytest.mark.parametrize("strategy", ["uncertainty", "pcgrad", "cagrad", "gradnorm"])
+@pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
+def test_mixed_precision_training_stays_finite(strategy, policy):
+    x, ys = _digits_like()
+    with testing.dtype_policy(policy):
+        mt = multitask.MultiTaskModel(_mlp(), strategy=strategy)
+        optimizer = keras.optimizers.Adam(1e-2)
+        if policy == "mixed_float16":
+            optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+        mt.compile(optimizer=optimizer, loss="mse")
+        history = mt.fit(x, ys, epochs=3, batch_size=16, verbose=0).history
+    assert all(np.all(np.isfinite(v)) for v in history.values())
+    assert history["loss"][-1] < history["loss"][0]
+    for v in mt.trainable_variables:
+        assert v.dtype == "float32"
+
+
+def test_gradient_strategy_matches_float32_under_loss_scaling():
+    # The loss scale must cancel exactly: LossScaleOptimizer(SGD) vs SGD, float32.
+    x, ys = linear_data()
+    results = []
+    for wrap in (False, True):
+        model = linear_model()
+        mt = multitask.MultiTaskModel(model, strategy="grad_norm_normalization")
+        opt = keras.optimizers.SGD(0.1)
+        if wrap:
+            opt = keras.optimizers.LossScaleOptimizer(opt, initial_scale=1024.0)
+        mt.compile(optimizer=opt, loss="mse")
+        mt.train_on_batch(x, ys)
+        results.append(model.get_weights())
+    for a, b in zip(*results):
+        np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-7)
+
+
+# -- bad input -------------------------------------------------------------------------------
+
+
+def test_bad_input_names_the_argument():
+    model = _mlp()
+    with pytest.raises(ValueError, match="Unknown multi-task strategy 'nope'.*cagrad"):
+        multitask.MultiTaskModel(model, strategy="nope")
+    with pytest.raises(TypeError, match="`strategy`"):
+        multitask.MultiTaskModel(model, strategy=3)
+    with pytest.raises(TypeError, match="`model`"):
+        multitask.MultiTaskModel("model")
+    x = keras.Input((3,))
+    single = keras.Model(x, keras.layers.Dense(1, name="only")(x))
+    with pytest.raises(ValueError, match=r"at least 2 outputs.*\['only'\]"):
+        multitask.MultiTaskModel(single)
+    with pytest.raises(ValueError, match=r"`tasks`.*unknown: \['t9'\].*missing: \['t1'\]"):
+        multitask.MultiTaskModel(model, tasks=["t0", "t9"])
+    with pytest.raises(ValueError, match=r"`weights`.*\['t0', 't1'\]"):
+        multitask.MultiTaskModel(model, strategy=multitask.Equal(weights=[1.0, 2.0, 3.0]))
+    with pytest.raises(ValueError, match="`weights`"):
+        multitask.Equal(weights=[1.0, -1.0])
+    with pytest.raises(ValueError, match="`primary`='t7'"):
+        multitask.MultiTaskModel(model, strategy=multitask.PrimaryAuxiliary(primary="t7"))
+    with pytest.raises(ValueError, match="`losses`"):
+        multitask.MultiTaskModel(model, strategy=multitask.Prior({"t0": 1.0, "x": 2.0}))
+    with pytest.raises(ValueError, match="`Prior` needs `losses`"):
+        multitask.get("prior")
+    with pytest.raises(ValueError, match="`shared` names 'nothing'"):
+        multitask.MultiTaskModel(model, strategy="mgda", shared=["nothing"])
+    for bad in [dict(c=-1.0), dict(c="a")]:
+        with pytest.raises((ValueError, TypeError), match="`c`"):
+            multitask.CAGrad(**bad)
+    with pytest.raises(ValueError, match="`temperature`"):
+        multitask.DWA(temperature=0.0)
+    with pytest.raises(ValueError, match="`kind`"):
+        multitask.prior_loss([0, 1], "ordinal")
+
+
+def test_outputs_that_share_nothing_are_refused_for_gradient_strategies():
+    a, b = keras.Input((3,)), keras.Input((3,))
+    model = keras.Model([a, b], [keras.layers.Dense(1, name="p")(a), keras.layers.Dense(1, name="q")(b)])
+    with pytest.raises(ValueError, match="share no trainable variable"):
+        multitask.MultiTaskModel(model, strategy="mgda")
+    multitask.MultiTaskModel(model, strategy="uncertainty")  # loss-based: fine
+
+
+def test_compile_and_fit_errors_name_the_tasks():
+    mt = multitask.MultiTaskModel(_mlp(), strategy="equal")
+    with pytest.raises(ValueError, match=r"`loss` dict.*unknown: \['t2'\], missing: \['t1'\]"):
+        mt.compile(loss={"t0": "mse", "t2": "mse"})
+    with pytest.raises(ValueError, match="`loss` list"):
+        mt.compile(loss=["mse"])
+    with pytest.raises(ValueError, match="`loss_weights`.*Equal"):
+        mt.compile(loss="mse", loss_weights=[1.0, 2.0])
+    with pytest.raises(ValueError, match="`loss` is required"):
+        mt.compile()
+    mt.compile(optimizer="sgd", loss="mse")
+    x, ys = _digits_like()
+    with pytest.raises(ValueError, match=r"`y` dict.*missing: \['t1'\]"):
+        mt.fit(x, {"t0": ys[0]}, epochs=1, verbose=0)
+
+
+def test_prior_loss_against_hand_values():
+    assert multitask.prior_loss([0, 0, 1, 1], "categorical") == pytest.approx(np.log(2))
+    assert multitask.prior_loss(np.eye(4), "categorical") == pytest.approx(np.log(4))
+    assert multitask.prior_loss([[0, 1], [1, 1]], "binary") == pytest.approx(np.log(2) / 2)
+    assert multitask.prior_loss([1.0, 3.0, 5.0], "regression") == pytest.approx(8 / 3)
+    with pytest.raises(ValueError, match="nothing to learn"):
+        multitask.prior_loss([2.0, 2.0], "regression")
+
+
+# -- distribution ------------------------------------------------------------------------------
+
+
+def _run_worker(mode, tmp_path, env_extra=None):
+    out = str(tmp_path / f"{mode}.npz")
+    env = dict(os.environ, KERAS_BACKEND=_backend.name(), **(env_extra or {}))
+    proc = subprocess.run([sys.executable, os.path.join(HERE, "_mt_worker.py"), mode, out],
+                          env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return np.load(out)
+
+
+def _check_distributed(got):
+    assert int(got["replicas"]) == 2
+    for name in ["mgda", "cagrad", "gradnorm", "pcgrad", "uncertainty"]:
+        testing.assert_close(got[f"{name}_distributed"], got[f"{name}_single"], tolerance=256,
+                             what=f"{name}: weights after distributed fit vs one device")
+        testing.assert_close(got[f"{name}_tw_distributed"], got[f"{name}_tw_single"], tolerance=256,
+                             what=f"{name}: task weights")
+
+
+@pytest.mark.skipif(_backend.name() != "tensorflow", reason="tf.distribute is TensorFlow's")
+def test_mirrored_strategy_on_two_virtual_cpus(tmp_path):
+    _check_distributed(_run_worker("mirrored", tmp_path))
+
+
+@pytest.mark.skipif(_backend.name() != "jax",
+                    reason="keras.distribution.DataParallel is implemented for JAX")
+def test_data_parallel_on_two_virtual_cpus(tmp_path):
+    _check_distributed(_run_worker("dataparallel", tmp_path))
