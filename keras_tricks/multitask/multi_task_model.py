@@ -52,7 +52,9 @@ class MultiTaskModel(keras.Model):
 
     The logs show `loss` (the objective that is differentiated; for
     gradient-based strategies the plain sum of task losses), and for each
-    task `<task>_loss` and `<task>_weight` (the weight in use). Strategy state
+    task `<task>_loss` and `<task>_weight` (the weight in use; in
+    `evaluate`, the weights the strategy's state gives now for loss-based
+    strategies, the last training step's for gradient-based ones). Strategy state
     (learned log-variances, GradNorm's weights, DWA's history, seeds) is
     saved and restored with the model.
 
@@ -286,11 +288,10 @@ class MultiTaskModel(keras.Model):
         if self.strategy.uses_gradients:
             total, weights = ops.sum(losses), ops.convert_to_tensor(self.last_task_weights)
         else:
+            # In evaluation too, the logged weights are those that built `total`.
             total, weights = self.strategy.combine(losses, training=training)
             if training:
                 self.last_task_weights.assign(ops.stop_gradient(weights))
-            else:
-                weights = ops.convert_to_tensor(self.last_task_weights)
         self._track(ops.stop_gradient(losses), ops.stop_gradient(weights), _batch_size(x, y))
         total = total / float(_backend.num_replicas_in_sync())
         regularization = self._regularization()

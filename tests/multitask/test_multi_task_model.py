@@ -269,6 +269,11 @@ def test_dwa_weights_follow_the_epoch_mean_losses():
     expected = 2 * np.exp(r / 2) / np.exp(r / 2).sum()
     assert history["t0_weight"][:2] == pytest.approx([1.0, 1.0])
     np.testing.assert_allclose([history["t0_weight"][2], history["t1_weight"][2]], expected, rtol=1e-5)
+    # evaluate() logs the weights that built its loss.
+    result = mt.evaluate(x, ys, batch_size=48, verbose=0, return_dict=True)
+    np.testing.assert_allclose(
+        result["loss"], result["t0_weight"] * result["t0_loss"] + result["t1_weight"] * result["t1_loss"],
+        rtol=1e-5)
 
 
 def test_initial_measures_then_freezes():
