@@ -1,6 +1,6 @@
 """Multi-task loss weighting on scikit-learn's digits: every strategy, one table.
 
-    PYTHONPATH=$PWD python demos/multitask.py                  # all 13 strategies (~3-4 min, 2 CPU cores, TF)
+    PYTHONPATH=$PWD python demos/multitask.py                  # all 13 strategies (~2 min, 2 CPU cores, TF)
     PYTHONPATH=$PWD python demos/multitask.py --smoke          # seconds: a tiny end-to-end check
     PYTHONPATH=$PWD python demos/multitask.py --strategies equal,uncertainty,cagrad --epochs 20
     KERAS_BACKEND=jax PYTHONPATH=$PWD python demos/multitask.py --smoke
