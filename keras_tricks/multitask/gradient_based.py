@@ -370,7 +370,7 @@ class CAGrad(Strategy):
     uses_gradients = True
     scales_task_specific = False
 
-    def __init__(self, c=0.5, max_iterations=40, **kwargs):
+    def __init__(self, c=0.5, max_iterations=30, **kwargs):
         super().__init__(**kwargs)
         self.c = float(validate_number("c", c, low=0))
         self.max_iterations = validate_number("max_iterations", max_iterations, low=1, integer=True)
