@@ -43,14 +43,16 @@ def _targets(model, losses, regularization, scale):
 
 
 def _finish(model, losses, regularization, grads, variables, scale):
-    """Combine per-task gradients; returns (update for the optimizer, weights)."""
+    """Combine per-task gradients; returns (update for the optimizer, weights).
+
+    grads[i] carry the loss scale; the optimizer divides the update by it
+    again and (tf.distribute) sums the replicas' updates.
+    """
     k = len(model.tasks)
-    unscale = 1.0 / scale
-    task_grads = [[g * ops.cast(unscale, g.dtype) for g in grads[i]] for i in range(k)]
-    update, weights = model.combine_task_gradients(losses, task_grads, variables)
-    # The optimizer divides by the loss scale and (tf.distribute) sums replicas.
-    factor = scale / float(_backend.num_replicas_in_sync())
-    update = [u * ops.cast(factor, u.dtype) for u in update]
+    update, weights = model.combine_task_gradients(
+        losses, grads[:k], variables, gradient_scale=scale,
+        output_scale=scale / float(_backend.num_replicas_in_sync()),
+    )
     if regularization is not None:
         update = [u + r for u, r in zip(update, grads[k])]
     model.last_task_weights.assign(weights)

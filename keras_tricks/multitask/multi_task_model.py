@@ -115,6 +115,9 @@ class MultiTaskModel(keras.Model):
         self.strategy = get_strategy(strategy).bind(names)
         self._shared_arg = shared
         self._shared_ids = self._find_shared(model, outputs, shared)
+        self._owners = {
+            i: feeds[0] for i, feeds in self._find_owners(model, outputs).items() if len(feeds) == 1
+        }
         if self.strategy.uses_gradients and not self._shared_ids:
             raise ValueError(
                 f"The outputs {names} share no trainable variable, so strategy "
@@ -131,13 +134,18 @@ class MultiTaskModel(keras.Model):
         self.built = True
 
     @staticmethod
-    def _find_shared(model, outputs, shared):
+    def _find_owners(model, outputs):
+        """id(variable) -> the outputs it feeds (from the functional graph)."""
+        owners = {}
+        for index, output in enumerate(outputs):
+            for v in keras.Model(model.inputs, output).weights:
+                owners.setdefault(id(v), []).append(index)
+        return owners
+
+    @classmethod
+    def _find_shared(cls, model, outputs, shared):
         if shared is None:
-            counts = {}
-            for output in outputs:
-                for v in keras.Model(model.inputs, output).weights:
-                    counts[id(v)] = counts.get(id(v), 0) + 1
-            return {i for i, c in counts.items() if c >= 2}
+            return {i for i, feeds in cls._find_owners(model, outputs).items() if len(feeds) >= 2}
         if not isinstance(shared, (list, tuple)):
             shared = [shared]
         ids = set()
@@ -304,20 +312,32 @@ class MultiTaskModel(keras.Model):
             return super().train_step(*args)
         return _train_step.train_step(self, *args)
 
-    def combine_task_gradients(self, losses, task_grads, variables, training=True):
+    def combine_task_gradients(self, losses, task_grads, variables, training=True,
+                               gradient_scale=1.0, output_scale=1.0):
         """The update for `variables` from per-task gradients (keras.ops, every backend).
 
-        `task_grads[i][v]` is the gradient of task i's loss with respect to
-        `variables[v]`. Returns (gradients, weights).
+        `task_grads[i][v]` is `gradient_scale` times the gradient of task i's
+        loss with respect to `variables[v]` (a loss scale, for instance); the
+        returned gradients are `output_scale / gradient_scale` times the
+        combined update, so scales cost one multiplication of k numbers
+        rather than passes over k gradients. Returns (gradients, weights).
         """
+        k = len(task_grads)
         shared = [id(v) in self._shared_ids for v in variables]
-        gram = None
+        # Pairwise reductions rather than a stacked (k, n) x (n, k) matmul: no
+        # copy of the gradients, and XLA:CPU runs them ~4x faster.
+        entries = {}
         for v, is_shared in enumerate(shared):
             if not is_shared:
                 continue
-            rows = ops.stack([ops.reshape(ops.cast(g[v], "float32"), (-1,)) for g in task_grads])
-            part = ops.matmul(rows, ops.transpose(rows))
-            gram = part if gram is None else gram + part
+            flat = [ops.cast(g[v], "float32") for g in task_grads]
+            for i in range(k):
+                for j in range(i, k):
+                    dot = ops.sum(flat[i] * flat[j])
+                    entries[i, j] = dot if (i, j) not in entries else entries[i, j] + dot
+        gram = ops.stack(
+            [ops.stack([entries[min(i, j), max(i, j)] for j in range(k)]) for i in range(k)]
+        ) / (gradient_scale * gradient_scale)
         # Under loss scaling a step may overflow; the optimizer then skips it, and
         # the strategy's state must not learn from it either.
         finite = ops.all(ops.isfinite(gram))
@@ -326,10 +346,19 @@ class MultiTaskModel(keras.Model):
         for variable, before in state:
             variable.assign(ops.where(finite, ops.convert_to_tensor(variable), before))
         weights = ops.where(finite, weights, ops.convert_to_tensor(self.last_task_weights))
-        head = weights if self.strategy.scales_task_specific else ops.ones_like(weights)
+        factor = output_scale / gradient_scale
+        shared_coefficients = weights * factor
+        head_coefficients = shared_coefficients if self.strategy.scales_task_specific else (
+            ops.ones_like(weights) * factor)
         gradients = []
         for v, variable in enumerate(variables):
-            coefficients = weights if shared[v] else head
+            owner = self._owners.get(id(variable))
+            if not shared[v] and owner is not None:
+                # A task's own variable: the other tasks' gradients are zero.
+                g = task_grads[owner][v]
+                gradients.append(ops.cast(head_coefficients[owner], g.dtype) * g)
+                continue
+            coefficients = shared_coefficients if shared[v] else head_coefficients
             total = None
             for i, g in enumerate(task_grads):
                 term = ops.cast(coefficients[i], g[v].dtype) * g[v]
