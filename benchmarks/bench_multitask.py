@@ -319,8 +319,10 @@ def time_configs(configs, k, x, y, args):
 # -- profile of the gradient-based overhead -------------------------------------------
 
 
-def compiled(fn, args):
-    """`fn` compiled as the backend's train step is, returning a synchronous callable."""
+def compiled(fn, inputs, args):
+    """`fn(*inputs)` compiled as the backend's train step is, as a synchronous
+    callable. The inputs are arguments, not captured constants, so that the
+    compiler cannot fold the computation away."""
     from keras import StatelessScope
 
     backend = keras.backend.backend()
@@ -329,23 +331,23 @@ def compiled(fn, args):
 
         jit = args.jit_compile is True or args.jit_compile == "true"
         tf_fn = tf.function(fn, jit_compile=jit)
-        return lambda: keras.tree.map_structure(lambda t: t.numpy(), tf_fn())
+        return lambda: keras.tree.map_structure(lambda t: t.numpy(), tf_fn(*inputs))
     if backend == "jax":
         import jax
 
-        def stateless():
+        def stateless(*values):
             # Strategy state (GradNorm's weights, PCGrad's seed) is read and
             # its updates dropped: only the arithmetic is timed.
             with StatelessScope():
-                return fn()
+                return fn(*values)
 
         jitted = jax.jit(stateless)
-        return lambda: jax.block_until_ready(jitted())
+        return lambda: jax.block_until_ready(jitted(*inputs))
     import torch
 
     def eager():
         with torch.no_grad():
-            return fn()
+            return fn(*inputs)
     return eager
 
 
@@ -377,9 +379,10 @@ def profile(trainers, k, args):
         gram = keras.ops.convert_to_tensor(np.array(
             [[float(a @ b) for b in flat] for a in flat], dtype="float32"))
         strategy = trainer.strategy
-        weights_fn = compiled(lambda s=strategy: s.task_weights(losses, gram), args)
+        weights_fn = compiled(lambda l, g, s=strategy: s.task_weights(l, g), (losses, gram), args)
         combine_fn = compiled(
-            lambda t=trainer: t.combine_task_gradients(losses, grads, variables)[0], args)
+            lambda l, g, t=trainer: t.combine_task_gradients(l, g, variables)[0],
+            (losses, grads), args)
         rows[config] = (median_time(weights_fn, args.profile_reps),
                         median_time(combine_fn, args.profile_reps))
     return rows
