@@ -281,18 +281,6 @@ def fit_steps(trainer, x, y, batch, steps, callbacks=()):
                 shuffle=False, verbose=0, callbacks=list(callbacks))
 
 
-def tracing_count(trainer):
-    """Traces/compilations of the train function so far (None if unknown)."""
-    fn = getattr(trainer, "train_function", None)
-    for attr in ("experimental_get_tracing_count", "_cache_size"):
-        if hasattr(fn, attr):
-            try:
-                return int(getattr(fn, attr)())
-            except Exception:  # noqa: BLE001 - best effort
-                return None
-    return None
-
-
 def time_configs(configs, k, x, y, args):
     trainers = {}
     for config in configs:
@@ -312,8 +300,7 @@ def time_configs(configs, k, x, y, args):
             rounds[config].append(statistics.median(timer.intervals()))
     medians = {c: statistics.median(t) for c, t in times.items()}
     best = {c: min(r) for c, r in rounds.items()}
-    traces = {c: tracing_count(trainers[c]) for c in configs}
-    return medians, best, traces, trainers
+    return medians, best, trainers
 
 
 # -- profile of the gradient-based overhead -------------------------------------------
@@ -481,7 +468,7 @@ def main(argv=None):
           f"on {os.cpu_count()} CPUs", flush=True)
     for k in args.tasks:
         x, y = make_data(k, args.batch_size * max(args.steps, args.warmup_steps), args.features)
-        medians, best, traces, trainers = time_configs(configs, k, x, y, args)
+        medians, best, trainers = time_configs(configs, k, x, y, args)
         model = trainers["equal"].model
         shared = sum(int(np.prod(v.shape)) for v in trainers["equal"].trainable_variables
                      if id(v) in trainers["equal"]._shared_ids)
@@ -491,7 +478,7 @@ def main(argv=None):
         print("ms/step: median over all timed steps; best: the fastest round's median "
               "(steadier under load from other processes); ratios of each")
         print(f"{'configuration':<26} {'ms/step':>8} {'best':>7} {'/ equal':>8} {'best':>7} "
-              f"{'/ ref k':>8} {'best':>7} {'target':>7} {'traces':>6}")
+              f"{'/ ref k':>8} {'best':>7} {'target':>7}")
         for config in configs:
             m, b = medians[config], best[config]
             vs_ref = vs_ref_best = target = ""
@@ -501,8 +488,7 @@ def main(argv=None):
             if config in GRADIENT_BASED:
                 target = "ok" if m / ref_k <= 1.15 else "MISS"
             print(f"{config:<26} {m * 1e3:8.2f} {b * 1e3:7.2f} {m / equal:7.3f}x "
-                  f"{b / best['equal']:6.3f}x {vs_ref:>8} {vs_ref_best:>7} {target:>7} "
-                  f"{'' if traces[config] is None else traces[config]:>6}")
+                  f"{b / best['equal']:6.3f}x {vs_ref:>8} {vs_ref_best:>7} {target:>7}")
         if not args.no_profile:
             rows = profile(trainers, k, args)
             if rows:
