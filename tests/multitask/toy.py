@@ -61,19 +61,21 @@ def losses(x, scale=1.0):
 
 
 def gradients(x, scale=1.0):
-    """Analytic gradients, (2 tasks, 2 parameters); the clamps have gradient 0
-    where they are active (as autograd gives)."""
+    """Analytic gradients, (2 tasks, 2 parameters). As PyTorch's clamp in the
+    papers' code, a clamp passes the gradient where its input is >= the bound
+    (so at x2 = 0, Nash-MTL's start (0, 0), dc1/dx2 = 0.5 and dc2/dx2 = -0.5)
+    and blocks it below."""
     x1, x2 = float(x[0]), float(x[1])
     t, u1, u2, th, c1, c2 = _parts(x1, x2)
     sech2 = 1 - t * t
     sech2_half = 1 - th * th
-    dc1 = 0.5 * sech2_half if th > 0 else 0.0
-    dc2 = -0.5 * sech2_half if th < 0 else 0.0
+    dc1 = 0.5 * sech2_half if th >= 0 else 0.0
+    dc2 = -0.5 * sech2_half if th <= 0 else 0.0
     l1 = np.log(max(abs(u1), LOWER)) + 6
     l2 = np.log(max(abs(u2), LOWER)) + 6
     # d log|u| = du / u where |u| > LOWER
-    dl1 = np.array([-0.5, sech2]) / u1 if abs(u1) > LOWER else np.zeros(2)
-    dl2 = np.array([-0.5, -sech2]) / u2 if abs(u2) > LOWER else np.zeros(2)
+    dl1 = np.array([-0.5, sech2]) / u1 if abs(u1) >= LOWER else np.zeros(2)
+    dl2 = np.array([-0.5, -sech2]) / u2 if abs(u2) >= LOWER else np.zeros(2)
     s = 0.1 * (x2 + 8) ** 2
     q1 = ((x1 - 7) ** 2 + s) / 10 - 20
     q2 = ((x1 + 7) ** 2 + s) / 10 - 20
