@@ -9,11 +9,12 @@ Submodules, one per capability:
     keras_tricks.metrics      SpanF1, SpanPrecision, SpanRecall
     keras_tricks.callbacks    ExponentialMovingAverage, FloodLevelScheduler
     keras_tricks.data         DataGenerator, sequence_padding
+    keras_tricks.multitask    MultiTaskModel and the multi-task weighting strategies
     keras_tricks.testing      the shared cross-backend test harness (import it
                               explicitly: it is for tests)
 """
 
-from keras_tricks import activations, callbacks, data, layers, losses, metrics
+from keras_tricks import activations, callbacks, data, layers, losses, metrics, multitask
 from keras_tricks.version import __version__
 
-__all__ = ["activations", "callbacks", "data", "layers", "losses", "metrics", "__version__"]
+__all__ = ["activations", "callbacks", "data", "layers", "losses", "metrics", "multitask", "__version__"]

@@ -1,3 +1,66 @@
-"""Multi-task loss weighting for multi-output Keras models."""
+"""Multi-task loss weighting for multi-output Keras models.
 
-__all__ = []
+`MultiTaskModel(model, strategy=...)` trains a functional multi-output model
+with one of the strategies below; switching strategy is one argument.
+
+| name | class | kind | source |
+|---|---|---|---|
+| "equal" | `Equal` | loss | fixed weights (Keras's sum) |
+| "initial" | `Initial` | loss | 1 / L_i(0) (Su, part I) |
+| "prior" | `Prior` + `prior_loss` | loss | 1 / L_i of the label prior (Su, part I) |
+| "realtime" | `Realtime` | loss | L_i / sg(L_i) (Su, part I) |
+| "generalized_mean" | `GeneralizedMean` | loss | power mean of the L_i (Su, part I) |
+| "uncertainty" | `Uncertainty` | loss, learned | Kendall et al. 2018 |
+| "dwa" | `DWA` | loss, per epoch | Liu et al. 2019 |
+| "grad_norm_normalization" | `GradNormNormalization` | gradient | 1 / ||g_i|| (Su, part II) |
+| "gradnorm" | `GradNorm` | gradient, learned | Chen et al. 2018 |
+| "mgda" | `MGDA` | gradient | Sener & Koltun 2018 |
+| "pcgrad" | `PCGrad` | gradient | Yu et al. 2020 |
+| "cagrad" | `CAGrad` | gradient | Liu et al. 2021 |
+| "primary_auxiliary" | `PrimaryAuxiliary` | gradient | Su, part III |
+"""
+
+from keras_tricks.multitask.gradient_based import (
+    CAGrad,
+    GradNorm,
+    GradNormNormalization,
+    MGDA,
+    PCGrad,
+    PrimaryAuxiliary,
+)
+from keras_tricks.multitask.loss_based import (
+    DWA,
+    Equal,
+    GeneralizedMean,
+    Initial,
+    Prior,
+    Realtime,
+    Uncertainty,
+    prior_loss,
+)
+from keras_tricks.multitask.multi_task_model import MultiTaskModel
+from keras_tricks.multitask.strategy import Strategy, get
+
+STRATEGIES = {
+    "equal": Equal,
+    "initial": Initial,
+    "prior": Prior,
+    "realtime": Realtime,
+    "generalized_mean": GeneralizedMean,
+    "uncertainty": Uncertainty,
+    "dwa": DWA,
+    "grad_norm_normalization": GradNormNormalization,
+    "gradnorm": GradNorm,
+    "mgda": MGDA,
+    "pcgrad": PCGrad,
+    "cagrad": CAGrad,
+    "primary_auxiliary": PrimaryAuxiliary,
+}
+
+__all__ = [
+    "MultiTaskModel",
+    "Strategy",
+    "STRATEGIES",
+    "get",
+    "prior_loss",
+] + [cls.__name__ for cls in STRATEGIES.values()]

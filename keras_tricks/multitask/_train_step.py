@@ -1,0 +1,183 @@
+"""The train step of gradient-based strategies: one backward pass per task.
+
+Keras's train step differentiates one scalar; a gradient-based strategy needs
+the gradient of every task loss separately. That takes each backend's own
+autodiff (a persistent `tf.GradientTape`, `jax.vjp`, `torch.autograd.grad`),
+so this module has one step per backend, all with the same shape:
+
+    forward once -> k task losses (+ regularisation)
+    -> one backward pass per task -> (TF) sum over replicas
+    -> MultiTaskModel.combine_task_gradients (keras.ops, shared by all)
+    -> optimizer.apply -> metrics.
+
+Loss scaling (`LossScaleOptimizer`, `loss_scale_factor`) is honoured: the
+losses are scaled before differentiation, the gradients unscaled before the
+strategy sees them, and the combined update scaled back for the optimizer
+(which unscales it and skips non-finite steps).
+"""
+
+import keras
+from keras import ops
+
+from keras_tricks import _backend
+
+
+def train_step(model, *args):
+    backend = _backend.name()
+    if backend == "tensorflow":
+        return _tensorflow_step(model, *args)
+    if backend == "jax":
+        return _jax_step(model, *args)
+    if backend == "torch":
+        return _torch_step(model, *args)
+    raise NotImplementedError(f"Unsupported Keras backend {backend!r}.")
+
+
+def _targets(model, losses, regularization, scale):
+    """The scalars to differentiate: each task's share of the step, scaled."""
+    replicas = float(_backend.num_replicas_in_sync())
+    targets = [losses[i] * (scale / replicas) for i in range(len(model.tasks))]
+    if regularization is not None:
+        targets.append(regularization * scale)
+    return targets
+
+
+def _finish(model, losses, regularization, grads, variables, scale):
+    """Combine per-task gradients; returns (update for the optimizer, weights)."""
+    k = len(model.tasks)
+    unscale = 1.0 / scale
+    task_grads = [[g * ops.cast(unscale, g.dtype) for g in grads[i]] for i in range(k)]
+    update, weights = model.combine_task_gradients(losses, task_grads, variables)
+    # The optimizer divides by the loss scale and (tf.distribute) sums replicas.
+    factor = scale / float(_backend.num_replicas_in_sync())
+    update = [u * ops.cast(factor, u.dtype) for u in update]
+    if regularization is not None:
+        update = [u + r for u, r in zip(update, grads[k])]
+    model.last_task_weights.assign(weights)
+    return update, weights
+
+
+def _log(model, x, y, y_pred, sample_weight, losses, regularization, weights):
+    from keras_tricks.multitask.multi_task_model import _batch_size
+
+    batch = _batch_size(x, y)
+    total = ops.sum(losses)
+    if regularization is not None:
+        total = total + regularization
+    model._loss_tracker.update_state(total, sample_weight=batch)
+    model._track(losses, weights, batch)
+    return model.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
+
+
+def _loss_scale(model):
+    return ops.convert_to_tensor(model.optimizer.scale_loss(ops.ones((), "float32")), "float32")
+
+
+def _forward(model, x, y, sample_weight):
+    y_pred = model(x, training=True) if model._call_has_training_arg else model(x)
+    losses = model.task_losses(y, y_pred, sample_weight)
+    return y_pred, losses, model._regularization()
+
+
+def _tensorflow_step(model, data):
+    import tensorflow as tf
+
+    x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+    variables = model.trainable_variables
+    with tf.GradientTape(persistent=True) as tape:
+        y_pred, losses, regularization = _forward(model, x, y, sample_weight)
+        scale = _loss_scale(model)
+        targets = _targets(model, losses, regularization, scale)
+    grads = [
+        tape.gradient(t, variables, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+        for t in targets
+    ]
+    del tape
+    k = len(model.tasks)
+    context = tf.distribute.get_replica_context()
+    if context is not None and context.num_replicas_in_sync > 1:
+        # Weights from the global batch, identical on every replica.
+        grads[:k] = context.all_reduce(tf.distribute.ReduceOp.SUM, grads[:k])
+        losses = context.all_reduce(tf.distribute.ReduceOp.MEAN, losses)
+    update, weights = _finish(model, losses, regularization, grads, variables, scale)
+    model.optimizer.apply(update, variables)
+    return _log(model, x, y, y_pred, sample_weight, losses, regularization, weights)
+
+
+def _torch_step(model, data):
+    import torch
+
+    x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+    variables = model.trainable_variables
+    model.zero_grad()
+    y_pred, losses, regularization = _forward(model, x, y, sample_weight)
+    scale = _loss_scale(model)
+    targets = _targets(model, losses, regularization, scale)
+    params = [v.value for v in variables]
+    grads = []
+    for n, target in enumerate(targets):
+        found = torch.autograd.grad(
+            target, params, retain_graph=n < len(targets) - 1, allow_unused=True
+        )
+        grads.append([torch.zeros_like(p) if g is None else g for p, g in zip(params, found)])
+    with torch.no_grad():
+        losses = losses.detach()
+        if regularization is not None:
+            regularization = regularization.detach()
+        update, weights = _finish(model, losses, regularization, grads, variables, scale.detach())
+        model.optimizer.apply(update, variables)
+        return _log(model, x, y, y_pred, sample_weight, losses, regularization, weights)
+
+
+def _jax_step(model, state, data):
+    import jax
+    import jax.numpy as jnp
+    from keras import StatelessScope
+
+    trainable, non_trainable, optimizer_vars, metrics_vars = state
+    x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+    kwargs = {"training": True} if model._call_has_training_arg else {}
+    optimizer_mapping = list(zip(model.optimizer.variables, optimizer_vars))
+
+    def forward(trainable_values):
+        y_pred, new_non_trainable, extra_losses = model.stateless_call(
+            trainable_values, non_trainable, x, return_losses=True, **kwargs
+        )
+        mapping = list(zip(model.trainable_variables, trainable_values))
+        mapping += list(zip(model.non_trainable_variables, new_non_trainable))
+        with StatelessScope(state_mapping=mapping + optimizer_mapping):
+            losses = model.task_losses(y, y_pred, sample_weight)
+            scale = _loss_scale(model)
+        regularization = None
+        if extra_losses:
+            regularization = sum(jnp.sum(jnp.asarray(l, jnp.float32)) for l in extra_losses)
+        targets = jnp.stack(_targets(model, losses, regularization, scale))
+        return targets, (losses, regularization, scale, y_pred, new_non_trainable)
+
+    targets, pullback, aux = jax.vjp(forward, trainable, has_aux=True)
+    losses, regularization, scale, y_pred, non_trainable = aux
+    basis = jnp.eye(targets.shape[0], dtype=targets.dtype)
+    grads = [pullback(basis[n])[0] for n in range(targets.shape[0])]
+
+    mapping = list(zip(model.trainable_variables, trainable))
+    mapping += list(zip(model.non_trainable_variables, non_trainable))
+    mapping += list(zip(model.metrics_variables, metrics_vars))
+    with StatelessScope(state_mapping=mapping) as scope:
+        update, weights = _finish(
+            model, losses, regularization, grads, model.trainable_variables, scale
+        )
+        logs = _log(model, x, y, y_pred, sample_weight, losses, regularization, weights)
+
+    def current(variables, values):
+        out = []
+        for ref, value in zip(variables, values):
+            new = scope.get_current_value(ref)
+            out.append(value if new is None else new)
+        return out
+
+    non_trainable = current(model.non_trainable_variables, non_trainable)
+    metrics_vars = current(model.metrics_variables, metrics_vars)
+    trainable, optimizer_vars = model.optimizer.stateless_apply(optimizer_vars, update, trainable)
+    return logs, (trainable, non_trainable, optimizer_vars, metrics_vars)
+
+

@@ -1,0 +1,406 @@
+"""Gradient-based strategies: weights from the Gram matrix of per-task gradients.
+
+`MultiTaskModel` computes, for each task i, the gradient g_i of L_i with
+respect to the shared trainable variables, and the Gram matrix
+G_ij = <g_i, g_j> (k x k, float32). Every method here (and every method of
+the family we know of) moves the shared variables along a linear combination
+d = sum_i w_i g_i whose coefficients depend on the g_i only through G, so a
+strategy is a function `task_weights(losses, gram) -> w`: cheap (k x k
+arithmetic) and identical on every backend. Su Jianlin's 多任务学习漫谈 (二):
+行梯度之事 and (三): 分主次之序 (Multi-task learning notes II and III, 2022)
+derive `grad_norm_normalization` and `primary_auxiliary`.
+
+Iterative solvers (Frank-Wolfe, FISTA) run a fixed number of iterations with
+`keras.ops.fori_loop`, so they compile into the train step; two-task cases
+use closed forms.
+"""
+
+import keras
+from keras import ops
+
+from keras_tricks.multitask.strategy import (
+    Strategy,
+    eps,
+    safe_divide,
+    tiny,
+    validate_number,
+)
+
+_register = keras.saving.register_keras_serializable(package="keras_tricks")
+
+
+def _norms(gram):
+    return ops.sqrt(ops.maximum(ops.diagonal(gram), 0.0))
+
+
+def _quad(gram, w):
+    """w^T G w, floored at 0 (rounding can make it slightly negative)."""
+    return ops.maximum(ops.sum(w * ops.matmul(gram, w)), 0.0)
+
+
+def project_to_simplex(v):
+    """Euclidean projection of v (k,) onto {w >= 0, sum w = 1} (sort-based, exact)."""
+    k = ops.shape(v)[0]
+    u = ops.flip(ops.sort(v), axis=0)
+    excess = ops.cumsum(u) - 1.0
+    index = ops.arange(1, k + 1, dtype=v.dtype)
+    # u_j - excess_j / j > 0 holds on a prefix; rho is its length (>= 1).
+    rho = ops.sum(ops.cast(ops.greater(u - excess / index, 0.0), "int32"))
+    theta = ops.take(excess, rho - 1) / ops.cast(rho, v.dtype)
+    return ops.maximum(v - theta, 0.0)
+
+
+def minimize_quadratic(a, b, w0, project, iterations):
+    """argmin_{w in C} 1/2 w^T A w + b^T w by FISTA (A symmetric PSD, k x k).
+
+    Step 1/trace(A), a safe bound on the largest eigenvalue; `project` is the
+    Euclidean projection onto the convex set C.
+    """
+    step = 1.0 / ops.maximum(ops.trace(a), tiny())
+
+    def body(_, state):
+        w, z, t = state
+        w_next = project(z - step * (ops.matmul(a, z) + b))
+        t_next = 0.5 * (1.0 + ops.sqrt(1.0 + 4.0 * t * t))
+        z_next = w_next + ((t - 1.0) / t_next) * (w_next - w)
+        return w_next, z_next, t_next
+
+    one = ops.ones((), dtype=w0.dtype)
+    w, _, _ = ops.fori_loop(0, iterations, body, (w0, w0, one))
+    return w
+
+
+@_register
+class GradNormNormalization(Strategy):
+    """w_i = 1 / ||g_i||: every task's gradient gets unit norm, d = sum_i g_i / ||g_i||.
+
+    Su (part II): the gradient-level analogue of `Realtime`; no task
+    dominates the shared update by the size of its gradient. A zero gradient
+    gets weight 0. The weights scale the task-specific parameters' gradients
+    too (they are loss weights: sum_i L_i / ||g_i||).
+    """
+
+    uses_gradients = True
+    scales_task_specific = True
+
+    def task_weights(self, losses, gram, training=True):
+        return safe_divide(ops.ones_like(losses), _norms(gram))
+
+
+@_register
+class GradNorm(Strategy):
+    """GradNorm: learn loss weights that equalise the tasks' training rates.
+
+    Chen, Badrinarayanan, Lee & Rabinovich, "GradNorm: Gradient Normalization
+    for Adaptive Loss Balancing in Deep Multitask Networks" (ICML 2018).
+    With weights w (initialised to 1, kept summing to k) and L0 the losses at
+    the first training step:
+
+        G_i = w_i ||g_i||,  Gbar = mean_i G_i,
+        r_i = (L_i / L0_i) / mean_j (L_j / L0_j),
+        L_grad = sum_i |G_i - Gbar r_i^alpha|   (the target held constant),
+
+    and after each step w_i <- w_i - learning_rate * dL_grad/dw_i, where
+    dL_grad/dw_i = sign(G_i - target_i) ||g_i||, clipped at 0 and renormalised
+    to sum k. The step uses the weights before the update: d = sum_i w_i g_i,
+    and each task's own parameters get w_i times their gradient. Weights and
+    L0 are saved with the model. The paper takes g_i with respect to the last
+    shared layer; here it is the shared variables `MultiTaskModel` uses.
+
+    Args:
+        alpha: the asymmetry (paper: 1.5; 0 equalises the gradient norms).
+        learning_rate: step of the weight update (> 0).
+    """
+
+    uses_gradients = True
+    scales_task_specific = True
+
+    def __init__(self, alpha=1.5, learning_rate=0.025, **kwargs):
+        super().__init__(**kwargs)
+        self.alpha = float(validate_number("alpha", alpha, low=0))
+        self.learning_rate = float(validate_number("learning_rate", learning_rate, low=0, low_open=True))
+
+    def build(self, input_shape):
+        k = input_shape[0]
+        self.loss_weights = self.add_weight(
+            shape=(k,), initializer="ones", trainable=False, name="loss_weights"
+        )
+        self.initial_losses = self.add_weight(
+            shape=(k,), initializer="zeros", trainable=False, name="initial_losses"
+        )
+        self.started = self.add_weight(shape=(), initializer="zeros", trainable=False, name="started")
+        self.built = True
+
+    def task_weights(self, losses, gram, training=True):
+        losses = ops.stop_gradient(losses)
+        # A copy: on PyTorch a variable's tensor is updated in place by assign.
+        weights = ops.copy(ops.convert_to_tensor(self.loss_weights))
+        if not training:
+            return weights
+        k = float(ops.shape(losses)[0])
+        started = ops.greater(ops.convert_to_tensor(self.started), 0.0)
+        initial = ops.where(started, ops.convert_to_tensor(self.initial_losses), losses)
+        norms = _norms(gram)
+        g = weights * norms
+        ratio = safe_divide(losses, initial)
+        relative = safe_divide(ratio, ops.mean(ratio))
+        target = ops.mean(g) * ops.power(relative, self.alpha)
+        new = ops.maximum(weights - self.learning_rate * ops.sign(g - target) * norms, 0.0)
+        total = ops.sum(new)
+        new = ops.where(ops.greater(total, 0.0), k * safe_divide(new, total), ops.ones_like(new))
+        self.loss_weights.assign(new)
+        self.initial_losses.assign(initial)
+        self.started.assign(1.0)
+        return weights
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"alpha": self.alpha, "learning_rate": self.learning_rate})
+        return config
+
+
+@_register
+class MGDA(Strategy):
+    """MGDA: the min-norm point of the convex hull of the task gradients.
+
+    Sener & Koltun, "Multi-Task Learning as Multi-Objective Optimization"
+    (NeurIPS 2018): w = argmin_{w in simplex} ||sum_i w_i g_i||^2 = w^T G w,
+    d = sum_i w_i g_i, a direction that decreases every task (or 0 at a
+    Pareto-stationary point). Two tasks: closed form
+    w_0 = clip((G_11 - G_01) / (G_00 + G_11 - 2 G_01), 0, 1). More: Frank-Wolfe
+    with exact line search (the paper's Algorithm 2) for `max_iterations`
+    steps from the uniform weights. Only the shared update is weighted: each
+    task's own parameters get its plain gradient.
+
+    Args:
+        max_iterations: Frank-Wolfe steps for k > 2 (>= 1).
+    """
+
+    uses_gradients = True
+    scales_task_specific = False
+
+    def __init__(self, max_iterations=250, **kwargs):
+        super().__init__(**kwargs)
+        self.max_iterations = validate_number("max_iterations", max_iterations, low=1, integer=True)
+
+    def task_weights(self, losses, gram, training=True):
+        k = ops.shape(gram)[0]
+        if k == 2:
+            g00, g01, g11 = gram[0, 0], gram[0, 1], gram[1, 1]
+            denominator = g00 + g11 - 2.0 * g01
+            w0 = ops.where(
+                ops.greater(denominator, 0.0),
+                ops.clip(safe_divide(g11 - g01, denominator), 0.0, 1.0),
+                0.5,
+            )
+            return ops.stack([w0, 1.0 - w0])
+        diagonal = ops.diagonal(gram)
+
+        def body(_, w):
+            gw = ops.matmul(gram, w)
+            t = ops.argmin(gw)
+            ww = ops.sum(w * gw)
+            wt = ops.take(gw, t)
+            tt = ops.take(diagonal, t)
+            step = ops.clip(safe_divide(ww - wt, ww + tt - 2.0 * wt), 0.0, 1.0)
+            return (1.0 - step) * w + step * ops.one_hot(t, k, dtype=w.dtype)
+
+        return ops.fori_loop(0, self.max_iterations, body, ops.ones((k,), gram.dtype) / k)
+
+    def get_config(self):
+        config = super().get_config()
+        config["max_iterations"] = self.max_iterations
+        return config
+
+
+@_register
+class PCGrad(Strategy):
+    """PCGrad: project each task's gradient off the others' it conflicts with.
+
+    Yu et al., "Gradient Surgery for Multi-Task Learning" (NeurIPS 2020).
+    For each task i, g_i' = g_i; then for each other task j in a random
+    order (a new permutation per task and per step): if <g_i', g_j> < 0,
+    g_i' <- g_i' - <g_i', g_j> / ||g_j||^2 g_j. d = sum_i g_i'. Each g_i' is
+    a combination of the original gradients, so it is tracked as a row of
+    coefficients and only G is needed. Randomness comes from a
+    `keras.random.SeedGenerator` (saved with the model). Each task's own
+    parameters get its plain gradient.
+
+    Args:
+        seed: int or None, for the permutations.
+    """
+
+    uses_gradients = True
+    scales_task_specific = False
+
+    def __init__(self, seed=None, **kwargs):
+        super().__init__(**kwargs)
+        if seed is not None:
+            validate_number("seed", seed, integer=True)
+        self.seed = seed
+        self.seed_generator = keras.random.SeedGenerator(seed)
+
+    def task_weights(self, losses, gram, training=True, order=None):
+        """`order` (k, k) int: row i lists the tasks in the order task i visits them
+        (its own index is skipped); random when None."""
+        k = ops.shape(gram)[0]
+        if order is None:
+            noise = keras.random.uniform((k, k), seed=self.seed_generator)
+            order = ops.argsort(noise, axis=-1)
+        order = ops.convert_to_tensor(order, "int32")
+        coefficients = ops.eye(k, dtype=gram.dtype)  # row i: g_i' in the basis g_1..g_k
+        diagonal = ops.diagonal(gram)
+        own = ops.arange(k, dtype="int32")
+        for position in range(k):
+            j = order[:, position]
+            onto = ops.one_hot(j, k, dtype=gram.dtype)  # (k, k): row i = e_{j_i}
+            inner = ops.sum(ops.matmul(coefficients, gram) * onto, axis=-1)  # <g_i', g_{j_i}>
+            norm2 = ops.take(diagonal, j)
+            conflict = ops.logical_and(ops.less(inner, 0.0), ops.not_equal(j, own))
+            scale = ops.where(conflict, safe_divide(inner, norm2), 0.0)
+            coefficients = coefficients - scale[:, None] * onto
+        return ops.sum(coefficients, axis=0)
+
+    def get_config(self):
+        config = super().get_config()
+        config["seed"] = self.seed
+        return config
+
+
+@_register
+class CAGrad(Strategy):
+    """CAGrad: the best worst-task improvement within a ball around the average gradient.
+
+    Liu, Liu, Jin, Stone & Liu, "Conflict-Averse Gradient Descent for
+    Multi-task Learning" (NeurIPS 2021). With g0 = mean_i g_i and
+    phi = c^2 ||g0||^2:
+
+        w* = argmin_{w in simplex} <g_w, g0> + sqrt(phi) ||g_w||,  g_w = sum_i w_i g_i,
+        d = (g0 + sqrt(phi) / ||g_w*|| g_w*) / (1 + c^2).
+
+    c = 0 is plain gradient descent on the mean loss; larger c moves towards
+    MGDA. Two tasks: exact (the objective is convex in w_0 on [0, 1], and its
+    stationary point solves a quadratic). More tasks: majorise-minimise, with
+    sqrt(phi) ||g_w|| <= sqrt(phi) (||g_w||^2 / tau + tau) / 2 at
+    tau = ||g_w||, each quadratic solved by FISTA on the simplex. Each task's
+    own parameters get its plain gradient.
+
+    Args:
+        c: radius of the ball relative to ||g0|| (>= 0; paper: 0.5).
+        max_iterations: majorise-minimise rounds for k > 2 (each 20 FISTA steps).
+    """
+
+    uses_gradients = True
+    scales_task_specific = False
+
+    def __init__(self, c=0.5, max_iterations=20, **kwargs):
+        super().__init__(**kwargs)
+        self.c = float(validate_number("c", c, low=0))
+        self.max_iterations = validate_number("max_iterations", max_iterations, low=1, integer=True)
+
+    def _solve_two(self, gram, s):
+        g00, g01, g11 = gram[0, 0], gram[0, 1], gram[1, 1]
+        a = g00 + g11 - 2.0 * g01  # ||g_0 - g_1||^2
+        beta = g01 - g11
+        delta = 0.5 * (g00 - g11)  # slope of <g_w, g0> in w_0
+        d = ops.maximum(a * g11 - beta * beta, 0.0)
+        denominator = s * s * a - delta * delta
+        u = -delta * ops.sqrt(safe_divide(d, ops.maximum(denominator, 0.0)))
+        stationary = ops.clip(safe_divide(u - beta, a), 0.0, 1.0)
+        candidates = ops.stack([ops.zeros_like(s), ops.ones_like(s), stationary])
+
+        def objective(t):
+            return t * delta + s * ops.sqrt(ops.maximum(a * t * t + 2.0 * beta * t + g11, 0.0))
+
+        best = ops.take(candidates, ops.argmin(objective(candidates)))
+        best = ops.where(ops.greater(a, 0.0), best, 0.5)
+        return ops.stack([best, 1.0 - best])
+
+    def task_weights(self, losses, gram, training=True):
+        k = ops.shape(gram)[0]
+        mean = ops.ones((k,), gram.dtype) / k
+        g0_norm = ops.sqrt(_quad(gram, mean))
+        s = self.c * g0_norm
+        if k == 2:
+            w = self._solve_two(gram, s)
+        else:
+            b = ops.matmul(gram, mean)
+            floor = ops.maximum(eps() * s, tiny())
+
+            def round_(_, w):
+                tau = ops.maximum(ops.sqrt(_quad(gram, w)), floor)
+                return minimize_quadratic((s / tau) * gram, b, w, project_to_simplex, 20)
+
+            w = ops.fori_loop(0, self.max_iterations, round_, mean)
+        gw_norm = ops.sqrt(_quad(gram, w))
+        return (mean + safe_divide(s, gw_norm) * w) / (1.0 + self.c**2)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"c": self.c, "max_iterations": self.max_iterations})
+        return config
+
+
+@_register
+class PrimaryAuxiliary(Strategy):
+    """Auxiliary tasks that never push the primary task uphill.
+
+    Su, 多任务学习漫谈 (三): 分主次之序 (part III, 2022): the shared update is
+    u = g_p + sum_{i != p} lambda_i g_i with lambda >= 0 minimising ||u||^2
+    (a non-negative least-squares problem in G). One auxiliary task: closed
+    form lambda = relu(-<g_p, g_a>) / ||g_a||^2, i.e. an auxiliary gradient
+    is used only to cancel the part of the primary one it conflicts with;
+    more: FISTA on lambda >= 0 for `max_iterations` steps. Each auxiliary
+    task's own parameters still get its plain gradient, so its head keeps
+    learning.
+
+    Args:
+        primary: the primary task, by name or index (default 0: the first output).
+        max_iterations: FISTA steps when there are 2 or more auxiliary tasks.
+    """
+
+    uses_gradients = True
+    scales_task_specific = False
+
+    def __init__(self, primary=0, max_iterations=200, **kwargs):
+        super().__init__(**kwargs)
+        if isinstance(primary, bool) or not isinstance(primary, (int, str)):
+            raise TypeError(f"`primary` must be a task name or index; got {primary!r}.")
+        self.primary = primary
+        self.max_iterations = validate_number("max_iterations", max_iterations, low=1, integer=True)
+
+    def bind(self, tasks):
+        tasks = [str(t) for t in tasks]
+        if isinstance(self.primary, str):
+            if self.primary not in tasks:
+                raise ValueError(f"`primary`={self.primary!r} is not one of the tasks {tasks}.")
+            self.primary_index = tasks.index(self.primary)
+        else:
+            if not -len(tasks) <= self.primary < len(tasks):
+                raise ValueError(
+                    f"`primary`={self.primary} is out of range for the {len(tasks)} tasks {tasks}."
+                )
+            self.primary_index = self.primary % len(tasks)
+        return super().bind(tasks)
+
+    def task_weights(self, losses, gram, training=True):
+        k = ops.shape(gram)[0]
+        p = getattr(self, "primary_index", self.primary % k)
+        others = [i for i in range(k) if i != p]
+        g_pa = ops.take(gram[p], others)
+        g_aa = ops.take(ops.take(gram, others, axis=0), others, axis=1)
+        if len(others) == 1:
+            lam = safe_divide(ops.relu(-g_pa), ops.diagonal(g_aa))
+        else:
+            lam = minimize_quadratic(
+                2.0 * g_aa, 2.0 * g_pa, ops.zeros_like(g_pa), ops.relu, self.max_iterations
+            )
+        parts = {p: ops.ones((), gram.dtype)}
+        for position, i in enumerate(others):
+            parts[i] = lam[position]
+        return ops.stack([parts[i] for i in range(k)])
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"primary": self.primary, "max_iterations": self.max_iterations})
+        return config

@@ -1,0 +1,367 @@
+"""MultiTaskModel: a multi-output Keras model trained with a multi-task weighting strategy."""
+
+import keras
+from keras import ops
+
+from keras_tricks import _backend
+from keras_tricks.multitask import _train_step
+from keras_tricks.multitask.strategy import Strategy
+from keras_tricks.multitask.strategy import get as get_strategy
+
+
+class _FunctionLoss(keras.losses.Loss):
+    """A plain loss function as a `Loss` (reduction, masks, sample weights)."""
+
+    def __init__(self, fn, name):
+        super().__init__(name=name)
+        self.fn = fn
+
+    def call(self, y_true, y_pred):
+        return self.fn(y_true, y_pred)
+
+
+class _EpochEnd(keras.callbacks.Callback):
+    def __init__(self, strategy):
+        super().__init__()
+        self.strategy = strategy
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.strategy.end_epoch()
+
+
+@keras.saving.register_keras_serializable(package="keras_tricks")
+class MultiTaskModel(keras.Model):
+    """Trains a multi-output model with a multi-task weighting strategy.
+
+    Wraps a functional Keras model with k >= 2 outputs (the tasks, named by
+    its `output_names`) and keeps `compile()` / `fit()` / `evaluate()` /
+    `predict()` / `save()`: only `strategy` changes how the k task losses
+    L_i become an update.
+
+    * Loss-based strategies ("equal", "initial", "prior", "realtime",
+      "generalized_mean", "uncertainty", "dwa") build one scalar from the
+      L_i and differentiate it once: Keras's own train step.
+    * Gradient-based strategies ("grad_norm_normalization", "gradnorm",
+      "mgda", "pcgrad", "cagrad", "primary_auxiliary") take one backward pass
+      per task, form the Gram matrix G_ij = <g_i, g_j> of the gradients with
+      respect to the shared variables, and move those along
+      d = sum_i w_i g_i with w from the strategy; each task's own variables
+      get its own gradient (scaled by w_i for the loss-weighting ones). Under
+      `tf.distribute` the per-task gradients are summed over replicas before
+      the weights are computed, so every replica takes the same step.
+
+    The logs show `loss` (the objective that is differentiated; for
+    gradient-based strategies the plain sum of task losses), and for each
+    task `<task>_loss` and `<task>_weight` (the weight in use). Strategy state
+    (learned log-variances, GradNorm's weights, DWA's history, seeds) is
+    saved and restored with the model.
+
+    Args:
+        model: a functional `keras.Model` with at least 2 outputs.
+        strategy: a strategy name or a `keras_tricks.multitask.Strategy`
+            (see `keras_tricks.multitask.STRATEGIES`).
+        tasks: optional list of the task names, to check against the model's
+            output names (ValueError naming the mismatch).
+        shared: for gradient-based strategies, the shared variables: None
+            (every trainable variable that two or more outputs depend on), or
+            a list of layer names, layers or variables.
+        **kwargs: base `keras.Model` arguments (`name`).
+
+    Example:
+    >>> import keras, numpy as np
+    >>> from keras_tricks import multitask
+    >>> x = keras.Input((8,))
+    >>> h = keras.layers.Dense(16, activation="relu", name="trunk")(x)
+    >>> model = keras.Model(x, [keras.layers.Dense(3, name="digit")(h),
+    ...                         keras.layers.Dense(1, name="size")(h)])
+    >>> mt = multitask.MultiTaskModel(model, strategy="cagrad")
+    >>> mt.compile(optimizer="adam", loss={
+    ...     "digit": keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    ...     "size": "mse"})
+    >>> history = mt.fit(np.ones((4, 8)), {"digit": np.zeros(4), "size": np.ones(4)}, verbose=0)
+    >>> sorted(k for k in history.history if k.endswith("_weight"))
+    ['digit_weight', 'size_weight']
+    """
+
+    def __init__(self, model, strategy="equal", tasks=None, shared=None, **kwargs):
+        super().__init__(**kwargs)
+        if not isinstance(model, keras.Model):
+            raise TypeError(f"`model` must be a keras.Model; got {type(model).__name__}.")
+        outputs = getattr(model, "outputs", None)
+        if outputs is None:
+            raise ValueError(
+                "`model` must be a functional keras.Model (built from keras.Input), so "
+                f"that its outputs are known; got {type(model).__name__} without `outputs`."
+            )
+        names = list(model.output_names)
+        if len(outputs) < 2:
+            raise ValueError(
+                f"`model` must have at least 2 outputs (one per task); it has "
+                f"{len(outputs)}: {names}."
+            )
+        if tasks is not None:
+            tasks = [str(t) for t in tasks]
+            if sorted(tasks) != sorted(names) or len(tasks) != len(names):
+                raise ValueError(
+                    f"`tasks` must name the model's outputs {names}; unknown: "
+                    f"{sorted(set(tasks) - set(names))}, missing: "
+                    f"{sorted(set(names) - set(tasks))}."
+                )
+        self.model = model
+        self.tasks = names
+        self.output_names = names
+        self.strategy = get_strategy(strategy).bind(names)
+        self._shared_arg = shared
+        self._shared_ids = self._find_shared(model, outputs, shared)
+        if self.strategy.uses_gradients and not self._shared_ids:
+            raise ValueError(
+                f"The outputs {names} share no trainable variable, so strategy "
+                f"{self.strategy.name!r} has nothing to combine; check `shared`."
+            )
+        k = len(names)
+        self.last_task_weights = self.add_weight(
+            shape=(k,), initializer="ones", trainable=False, name="last_task_weights"
+        )
+        self.task_loss_trackers = [keras.metrics.Mean(name=f"{t}_loss") for t in names]
+        self.task_weight_trackers = [keras.metrics.Mean(name=f"{t}_weight") for t in names]
+        self._task_loss_fns = None
+        self._user_loss = None
+        self.built = True
+
+    @staticmethod
+    def _find_shared(model, outputs, shared):
+        if shared is None:
+            counts = {}
+            for output in outputs:
+                for v in keras.Model(model.inputs, output).weights:
+                    counts[id(v)] = counts.get(id(v), 0) + 1
+            return {i for i, c in counts.items() if c >= 2}
+        if not isinstance(shared, (list, tuple)):
+            shared = [shared]
+        ids = set()
+        for item in shared:
+            if isinstance(item, str):
+                by_path = {v.path: v for v in model.weights}
+                if item in by_path:
+                    item = by_path[item]
+                else:
+                    try:
+                        item = model.get_layer(item)
+                    except ValueError:
+                        raise ValueError(
+                            f"`shared` names {item!r}, which is neither a layer nor a variable "
+                            f"path of the model; layers: {[layer.name for layer in model.layers]}."
+                        ) from None
+            if isinstance(item, keras.layers.Layer):
+                ids.update(id(v) for v in item.weights)
+            elif isinstance(item, keras.Variable):
+                ids.add(id(item))
+            else:
+                raise TypeError(
+                    f"`shared` must hold layer names, layers or variables; got {type(item).__name__}."
+                )
+        return ids
+
+    def call(self, inputs, training=None):
+        return self.model(inputs, training=training)
+
+    # -- compile and losses ---------------------------------------------------
+
+    def compile(self, optimizer="rmsprop", loss=None, loss_weights=None, metrics=None, **kwargs):
+        """Keras's `compile`, with `loss` resolved per task.
+
+        `loss`: one loss for every task, a list in output order, or a dict
+        keyed by task. `loss_weights` is refused: fixed weights are the
+        "equal" strategy's `Equal(weights=...)`.
+        """
+        if loss_weights is not None:
+            raise ValueError(
+                "`loss_weights` is not used by MultiTaskModel: the strategy sets the weights; "
+                "for fixed weights use strategy=keras_tricks.multitask.Equal(weights=...)."
+            )
+        self._task_loss_fns = self._resolve_losses(loss)
+        self._user_loss = loss
+        super().compile(optimizer=optimizer, loss=None, metrics=metrics, **kwargs)
+
+    def _resolve_losses(self, loss):
+        tasks = self.tasks
+        if loss is None:
+            raise ValueError(
+                f"`loss` is required: one loss for all tasks, a list in output order or a "
+                f"dict keyed by task {tasks}."
+            )
+        if isinstance(loss, dict):
+            unknown = sorted(set(loss) - set(tasks))
+            missing = [t for t in tasks if t not in loss]
+            if unknown or missing:
+                raise ValueError(
+                    f"`loss` dict must have one entry per task {tasks}; unknown: {unknown}, "
+                    f"missing: {missing}."
+                )
+            items = [loss[t] for t in tasks]
+        elif isinstance(loss, (list, tuple)):
+            if len(loss) != len(tasks):
+                raise ValueError(
+                    f"`loss` list must have one entry per task {tasks}; got {len(loss)}."
+                )
+            items = list(loss)
+        else:
+            items = [loss] * len(tasks)
+        resolved = []
+        for task, item in zip(tasks, items):
+            if item is None:
+                raise ValueError(f"`loss` for task {task!r} is None; every task needs a loss.")
+            fn = keras.losses.get(item)
+            if fn is None:
+                raise ValueError(f"`loss` for task {task!r} is not a known loss: {item!r}.")
+            if not isinstance(fn, keras.losses.Loss):
+                fn = _FunctionLoss(fn, name=f"{task}_loss")
+            resolved.append(fn)
+        return resolved
+
+    def get_compile_config(self):
+        config = super().get_compile_config()
+        if config:
+            config["loss"] = keras.saving.serialize_keras_object(self._user_loss)
+        return config
+
+    def compile_from_config(self, config):
+        config = keras.saving.deserialize_keras_object(config)
+        self.compile(**config)
+        if getattr(self, "optimizer", None) is not None and self.built:
+            self.optimizer.build(self.trainable_variables)
+
+    def _per_task(self, value, argument, allow_single=False):
+        if isinstance(value, dict):
+            missing = [t for t in self.tasks if t not in value]
+            if missing:
+                raise ValueError(
+                    f"`{argument}` dict must have one entry per task {self.tasks}; missing: "
+                    f"{missing}, got keys {sorted(value)}."
+                )
+            return [value[t] for t in self.tasks]
+        if isinstance(value, (list, tuple)):
+            if len(value) != len(self.tasks):
+                raise ValueError(
+                    f"`{argument}` must have one entry per task {self.tasks}; got {len(value)}."
+                )
+            return list(value)
+        if allow_single:
+            return [value] * len(self.tasks)
+        raise ValueError(
+            f"`{argument}` must be a dict keyed by task or a list in output order "
+            f"({self.tasks}); got a single {type(value).__name__}."
+        )
+
+    def task_losses(self, y, y_pred, sample_weight=None):
+        """The k task losses, float32 (k,), each as the task's Loss reduces it.
+
+        Under `tf.distribute` they are the replica's share of the global-batch
+        mean times the number of replicas (Keras's Loss divides by it).
+        """
+        if self._task_loss_fns is None:
+            raise ValueError("The MultiTaskModel must be compiled (with a `loss`) before training.")
+        ys = self._per_task(y, "y")
+        preds = self._per_task(y_pred, "y_pred")
+        weights = [None] * len(self.tasks) if sample_weight is None else self._per_task(
+            sample_weight, "sample_weight", allow_single=True
+        )
+        replicas = float(_backend.num_replicas_in_sync())
+        values = []
+        for fn, y_t, y_p, w in zip(self._task_loss_fns, ys, preds, weights):
+            values.append(ops.cast(fn(y_t, y_p, w), "float32") * replicas)
+        return ops.stack(values)
+
+    def _regularization(self):
+        losses = [self._aggregate_additional_loss(loss) for loss in self.losses]
+        return ops.sum(ops.stack([ops.cast(l, "float32") for l in losses])) if losses else None
+
+    def _track(self, losses, weights, batch_size):
+        for i in range(len(self.tasks)):
+            self.task_loss_trackers[i].update_state(losses[i], sample_weight=batch_size)
+            self.task_weight_trackers[i].update_state(weights[i])
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        losses = self.task_losses(y, y_pred, sample_weight)
+        if self.strategy.uses_gradients:
+            total, weights = ops.sum(losses), ops.convert_to_tensor(self.last_task_weights)
+        else:
+            total, weights = self.strategy.combine(losses, training=training)
+            if training:
+                self.last_task_weights.assign(ops.stop_gradient(weights))
+            else:
+                weights = ops.convert_to_tensor(self.last_task_weights)
+        self._track(ops.stop_gradient(losses), ops.stop_gradient(weights), _batch_size(x, y))
+        total = total / float(_backend.num_replicas_in_sync())
+        regularization = self._regularization()
+        return total if regularization is None else total + regularization
+
+    # -- gradient-based training ----------------------------------------------
+
+    def train_step(self, *args):
+        if not self.strategy.uses_gradients:
+            return super().train_step(*args)
+        return _train_step.train_step(self, *args)
+
+    def combine_task_gradients(self, losses, task_grads, variables, training=True):
+        """The update for `variables` from per-task gradients (keras.ops, every backend).
+
+        `task_grads[i][v]` is the gradient of task i's loss with respect to
+        `variables[v]`. Returns (gradients, weights).
+        """
+        shared = [id(v) in self._shared_ids for v in variables]
+        gram = None
+        for v, is_shared in enumerate(shared):
+            if not is_shared:
+                continue
+            rows = ops.stack([ops.reshape(ops.cast(g[v], "float32"), (-1,)) for g in task_grads])
+            part = ops.matmul(rows, ops.transpose(rows))
+            gram = part if gram is None else gram + part
+        weights = ops.stop_gradient(self.strategy.task_weights(losses, gram, training=training))
+        head = weights if self.strategy.scales_task_specific else ops.ones_like(weights)
+        gradients = []
+        for v, variable in enumerate(variables):
+            coefficients = weights if shared[v] else head
+            total = None
+            for i, g in enumerate(task_grads):
+                term = ops.cast(coefficients[i], g[v].dtype) * g[v]
+                total = term if total is None else total + term
+            gradients.append(total)
+        return gradients, weights
+
+    def fit(self, *args, callbacks=None, **kwargs):
+        callbacks = list(callbacks or [])
+        if type(self.strategy).end_epoch is not Strategy.end_epoch:
+            callbacks.append(_EpochEnd(self.strategy))
+        return super().fit(*args, callbacks=callbacks, **kwargs)
+
+    # -- config ----------------------------------------------------------------
+
+    def get_config(self):
+        shared = self._shared_arg
+        if shared is not None:
+            items = shared if isinstance(shared, (list, tuple)) else [shared]
+            shared = [
+                s if isinstance(s, str) else s.path if isinstance(s, keras.Variable) else s.name
+                for s in items
+            ]
+        return {
+            "name": self.name,
+            "model": keras.saving.serialize_keras_object(self.model),
+            "strategy": keras.saving.serialize_keras_object(self.strategy),
+            "shared": shared,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        model = keras.saving.deserialize_keras_object(config.pop("model"))
+        strategy = keras.saving.deserialize_keras_object(config.pop("strategy"))
+        return cls(model, strategy=strategy, **config)
+
+
+def _batch_size(x, y):
+    for t in keras.tree.flatten(x) + keras.tree.flatten(y):
+        if t is not None and len(ops.shape(t)) > 0:
+            return ops.shape(t)[0]
+    return 1

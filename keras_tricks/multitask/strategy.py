@@ -1,0 +1,180 @@
+"""The base class of every multi-task weighting strategy, and `get`.
+
+A strategy turns the k task losses of a multi-output model (and, for the
+gradient-based ones, the Gram matrix of the per-task gradients) into one
+update. It is a `keras.layers.Layer` only so that its state (learned
+log-variances, GradNorm's weights, DWA's loss history, a seed) lives in Keras
+variables that are saved and restored with the model; it is never called on
+a model's tensors.
+"""
+
+import math
+
+import keras
+from keras import ops
+
+
+class Strategy(keras.layers.Layer):
+    """Base class: a rule that weighs k task losses into one update.
+
+    Subclasses are one of two kinds:
+
+    * loss-based (`uses_gradients = False`): `combine(losses)` returns the
+      scalar objective that is differentiated once, and the effective weights
+      d objective / d L_i (for the logs);
+    * gradient-based (`uses_gradients = True`): `task_weights(losses, gram)`
+      returns weights w such that the shared parameters move along
+      d = sum_i w_i g_i, where gram[i, j] = <g_i, g_j> for the per-task
+      gradients g_i. `scales_task_specific` says whether each task's own
+      parameters (its head) get w_i * g_i (True: the weights are loss weights,
+      as in GradNorm) or g_i (False: the strategy only chooses the direction of
+      the shared update, as MGDA, PCGrad and CAGrad do).
+
+    `bind(tasks)` fixes the number of tasks (and resolves task names) before
+    use; `MultiTaskModel` calls it. Everything is computed in float32
+    whatever the global dtype policy.
+    """
+
+    uses_gradients = False
+    scales_task_specific = True
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("dtype", "float32")
+        super().__init__(**kwargs)
+        self.tasks = None
+
+    def bind(self, tasks):
+        """Fixes the task names (a list of k >= 2 strings) and builds the state."""
+        tasks = [str(t) for t in tasks]
+        if len(tasks) < 2:
+            raise ValueError(
+                f"A multi-task strategy needs at least 2 tasks; got tasks={tasks}."
+            )
+        if self.tasks is not None and self.tasks != tasks:
+            raise ValueError(
+                f"This strategy is already bound to the tasks {self.tasks}; create a "
+                f"new one for the tasks {tasks}."
+            )
+        if self.tasks is None:
+            self.tasks = tasks
+            # Not `self.built`: a deserialized layer counts as built before
+            # its state exists.
+            self.build((len(tasks),))
+        return self
+
+    @property
+    def num_tasks(self):
+        return None if self.tasks is None else len(self.tasks)
+
+    def build(self, input_shape):
+        self.built = True
+
+    def build_from_config(self, config):
+        # The state is created by `bind`, which needs the task names; Keras's
+        # loader restores the saved values into it afterwards.
+        pass
+
+    def end_epoch(self):
+        """Called by `MultiTaskModel.fit` after every epoch (eagerly)."""
+
+    def _task_value(self, argument, value):
+        """A per-task list of floats from a list/tuple/dict, checked against the tasks."""
+        if isinstance(value, dict):
+            unknown = sorted(set(value) - set(self.tasks))
+            missing = [t for t in self.tasks if t not in value]
+            if unknown or missing:
+                raise ValueError(
+                    f"`{argument}` must have one entry per task {self.tasks}; "
+                    f"unknown: {unknown}, missing: {missing}."
+                )
+            value = [value[t] for t in self.tasks]
+        value = [float(v) for v in value]
+        if len(value) != len(self.tasks):
+            raise ValueError(
+                f"`{argument}` must have one entry per task {self.tasks}; "
+                f"got {len(value)}: {value}."
+            )
+        return value
+
+
+def validate_positive_values(argument, value, allow_zero=False):
+    """A list/tuple/dict of finite numbers > 0 (>= 0 with allow_zero), or None."""
+    if value is None:
+        return None
+    items = value.values() if isinstance(value, dict) else value
+    if not isinstance(value, (list, tuple, dict)):
+        raise TypeError(
+            f"`{argument}` must be a list, tuple or dict of numbers (one per task); "
+            f"got {type(value).__name__}."
+        )
+    for v in items:
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            raise TypeError(f"`{argument}` must hold finite numbers; got {v!r}.")
+        if v < 0 or (v == 0 and not allow_zero):
+            bound = ">= 0" if allow_zero else "> 0"
+            raise ValueError(f"`{argument}` must hold numbers {bound}; got {v!r}.")
+    return dict(value) if isinstance(value, dict) else [float(v) for v in value]
+
+
+def validate_number(argument, value, low=None, high=None, low_open=False, integer=False):
+    kind = int if integer else (int, float)
+    if isinstance(value, bool) or not isinstance(value, kind) or not math.isfinite(value):
+        what = "an integer" if integer else "a finite number"
+        raise TypeError(f"`{argument}` must be {what}; got {value!r}.")
+    if low is not None and (value < low or (low_open and value == low)):
+        raise ValueError(
+            f"`{argument}` must be {'>' if low_open else '>='} {low}; got {value!r}."
+        )
+    if high is not None and value > high:
+        raise ValueError(f"`{argument}` must be <= {high}; got {value!r}.")
+    return value
+
+
+def safe_divide(x, y):
+    """x / y where y != 0, else 0 (no inf or NaN, and a zero gradient there)."""
+    nonzero = ops.not_equal(y, 0)
+    return ops.where(nonzero, x / ops.where(nonzero, y, ops.ones_like(y)), ops.zeros_like(x))
+
+
+def tiny(dtype="float32"):
+    """The smallest normal number of `dtype`, as a Python float."""
+    from keras_tricks._numerics import finfo
+
+    return float(finfo(dtype).tiny)
+
+
+def eps(dtype="float32"):
+    from keras_tricks._numerics import finfo
+
+    return float(finfo(dtype).eps)
+
+
+def get(identifier):
+    """A strategy from its name, a config dict or a `Strategy` (returned as is).
+
+    Names: "equal", "initial", "prior", "realtime", "generalized_mean",
+    "uncertainty", "dwa", "grad_norm_normalization", "gradnorm", "mgda",
+    "pcgrad", "cagrad", "primary_auxiliary". Raises ValueError naming the
+    unknown name and listing the known ones.
+    """
+    from keras_tricks.multitask import STRATEGIES
+
+    if isinstance(identifier, Strategy):
+        return identifier
+    if isinstance(identifier, dict):
+        strategy = keras.saving.deserialize_keras_object(identifier)
+        if not isinstance(strategy, Strategy):
+            raise ValueError(f"`strategy` config does not describe a Strategy: {identifier}.")
+        return strategy
+    if isinstance(identifier, str):
+        key = identifier.lower()
+        if key not in STRATEGIES:
+            raise ValueError(
+                f"Unknown multi-task strategy {identifier!r}; expected one of "
+                f"{sorted(STRATEGIES)} or a keras_tricks.multitask.Strategy instance."
+            )
+        return STRATEGIES[key]()
+    raise TypeError(
+        "`strategy` must be a strategy name, a config dict or a "
+        f"keras_tricks.multitask.Strategy; got {type(identifier).__name__}."
+    )
