@@ -378,26 +378,45 @@ def _cagrad_slsqp(gram, c):
 
 
 def cagrad_inner(gram, c=0.5):
-    """w* = argmin_{w in simplex} <g_w, g0> + c ||g0|| ||g_w||."""
+    """w* = argmin_{w in simplex} <g_w, g0> + c ||g0|| ||g_w|| (closed form for
+    k = 2, SLSQP otherwise; the SLSQP solution is only a cross-check, see
+    `cagrad`)."""
     gram = _as(gram)
     if gram.shape[0] == 2:
         return _cagrad_two(gram, c)
-    return _cagrad_slsqp(gram, c)
+    scale = max(float(np.max(np.diag(gram))), np.finfo(F64).tiny)
+    return _cagrad_slsqp(gram / scale, c)
 
 
 def cagrad(losses, gram, c=0.5):
     """Liu et al. 2021 (CAGrad): g0 = mean g_i, phi = c^2 ||g0||^2, w* as in
     `cagrad_inner`; d = (g0 + sqrt(phi) / ||g_w*|| g_w*) / (1 + c^2). Where
     g_w* = 0 (only possible when 0 is in the hull and beats every other point)
-    the second term is taken as 0. Returned as weights on the g_i."""
+    the second term is taken as 0. Returned as weights on the g_i.
+
+    For k = 2 from the closed form of w*. For k > 2 from the primal problem
+    the dual comes from (`cagrad_primal`: max_d min_i <g_i, d> s.t.
+    ||d - g0|| <= c ||g0||, a smooth problem for SLSQP, unlike the inner one
+    whose objective has a kink at g_w = 0), solved on vectors with the same
+    Gram matrix and mapped back to weights by least squares."""
     gram = _as(gram)
     k = gram.shape[0]
-    w = cagrad_inner(gram, c)
     g0_coef = np.ones(k) / k
-    sqrt_phi = c * np.sqrt(max(g0_coef @ gram @ g0_coef, 0.0))
-    gw_norm = np.sqrt(max(w @ gram @ w, 0.0))
-    lam = sqrt_phi / gw_norm if gw_norm > 0 else 0.0
-    return (g0_coef + lam * w) / (1 + c * c)
+    if k == 2:
+        w = cagrad_inner(gram, c)
+        sqrt_phi = c * np.sqrt(max(g0_coef @ gram @ g0_coef, 0.0))
+        gw_norm = np.sqrt(max(w @ gram @ w, 0.0))
+        lam = sqrt_phi / gw_norm if gw_norm > 0 else 0.0
+        return (g0_coef + lam * w) / (1 + c * c)
+    if c == 0:
+        return g0_coef.copy()
+    v = vectors_from_gram(gram)
+    scale = float(np.max(np.linalg.norm(v, axis=1)))
+    if scale == 0:
+        return g0_coef.copy()
+    d, _ = cagrad_primal(v / scale, c)
+    weights, *_ = np.linalg.lstsq(v.T / scale, d, rcond=None)
+    return weights / (1 + c * c)
 
 
 def cagrad_primal(grads, c=0.5):
@@ -416,11 +435,19 @@ def cagrad_primal(grads, c=0.5):
         {"type": "ineq", "fun": lambda z: grads @ z[:n] - z[-1]},
         {"type": "ineq", "fun": lambda z: r2 - np.sum((z[:n] - g0) ** 2)},
     ]
+    jac_cons = [
+        {"type": "ineq", "fun": cons[0]["fun"],
+         "jac": lambda z: np.concatenate([grads, -np.ones((k, 1))], axis=1)},
+        {"type": "ineq", "fun": cons[1]["fun"],
+         "jac": lambda z: np.concatenate([-2 * (z[:n] - g0), [0.0]])},
+    ]
     z0 = np.concatenate([g0, [np.min(grads @ g0)]])
     res = optimize.minimize(
-        neg_t, z0, constraints=cons, method="SLSQP", options={"ftol": 1e-14, "maxiter": 2000}
+        neg_t, z0, jac=lambda z: np.concatenate([np.zeros(n), [-1.0]]),
+        constraints=jac_cons, method="SLSQP", options={"ftol": 1e-15, "maxiter": 5000},
     )
-    return res.x[:n], -res.fun
+    d = res.x[:n]
+    return d, float(np.min(grads @ d))
 
 
 def primary_auxiliary(losses, gram, primary=0):

@@ -234,27 +234,31 @@ def test_cagrad_hand():
 
 
 @pytest.mark.parametrize("k", [2, 3, 4])
-@pytest.mark.parametrize("seed", range(5))
-def test_cagrad_c0_is_the_mean_and_two_solvers_agree(k, seed):
+@pytest.mark.parametrize("seed", range(6))
+def test_cagrad_c0_is_the_mean_and_duality_gap(k, seed):
     rng = np.random.default_rng(seed)
-    g = _grads(rng, k, n=4, cond=1.5 if seed >= 3 else None)
+    g = _grads(rng, k, n=4, cond=(1.5, 3.0)[seed % 2] if seed >= 2 else None)
     gram = ref.gram_of(g)
     np.testing.assert_allclose(ref.cagrad(None, gram, c=0.0), np.full(k, 1 / k))
+    g0 = g.mean(0)
     for c in (0.2, 0.5, 0.9):
+        s = c * np.linalg.norm(g0)
+        # inner (dual) problem by its own solver: f(w) = <g_w, g0> + s ||g_w||
         w = ref.cagrad_inner(gram, c)
-        w2 = ref._cagrad_slsqp(gram, c)
-        ones = np.ones(k) / k
-        s = c * np.sqrt(ones @ gram @ ones)
-        obj = lambda v: v @ gram @ ones + s * np.sqrt(v @ gram @ v)  # noqa: E731
-        assert obj(w) <= obj(w2) + 1e-9 * np.max(np.diag(gram))
-        # the direction solves the primal max_d min_i <g_i, d>, ||d - g0|| <= c ||g0||
+        f_w = (w @ g) @ g0 + s * np.linalg.norm(w @ g)
+        # the reference direction, feasible for the primal problem
         d = ref.combined_gradient(ref.cagrad(None, gram, c), g) * (1 + c * c)
-        d_primal, t = ref.cagrad_primal(g, c)
-        scale = np.sqrt(np.max(np.diag(gram)))
-        assert np.min(g @ d) >= t - 1e-6 * scale**2
-        np.testing.assert_allclose(d, d_primal, atol=1e-4 * scale)
-        g0 = g.mean(0)
-        assert np.linalg.norm(d - g0) <= c * np.linalg.norm(g0) * (1 + 1e-9)
+        assert np.linalg.norm(d - g0) <= s * (1 + 1e-7)
+        t_d = np.min(g @ d)
+        # weak duality: t(d) <= f(w) for every feasible pair; a gap of ~0
+        # certifies both solutions optimal
+        scale = np.max(np.diag(gram))
+        assert t_d <= f_w + 1e-9 * scale
+        assert f_w - t_d <= 1e-6 * scale, (f_w, t_d)
+        # and the direction from the dual solution is the same one
+        gw = w @ g
+        d_dual = g0 + s * gw / np.linalg.norm(gw)
+        np.testing.assert_allclose(d, d_dual, atol=1e-3 * np.sqrt(scale))
 
 
 def test_cagrad_two_closed_form_vs_bounded_scalar():
