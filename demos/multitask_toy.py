@@ -49,9 +49,10 @@ def strategy_direction(name, scale=1.0, **kwargs):
     strategy = multitask.STRATEGIES[name](**kwargs).bind(TASKS)
     if not strategy.uses_gradients:
         weights_at = lambda f, gram: strategy.combine(f)[1]  # noqa: E731
-    elif name == "pcgrad":
-        # its SeedGenerator advances at every call: keep it eager (with two
-        # tasks there is only one order anyway)
+    elif name == "pcgrad" and _backend.name() == "jax":
+        # its SeedGenerator advances at every call, which jax.jit cannot do
+        # without threading the state through: eager there (~4 ms a step, so
+        # the papers' 100k steps take minutes per start; TensorFlow compiles it)
         weights_at = strategy.task_weights
     else:
         weights_at = compiled(strategy.task_weights)
