@@ -1,0 +1,469 @@
+"""float64 NumPy references for keras_tricks.multitask, written from the papers.
+
+Conventions are those of MULTITASK_API.md (issue 7):
+
+* Gradient-based strategies are functions `(losses, gram, ...) -> weights`,
+  where `gram[i, j] = <g_i, g_j>` for the per-task gradients g_i with respect
+  to the shared parameters, and the update direction is
+  `d = sum_i weights[i] * g_i` (`combined_gradient(weights, grads)`).
+* Loss-based strategies are functions `losses -> (total, weights)` with
+  `weights[i] = d total / d L_i` at these losses.
+
+The constrained problems (MGDA, CAGrad, primary/auxiliary) are solved here by
+methods that differ from an in-graph iterative solver: closed forms for two
+tasks, and for more tasks an exact enumeration of active sets (MGDA),
+`scipy.optimize.nnls` (primary/auxiliary) and SLSQP on the simplex (CAGrad).
+
+Papers:
+  Chen et al. 2018, GradNorm (ICML).          Sener & Koltun 2018, MGDA-UB (NeurIPS).
+  Yu et al. 2020, PCGrad (NeurIPS).           Liu et al. 2021, CAGrad (NeurIPS).
+  Kendall et al. 2018, uncertainty (CVPR).    Liu et al. 2019, DWA / MTAN (CVPR).
+  Su Jianlin, 多任务学习漫谈 I (loss-based: initial, prior, realtime, generalized
+  mean), II (gradient-norm normalisation), III (primary and auxiliary tasks), 2022.
+"""
+
+import itertools
+
+import numpy as np
+from scipy import optimize
+
+F64 = np.float64
+
+
+def _as(x):
+    return np.asarray(x, dtype=F64)
+
+
+def combined_gradient(weights, grads):
+    """d = sum_i weights[i] * grads[i]; grads (k, n)."""
+    return _as(weights) @ _as(grads)
+
+
+def gram_of(grads):
+    grads = _as(grads)
+    return grads @ grads.T
+
+
+def vectors_from_gram(gram):
+    """Vectors V (k, k) with V V^T = gram (a symmetric square root), so that the
+    problems stated on gradients can be solved from the Gram matrix alone."""
+    gram = _as(gram)
+    gram = 0.5 * (gram + gram.T)
+    vals, vecs = np.linalg.eigh(gram)
+    vals = np.clip(vals, 0.0, None)
+    return vecs * np.sqrt(vals)[None, :]
+
+
+# --------------------------------------------------------------------------
+# Loss-based strategies: losses -> (total, weights)
+# --------------------------------------------------------------------------
+
+
+def equal(losses, weights=None):
+    """total = sum_i w_i L_i with fixed w (ones by default, Keras's default)."""
+    losses = _as(losses)
+    w = np.ones_like(losses) if weights is None else _as(weights)
+    return float(np.sum(w * losses)), w
+
+
+def initial(losses, initial_losses):
+    """Su part I, "initial state": alpha_i = 1 / L_i(init); total = sum L_i / L_i(init)."""
+    losses, l0 = _as(losses), _as(initial_losses)
+    w = 1.0 / l0
+    return float(np.sum(w * losses)), w
+
+
+def prior(losses, prior_losses):
+    """Su part I, "prior state": alpha_i = 1 / L_i of the label-prior predictor."""
+    return initial(losses, prior_losses)
+
+
+def prior_loss(y, kind):
+    """Loss of the best constant predictor that only knows the label prior.
+
+    categorical: entropy -sum_c p_c log p_c of the class frequencies (y integer
+        labels, or one-hot / probability rows on the last axis);
+    binary: mean over the label columns of the Bernoulli entropy of the
+        positive rate (y in {0, 1}, any shape; the last axis is the labels when
+        ndim >= 2, as binary_crossentropy averages over it);
+    regression: the variance of the targets (the MSE of predicting their
+        mean), averaged over the last axis when ndim >= 2.
+    """
+    y = np.asarray(y)
+    if kind == "categorical":
+        if y.ndim >= 2 and y.shape[-1] > 1 and np.issubdtype(y.dtype, np.floating):
+            p = _as(y).reshape(-1, y.shape[-1]).mean(axis=0)
+        else:
+            _, counts = np.unique(y.reshape(-1), return_counts=True)
+            p = counts / counts.sum()
+        p = p[p > 0]
+        return float(-np.sum(p * np.log(p)))
+    if kind == "binary":
+        y = _as(y)
+        p = y.reshape(-1, y.shape[-1]).mean(axis=0) if y.ndim >= 2 else np.array([y.mean()])
+        h = np.zeros_like(p)
+        inner = (p > 0) & (p < 1)
+        q = p[inner]
+        h[inner] = -(q * np.log(q) + (1 - q) * np.log(1 - q))
+        return float(h.mean())
+    if kind == "regression":
+        y = _as(y)
+        if y.ndim >= 2:
+            return float(y.reshape(-1, y.shape[-1]).var(axis=0).mean())
+        return float(y.var())
+    raise ValueError(f"kind must be categorical, binary or regression, got {kind!r}")
+
+
+def realtime(losses, epsilon=0.0):
+    """Su part I, "real-time state": total = sum_i L_i / sg(L_i + eps); its gradient
+    is that of sum_i log(L_i + eps), weights 1 / (L_i + eps)."""
+    losses = _as(losses)
+    w = 1.0 / (losses + epsilon)
+    return float(np.sum(w * losses)), w
+
+
+def generalized_mean(losses, gamma=0.0):
+    """Su part I: M = ((1/k) sum L_i^gamma)^(1/gamma), geometric mean at gamma = 0.
+
+    dM/dL_i = (1/k) L_i^(gamma - 1) M^(1 - gamma) (= M / (k L_i) at gamma = 0)."""
+    losses = _as(losses)
+    k = losses.size
+    if gamma == 0:
+        m = float(np.exp(np.mean(np.log(losses))))
+    else:
+        m = float(np.mean(losses**gamma) ** (1.0 / gamma))
+    w = losses ** (gamma - 1.0) * m ** (1.0 - gamma) / k
+    return m, w
+
+
+def uncertainty(losses, log_vars):
+    """Kendall et al. 2018: total = sum_i L_i / (2 sigma_i^2) + log sigma_i with
+    s_i = log sigma_i^2, i.e. sum_i 0.5 exp(-s_i) L_i + 0.5 s_i.
+
+    Returns (total, weights, d total / d s)."""
+    losses, s = _as(losses), _as(log_vars)
+    w = 0.5 * np.exp(-s)
+    total = float(np.sum(w * losses + 0.5 * s))
+    return total, w, -w * losses + 0.5
+
+
+def uncertainty_optimum(losses):
+    """The log-variances minimising the uncertainty objective: sigma_i^2 = L_i."""
+    return np.log(_as(losses))
+
+
+def dwa(losses, prev1=None, prev2=None, temperature=2.0):
+    """Liu et al. 2019 (DWA): r_i = L_i(t-1) / L_i(t-2) of the epoch-mean losses,
+    w_i = k exp(r_i / T) / sum_j exp(r_j / T); w = 1 for the first two epochs."""
+    losses = _as(losses)
+    k = losses.size
+    if prev1 is None or prev2 is None:
+        w = np.ones(k)
+    else:
+        r = _as(prev1) / _as(prev2)
+        e = np.exp((r - r.max()) / temperature)
+        w = k * e / e.sum()
+    return float(np.sum(w * losses)), w
+
+
+# --------------------------------------------------------------------------
+# Gradient-based strategies: (losses, gram) -> weights
+# --------------------------------------------------------------------------
+
+
+def grad_norm_normalization(losses, gram):
+    """Su part II: w_i = 1 / ||g_i|| (0 where g_i = 0)."""
+    norms = np.sqrt(np.clip(np.diag(_as(gram)), 0, None))
+    out = np.zeros_like(norms)
+    nz = norms > 0
+    out[nz] = 1.0 / norms[nz]
+    return out
+
+
+def gradnorm_init(k):
+    return {"w": np.ones(k), "l0": None}
+
+
+def gradnorm(losses, gram, state, alpha=1.5, learning_rate=0.025):
+    """Chen et al. 2018 (GradNorm), one step, with the conventions of the API.
+
+    Returns the current weights w and the new state. Update: G_i = w_i ||g_i||,
+    Gbar = mean(G), r_i = (L_i / L0_i) / mean_j(L_j / L0_j), target
+    Gbar r_i^alpha held constant; one gradient step on sum_i |G_i - target_i|
+    in w (its derivative is sign(G_i - target_i) ||g_i||), clipped at >= 0 and
+    renormalised to sum k."""
+    losses = _as(losses)
+    k = losses.size
+    w = _as(state["w"]).copy()
+    l0 = losses.copy() if state["l0"] is None else _as(state["l0"])
+    norms = np.sqrt(np.clip(np.diag(_as(gram)), 0, None))
+    big_g = w * norms
+    ratio = losses / l0
+    r = ratio / ratio.mean()
+    target = big_g.mean() * r**alpha
+    new_w = w - learning_rate * np.sign(big_g - target) * norms
+    new_w = np.clip(new_w, 0.0, None)
+    new_w = new_w * k / new_w.sum()
+    return w, {"w": new_w, "l0": l0}
+
+
+def _mgda_two(gram):
+    g11, g12, g22 = gram[0, 0], gram[0, 1], gram[1, 1]
+    den = g11 + g22 - 2 * g12  # = ||g1 - g2||^2
+    if den <= 0:
+        return np.array([0.5, 0.5])
+    a = np.clip((g22 - g12) / den, 0.0, 1.0)
+    return np.array([a, 1 - a])
+
+
+def _mgda_enumerate(gram):
+    """Exact min-norm point: for each support S, solve the KKT system of
+    min w^T G w s.t. sum w = 1 on S; keep feasible (w >= 0) candidates."""
+    k = gram.shape[0]
+    best, best_val = None, np.inf
+    for size in range(1, k + 1):
+        for s in itertools.combinations(range(k), size):
+            s = list(s)
+            a = np.zeros((size + 1, size + 1))
+            a[:size, :size] = 2 * gram[np.ix_(s, s)]
+            a[:size, size] = 1
+            a[size, :size] = 1
+            b = np.zeros(size + 1)
+            b[size] = 1
+            sol, *_ = np.linalg.lstsq(a, b, rcond=None)
+            ws = sol[:size]
+            if np.any(ws < -1e-12) or abs(ws.sum() - 1) > 1e-9:
+                continue
+            w = np.zeros(k)
+            w[s] = np.clip(ws, 0, None)
+            w /= w.sum()
+            val = w @ gram @ w
+            if val < best_val - 1e-15:
+                best, best_val = w, val
+    return best
+
+
+def mgda(losses, gram):
+    """Sener & Koltun 2018: w = argmin_{w in simplex} w^T G w (min-norm point of
+    the convex hull of the gradients). Closed form for k = 2, exact active-set
+    enumeration otherwise (k <= 8)."""
+    gram = _as(gram)
+    if gram.shape[0] == 2:
+        return _mgda_two(gram)
+    return _mgda_enumerate(gram)
+
+
+def mgda_slsqp(gram):
+    """The MGDA problem by SLSQP on the simplex (a cross-check)."""
+    gram = _as(gram)
+    k = gram.shape[0]
+    res = optimize.minimize(
+        lambda w: w @ gram @ w,
+        np.full(k, 1.0 / k),
+        jac=lambda w: 2 * gram @ w,
+        bounds=[(0, 1)] * k,
+        constraints=[{"type": "eq", "fun": lambda w: w.sum() - 1, "jac": lambda w: np.ones(k)}],
+        method="SLSQP",
+        options={"ftol": 1e-15, "maxiter": 1000},
+    )
+    return res.x
+
+
+def pcgrad(losses, gram, permutations):
+    """Yu et al. 2020 (PCGrad) with explicit orders: permutations[i] lists the
+    other tasks j in the order task i is projected against them. g_i' starts at
+    g_i; for each j: if <g_i', g_j> < 0, g_i' -= <g_i', g_j> / ||g_j||^2 g_j
+    (projection on the normal plane of the ORIGINAL g_j). d = sum_i g_i'.
+    Tracked as coefficients on the original gradients, so this needs only G."""
+    gram = _as(gram)
+    k = gram.shape[0]
+    weights = np.zeros(k)
+    for i in range(k):
+        order = list(permutations[i])
+        assert sorted(order) == [j for j in range(k) if j != i], order
+        a = np.zeros(k)
+        a[i] = 1.0
+        for j in order:
+            dot = a @ gram[:, j]
+            if dot < 0 and gram[j, j] > 0:
+                a[j] -= dot / gram[j, j]
+        weights += a
+    return weights
+
+
+def pcgrad_vectors(grads, permutations):
+    """PCGrad on explicit gradient vectors (a cross-check of `pcgrad`)."""
+    grads = _as(grads)
+    out = np.zeros(grads.shape[1])
+    for i, order in enumerate(permutations):
+        gi = grads[i].copy()
+        for j in order:
+            dot = gi @ grads[j]
+            if dot < 0:
+                gi = gi - dot / (grads[j] @ grads[j]) * grads[j]
+        out += gi
+    return out
+
+
+def pcgrad_permutation_sets(k):
+    """Every choice of one order of the other tasks per task ((k-1)!^k sets)."""
+    per_task = [list(itertools.permutations([j for j in range(k) if j != i])) for i in range(k)]
+    return [list(p) for p in itertools.product(*per_task)]
+
+
+def _cagrad_two(gram, c):
+    """Closed form of min_{w in [0,1]} <g_w, g0> + s ||g_w||, g_w = w g1 + (1-w) g2.
+
+    With b = g2, e = g1 - g2: the objective is alpha w + s sqrt(q(w)) + const,
+    alpha = <e, g0>, q(w) = ||b + w e||^2 = ((beta + w E)^2 + D) / E, where
+    beta = <b, e>, E = ||e||^2, D = ||b||^2 E - beta^2 >= 0. It is convex; a
+    stationary point has t = beta + w E with t^2 = alpha^2 D / (s^2 E - alpha^2)
+    and sign(t) = -sign(alpha); otherwise the minimum is at an end."""
+    k = 2
+    ones = np.ones(k) / k
+    g0g0 = ones @ gram @ ones
+    s = c * np.sqrt(max(g0g0, 0.0))
+    g11, g12, g22 = gram[0, 0], gram[0, 1], gram[1, 1]
+    big_e = g11 + g22 - 2 * g12
+    alpha = 0.5 * (g11 - g22)  # <g1 - g2, (g1 + g2) / 2>
+    beta = g12 - g22
+    big_b = g22
+
+    def obj(w):
+        q = max(big_b + 2 * w * beta + w * w * big_e, 0.0)
+        return alpha * w + s * np.sqrt(q)
+
+    if big_e <= 0:
+        w = 0.5
+    else:
+        cands = [0.0, 1.0]
+        d = max(big_b * big_e - beta * beta, 0.0)
+        den = s * s * big_e - alpha * alpha
+        if den > 0:
+            t = -np.sign(alpha) * np.sqrt(alpha * alpha * d / den)
+            cands.append(float(np.clip((t - beta) / big_e, 0.0, 1.0)))
+        w = min(cands, key=obj)
+    return np.array([w, 1 - w])
+
+
+def _cagrad_slsqp(gram, c):
+    k = gram.shape[0]
+    g0_coef = np.ones(k) / k
+    s = c * np.sqrt(max(g0_coef @ gram @ g0_coef, 0.0))
+    tiny = 1e-300
+
+    def obj(w):
+        return w @ gram @ g0_coef + s * np.sqrt(max(w @ gram @ w, tiny))
+
+    def jac(w):
+        return gram @ g0_coef + s * (gram @ w) / np.sqrt(max(w @ gram @ w, tiny))
+
+    best = None
+    starts = [np.full(k, 1.0 / k)] + [np.eye(k)[i] * 0.9 + 0.1 / k for i in range(k)]
+    for x0 in starts:
+        res = optimize.minimize(
+            obj,
+            x0,
+            jac=jac,
+            bounds=[(0, 1)] * k,
+            constraints=[{"type": "eq", "fun": lambda w: w.sum() - 1, "jac": lambda w: np.ones(k)}],
+            method="SLSQP",
+            options={"ftol": 1e-15, "maxiter": 1000},
+        )
+        w = np.clip(res.x, 0, None)
+        w /= w.sum()
+        if best is None or obj(w) < obj(best):
+            best = w
+    return best
+
+
+def cagrad_inner(gram, c=0.5):
+    """w* = argmin_{w in simplex} <g_w, g0> + c ||g0|| ||g_w|| (closed form for
+    k = 2, SLSQP otherwise; the SLSQP solution is only a cross-check, see
+    `cagrad`)."""
+    gram = _as(gram)
+    if gram.shape[0] == 2:
+        return _cagrad_two(gram, c)
+    scale = max(float(np.max(np.diag(gram))), np.finfo(F64).tiny)
+    return _cagrad_slsqp(gram / scale, c)
+
+
+def cagrad(losses, gram, c=0.5):
+    """Liu et al. 2021 (CAGrad): g0 = mean g_i, phi = c^2 ||g0||^2, w* as in
+    `cagrad_inner`; d = (g0 + sqrt(phi) / ||g_w*|| g_w*) / (1 + c^2). Where
+    g_w* = 0 (only possible when 0 is in the hull and beats every other point)
+    the second term is taken as 0. Returned as weights on the g_i.
+
+    For k = 2 from the closed form of w*. For k > 2 from the primal problem
+    the dual comes from (`cagrad_primal`: max_d min_i <g_i, d> s.t.
+    ||d - g0|| <= c ||g0||, a smooth problem for SLSQP, unlike the inner one
+    whose objective has a kink at g_w = 0), solved on vectors with the same
+    Gram matrix and mapped back to weights by least squares."""
+    gram = _as(gram)
+    k = gram.shape[0]
+    g0_coef = np.ones(k) / k
+    if k == 2:
+        w = cagrad_inner(gram, c)
+        sqrt_phi = c * np.sqrt(max(g0_coef @ gram @ g0_coef, 0.0))
+        gw_norm = np.sqrt(max(w @ gram @ w, 0.0))
+        lam = sqrt_phi / gw_norm if gw_norm > 0 else 0.0
+        return (g0_coef + lam * w) / (1 + c * c)
+    if c == 0:
+        return g0_coef.copy()
+    v = vectors_from_gram(gram)
+    scale = float(np.max(np.linalg.norm(v, axis=1)))
+    if scale == 0:
+        return g0_coef.copy()
+    d, _ = cagrad_primal(v / scale, c)
+    weights, *_ = np.linalg.lstsq(v.T / scale, d, rcond=None)
+    return weights / (1 + c * c)
+
+
+def cagrad_primal(grads, c=0.5):
+    """The primal problem of CAGrad solved over d directly (a cross-check):
+    max_d min_i <g_i, d> s.t. ||d - g0|| <= c ||g0||. Returns d (not scaled by
+    1 / (1 + c^2))."""
+    grads = _as(grads)
+    k, n = grads.shape
+    g0 = grads.mean(axis=0)
+    r2 = c * c * (g0 @ g0)
+
+    def neg_t(z):
+        return -z[-1]
+
+    cons = [
+        {"type": "ineq", "fun": lambda z: grads @ z[:n] - z[-1]},
+        {"type": "ineq", "fun": lambda z: r2 - np.sum((z[:n] - g0) ** 2)},
+    ]
+    jac_cons = [
+        {"type": "ineq", "fun": cons[0]["fun"],
+         "jac": lambda z: np.concatenate([grads, -np.ones((k, 1))], axis=1)},
+        {"type": "ineq", "fun": cons[1]["fun"],
+         "jac": lambda z: np.concatenate([-2 * (z[:n] - g0), [0.0]])},
+    ]
+    z0 = np.concatenate([g0, [np.min(grads @ g0)]])
+    res = optimize.minimize(
+        neg_t, z0, jac=lambda z: np.concatenate([np.zeros(n), [-1.0]]),
+        constraints=jac_cons, method="SLSQP", options={"ftol": 1e-15, "maxiter": 5000},
+    )
+    d = res.x[:n]
+    return d, float(np.min(grads @ d))
+
+
+def primary_auxiliary(losses, gram, primary=0):
+    """Su part III: u = g_p + sum_{i != p} lambda_i g_i with lambda >= 0 minimising
+    ||u||^2; weight 1 on the primary task. Closed form for one auxiliary task
+    (lambda = relu(-G_pa) / G_aa), scipy.optimize.nnls otherwise."""
+    gram = _as(gram)
+    k = gram.shape[0]
+    aux = [i for i in range(k) if i != primary]
+    w = np.zeros(k)
+    w[primary] = 1.0
+    if k == 2:
+        a = aux[0]
+        w[a] = max(-gram[primary, a], 0.0) / gram[a, a] if gram[a, a] > 0 else 0.0
+        return w
+    v = vectors_from_gram(gram)  # rows: vectors with the same Gram matrix
+    lam, _ = optimize.nnls(v[aux].T, -v[primary])
+    w[aux] = lam
+    return w

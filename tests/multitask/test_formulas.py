@@ -1,0 +1,440 @@
+"""Every strategy of keras_tricks.multitask against the float64 NumPy
+references of tests/multitask/reference.py (written from the papers), on
+random well- and ill-conditioned cases and on edge cases (k = 2, 3, 4; a
+zero gradient; identical gradients; opposed gradients), at float32 tolerance.
+
+Gradient-based strategies are compared through the update they produce,
+d = sum_i w_i g_i, since the weights themselves are not unique when the
+gradients are linearly dependent (identical or opposed gradients)."""
+
+import numpy as np
+import pytest
+from keras import ops
+
+from keras_tricks import _backend, multitask, testing
+from tests.multitask import reference as ref
+
+F32_EPS = float(np.finfo(np.float32).eps)
+
+
+def _bind(strategy, k):
+    return strategy.bind([f"task_{i}" for i in range(k)])
+
+
+def _np(x):
+    return np.asarray(testing.to_numpy(x), dtype=np.float64)
+
+
+def _t(x):
+    return ops.convert_to_tensor(np.asarray(x, dtype=np.float32))
+
+
+# ------------------------------------------------------------------- cases
+
+
+def _grad_cases(k):
+    rng = np.random.default_rng(10 + k)
+    n = 7
+    cases = {"random": rng.normal(size=(k, n))}
+    # norms spread over three orders of magnitude
+    cases["ill_norms"] = rng.normal(size=(k, n)) * np.logspace(0, 3, k)[:, None]
+    # nearly collinear gradients: a badly conditioned Gram matrix
+    base = rng.normal(size=n)
+    cases["near_collinear"] = base + 0.05 * rng.normal(size=(k, n))
+    # every pair in conflict (k unit vectors spread over a half-plane and beyond)
+    angles = np.pi * (0.2 + 1.3 * np.arange(k) / max(k - 1, 1))
+    conflict = np.zeros((k, n))
+    conflict[:, 0], conflict[:, 1] = np.cos(angles), np.sin(angles)
+    cases["conflicting"] = conflict * rng.uniform(0.5, 2.0, size=(k, 1))
+    zero = rng.normal(size=(k, n))
+    zero[1] = 0.0
+    cases["zero"] = zero
+    cases["identical"] = np.tile(rng.normal(size=n), (k, 1))
+    opposed = rng.normal(size=(k, n))
+    opposed[1] = -2.0 * opposed[0]
+    cases["opposed"] = opposed
+    return cases
+
+
+CASE_NAMES = list(_grad_cases(2))
+KS = [2, 3, 4]
+
+# Disagreements of the core with the references, reported to the lead (the
+# references were rechecked against the papers, and the core's own solvers
+# move towards them when given many more iterations). strict: an XPASS fails,
+# so a fix shows up.
+_MGDA_FW = (
+    "core MGDA, k > 2: 250 Frank-Wolfe steps stop short of the min-norm point "
+    "(k=3 'opposed', g_1 = -2 g_0: ||d||^2 = 0.0163 vs 0; 'random': 1.2042 vs 1.2012)"
+)
+_CAGRAD_C0 = "core CAGrad(c=0), k > 2: NaN weights (expected the mean, 1/k each)"
+_CAGRAD_SOLVER = (
+    "core CAGrad, k > 2 (20 majorise-minimise rounds): min_i <g_i, d> well below the "
+    "optimum on ill-conditioned or degenerate Gram matrices (k=3 'ill_norms' c=0.5: "
+    "1449.9 vs 2437.5; k=3 'opposed' c=0.9: -0.487 vs 0)"
+)
+_PA_FISTA = (
+    "core PrimaryAuxiliary, >= 2 auxiliary tasks (200 FISTA steps): not converged when "
+    "the gradient norms span 3 orders (k=4 'ill_norms' primary=1: lambda_0 = 0.0186 vs "
+    "4.82, ||u||^2 = 756.85 vs 677.52)"
+)
+KNOWN = {
+    ("mgda", 3, "random"): _MGDA_FW,
+    ("mgda", 3, "opposed"): _MGDA_FW,
+    ("mgda", 4, "opposed"): _MGDA_FW,
+    ("primary_auxiliary", 4, "ill_norms", 1): _PA_FISTA,
+}
+for _k, _names in {3: ["random", "ill_norms", "near_collinear", "conflicting", "identical", "opposed"],
+                   4: ["ill_norms", "near_collinear", "conflicting", "identical"]}.items():
+    for _name in _names:
+        KNOWN[("cagrad", _k, _name, 0.0)] = _CAGRAD_C0
+for _key in [(3, "ill_norms", 0.5), (3, "ill_norms", 0.9), (3, "opposed", 0.9),
+             (4, "ill_norms", 0.5), (4, "ill_norms", 0.9), (4, "opposed", 0.5), (4, "opposed", 0.9)]:
+    KNOWN[("cagrad",) + _key] = _CAGRAD_SOLVER
+
+
+def _known(request, *key):
+    if key in KNOWN:
+        request.applymarker(pytest.mark.xfail(strict=True, reason=KNOWN[key]))
+
+
+def _case(k, name):
+    grads = _grad_cases(k)[name]
+    gram32 = (grads.astype(np.float32) @ grads.astype(np.float32).T).astype(np.float32)
+    # the references get the same float32 Gram matrix, so that the comparison
+    # measures the strategy, not the rounding of the inputs
+    gram = gram32.astype(np.float64)
+    losses = np.random.default_rng(k).uniform(0.5, 3.0, size=k)
+    return grads, gram, losses
+
+
+def _weights(strategy, losses, gram):
+    return _np(strategy.task_weights(_t(losses), _t(gram)))
+
+
+_COMPILED = {}
+
+
+def _compiled_weights(cls, k, losses, gram, **kwargs):
+    """task_weights of a stateless strategy, compiled as MultiTaskModel's train
+    step is (tf.function / jax.jit; PyTorch runs eagerly), one program per
+    (strategy, k), so that the many cases below cost one trace each."""
+    key = (cls.__name__, k, tuple(sorted(kwargs.items())))
+    if key not in _COMPILED:
+        strategy = _bind(cls(**kwargs), k)
+        fn = strategy.task_weights
+        backend = _backend.name()
+        if backend == "tensorflow":
+            import tensorflow as tf
+
+            fn = tf.function(fn)
+        elif backend == "jax":
+            import jax
+
+            fn = jax.jit(fn)
+        _COMPILED[key] = fn
+    return _np(_COMPILED[key](_t(losses), _t(gram)))
+
+
+def _scale(grads):
+    return float(np.max(np.linalg.norm(grads, axis=1)))
+
+
+def _assert_same_update(w, w_ref, grads, atol_rel, what):
+    d = ref.combined_gradient(w, grads)
+    d_ref = ref.combined_gradient(w_ref, grads)
+    np.testing.assert_allclose(
+        d, d_ref, rtol=0, atol=atol_rel * _scale(grads) + 1e-30,
+        err_msg=f"{what}: weights {w} vs reference {w_ref}",
+    )
+
+
+# ---------------------------------------------------------- gradient-based
+
+
+@pytest.mark.parametrize("k", KS)
+@pytest.mark.parametrize("name", CASE_NAMES)
+def test_grad_norm_normalization(k, name):
+    grads, gram, losses = _case(k, name)
+    w = _compiled_weights(multitask.GradNormNormalization, k, losses, gram)
+    np.testing.assert_allclose(w, ref.grad_norm_normalization(losses, gram), rtol=8 * F32_EPS)
+    assert np.all(np.isfinite(w))
+
+
+@pytest.mark.parametrize("k", KS)
+@pytest.mark.parametrize("name", ["random", "ill_norms", "conflicting", "zero"])
+def test_gradnorm_sequence(k, name):
+    grads, gram, losses = _case(k, name)
+    s = _bind(multitask.GradNorm(alpha=1.5, learning_rate=0.025), k)
+    state = ref.gradnorm_init(k)
+    rng = np.random.default_rng(k)
+    for step in range(4):
+        # losses fall at task-dependent rates; the gradients change a little
+        step_losses = losses * np.exp(-0.3 * step * np.arange(1, k + 1) / k)
+        g = grads * (1 + 0.1 * step * rng.uniform(size=(k, 1)))
+        step_gram = (g.astype(np.float32) @ g.astype(np.float32).T).astype(np.float64)
+        w = _weights(s, step_losses, step_gram)
+        w_ref, state = ref.gradnorm(step_losses, step_gram, state)
+        np.testing.assert_allclose(w, w_ref, rtol=1e-5, atol=1e-6, err_msg=f"step {step}")
+        assert w.sum() == pytest.approx(k, rel=1e-5)
+
+
+@pytest.mark.parametrize("k", KS)
+@pytest.mark.parametrize("name", CASE_NAMES)
+def test_mgda(k, name, request):
+    _known(request, "mgda", k, name)
+    grads, gram, losses = _case(k, name)
+    w = _compiled_weights(multitask.MGDA, k, losses, gram)
+    w_ref = ref.mgda(losses, gram)
+    assert np.all(w >= -1e-6) and w.sum() == pytest.approx(1.0, abs=1e-5)
+    # the min-norm value first (what MGDA minimises), then the point itself
+    norm2 = w @ gram @ w
+    norm2_ref = w_ref @ gram @ w_ref
+    assert norm2 <= norm2_ref + 1e-5 * np.max(np.diag(gram)), (w, w_ref)
+    _assert_same_update(w, w_ref, grads, 3e-3 if k > 2 else 1e-5, "mgda")
+
+
+@pytest.mark.parametrize("k", KS)
+@pytest.mark.parametrize("name", CASE_NAMES)
+def test_pcgrad_matches_one_permutation_set(k, name):
+    grads, gram, losses = _case(k, name)
+    s = _bind(multitask.PCGrad(seed=3), k)
+    candidates = [ref.pcgrad(losses, gram, p) for p in ref.pcgrad_permutation_sets(k)]
+    d_candidates = np.stack([ref.combined_gradient(c, grads) for c in candidates])
+    for call in range(3):  # new permutations at every call; each must be one of them
+        w = _weights(s, losses, gram)
+        d = ref.combined_gradient(w, grads)
+        err = np.max(np.abs(d_candidates - d[None]), axis=1)
+        assert err.min() <= 1e-5 * _scale(grads), (call, w, err.min())
+
+
+def test_pcgrad_draws_different_permutations():
+    grads = np.array([[1.0, 0.0], [-1.0, 0.2], [-0.3, -1.0]])
+    gram = ref.gram_of(grads)
+    s = _bind(multitask.PCGrad(seed=0), 3)
+    outcomes = {tuple(np.round(_weights(s, np.ones(3), gram), 4)) for _ in range(40)}
+    expected = {tuple(np.round(ref.pcgrad(None, gram, p), 4)) for p in ref.pcgrad_permutation_sets(3)}
+    assert outcomes <= expected
+    assert len(outcomes) >= 2
+
+
+@pytest.mark.parametrize("c", [0.0, 0.5, 0.9])
+@pytest.mark.parametrize("k", KS)
+@pytest.mark.parametrize("name", CASE_NAMES)
+def test_cagrad(k, name, c, request):
+    _known(request, "cagrad", k, name, c)
+    grads, gram, losses = _case(k, name)
+    w = _compiled_weights(multitask.CAGrad, k, losses, gram, c=c)
+    assert np.all(np.isfinite(w)), w
+    w_ref = ref.cagrad(losses, gram, c=c)
+    # the primal problem of the paper: max_d min_i <g_i, d> s.t.
+    # ||d - g0|| <= c ||g0||, with d = (1 + c^2) * update
+    d = ref.combined_gradient(w, grads) * (1 + c * c)
+    d_ref = ref.combined_gradient(w_ref, grads) * (1 + c * c)
+    g0 = grads.mean(axis=0)
+    scale2 = _scale(grads) ** 2
+    assert np.linalg.norm(d - g0) <= c * np.linalg.norm(g0) + 1e-5 * _scale(grads)
+    t, t_ref = np.min(grads @ d), np.min(grads @ d_ref)
+    assert t >= t_ref - 1e-5 * scale2, (t, t_ref, w, w_ref)
+    # the direction itself, where it is unique (0 not in the convex hull)
+    if k == 2 or ref.mgda(losses, gram) @ gram @ ref.mgda(losses, gram) > 1e-6 * scale2:
+        _assert_same_update(w, w_ref, grads, 3e-3 if k > 2 else 1e-5, f"cagrad c={c}")
+
+
+@pytest.mark.parametrize("k", KS)
+@pytest.mark.parametrize("name", CASE_NAMES)
+@pytest.mark.parametrize("primary", [0, 1])
+def test_primary_auxiliary(k, name, primary, request):
+    _known(request, "primary_auxiliary", k, name, primary)
+    grads, gram, losses = _case(k, name)
+    w = _compiled_weights(multitask.PrimaryAuxiliary, k, losses, gram, primary=primary)
+    w_ref = ref.primary_auxiliary(losses, gram, primary=primary)
+    assert w[primary] == pytest.approx(1.0) and np.all(w >= -1e-6)
+    u, u_ref = ref.combined_gradient(w, grads), ref.combined_gradient(w_ref, grads)
+    scale2 = _scale(grads) ** 2
+    # never uphill for the primary task (up to float32 rounding)
+    assert grads[primary] @ u >= -1e-5 * scale2
+    # the minimised value, then the point (unique: a projection on a convex cone)
+    assert u @ u <= u_ref @ u_ref + 1e-5 * scale2, (u @ u, u_ref @ u_ref, w, w_ref)
+    _assert_same_update(w, w_ref, grads, 3e-3 if k > 2 else 1e-5, "primary_auxiliary")
+
+
+@pytest.mark.parametrize(
+    "strategy",
+    ["grad_norm_normalization", "gradnorm", "mgda", "pcgrad", "cagrad", "primary_auxiliary"],
+)
+def test_gradient_strategies_finite_on_all_zero_gradients(strategy):
+    s = _bind(multitask.get(strategy), 3)
+    w = _weights(s, np.ones(3), np.zeros((3, 3)))
+    assert np.all(np.isfinite(w)), w
+
+
+# -------------------------------------------------------------- loss-based
+
+
+def _combine(strategy, losses, **kwargs):
+    total, w = strategy.combine(_t(losses), **kwargs)
+    return float(_np(total)), _np(w)
+
+
+def _autodiff_weights(strategy, losses):
+    def fn(x):
+        return strategy.combine(x, training=False)[0]
+
+    _, (g,) = _backend.value_and_grad(fn, _t(losses))
+    return _np(g)
+
+
+LOSSES = [np.array([0.7, 2.5]), np.array([0.05, 1.0, 30.0]), np.array([1.0, 1.0, 1.0, 1.0])]
+
+
+@pytest.mark.parametrize("losses", LOSSES)
+def test_equal(losses):
+    k = losses.size
+    total, w = _combine(_bind(multitask.Equal(), k), losses)
+    total_ref, w_ref = ref.equal(losses)
+    assert total == pytest.approx(total_ref, rel=1e-6)
+    np.testing.assert_allclose(w, w_ref)
+    weights = list(np.linspace(0.5, 2.0, k))
+    s = _bind(multitask.Equal(weights=weights), k)
+    total, w = _combine(s, losses)
+    total_ref, w_ref = ref.equal(losses, weights)
+    assert total == pytest.approx(total_ref, rel=1e-6)
+    np.testing.assert_allclose(w, w_ref, rtol=1e-6)
+    np.testing.assert_allclose(_autodiff_weights(s, losses), w_ref, rtol=1e-6)
+
+
+@pytest.mark.parametrize("steps", [1, 3])
+def test_initial_measured(steps):
+    s = _bind(multitask.Initial(steps=steps), 3)
+    seq = [np.array([2.0, 0.5, 10.0]), np.array([1.0, 0.4, 8.0]), np.array([0.8, 0.3, 4.0]),
+           np.array([0.5, 0.2, 2.0]), np.array([0.4, 0.1, 1.0])]
+    for t, losses in enumerate(seq):
+        total, w = _combine(s, losses)
+        # the running mean of the losses measured so far (the first `steps` ones)
+        l0 = np.mean(seq[: min(t + 1, steps)], axis=0)
+        total_ref, w_ref = ref.initial(losses, l0)
+        np.testing.assert_allclose(w, w_ref, rtol=1e-5, err_msg=f"step {t}")
+        assert total == pytest.approx(total_ref, rel=1e-5)
+
+
+def test_initial_given_and_prior():
+    losses = np.array([0.3, 2.0, 5.0])
+    given = [1.5, 0.2, 10.0]
+    for s in (multitask.Initial(losses=given), multitask.Prior(losses=given)):
+        s = _bind(s, 3)
+        total, w = _combine(s, losses)
+        total_ref, w_ref = ref.initial(losses, given)
+        np.testing.assert_allclose(w, w_ref, rtol=1e-5)
+        assert total == pytest.approx(total_ref, rel=1e-5)
+        np.testing.assert_allclose(_autodiff_weights(s, losses), w_ref, rtol=1e-5)
+
+
+def test_prior_loss_against_reference():
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 7, size=500)
+    assert multitask.prior_loss(labels, "categorical") == pytest.approx(
+        ref.prior_loss(labels, "categorical"), rel=1e-12
+    )
+    onehot = np.eye(7, dtype="float32")[labels]
+    assert multitask.prior_loss(onehot, "categorical") == pytest.approx(
+        ref.prior_loss(onehot, "categorical"), rel=1e-6
+    )
+    binary = (rng.uniform(size=(300, 3)) < [0.1, 0.5, 0.8]).astype("float32")
+    assert multitask.prior_loss(binary, "binary") == pytest.approx(ref.prior_loss(binary, "binary"), rel=1e-6)
+    assert multitask.prior_loss(binary[:, 0], "binary") == pytest.approx(
+        ref.prior_loss(binary[:, 0], "binary"), rel=1e-6
+    )
+    targets = rng.normal(3.0, [1.0, 5.0], size=(400, 2))
+    assert multitask.prior_loss(targets, "regression") == pytest.approx(
+        ref.prior_loss(targets, "regression"), rel=1e-12
+    )
+    assert multitask.prior_loss(targets[:, 1], "regression") == pytest.approx(
+        ref.prior_loss(targets[:, 1], "regression"), rel=1e-12
+    )
+
+
+@pytest.mark.parametrize("epsilon", [None, 0.1])
+@pytest.mark.parametrize("losses", LOSSES)
+def test_realtime(losses, epsilon):
+    s = _bind(multitask.Realtime(epsilon=epsilon), losses.size)
+    total, w = _combine(s, losses)
+    total_ref, w_ref = ref.realtime(losses, F32_EPS if epsilon is None else epsilon)
+    np.testing.assert_allclose(w, w_ref, rtol=1e-6)
+    assert total == pytest.approx(total_ref, rel=1e-6)
+    np.testing.assert_allclose(_autodiff_weights(s, losses), w_ref, rtol=1e-6)
+
+
+@pytest.mark.parametrize("gamma", [-1.0, 0.0, 0.5, 1.0, 2.0])
+@pytest.mark.parametrize("losses", LOSSES)
+def test_generalized_mean(losses, gamma):
+    s = _bind(multitask.GeneralizedMean(gamma=gamma), losses.size)
+    total, w = _combine(s, losses)
+    total_ref, w_ref = ref.generalized_mean(losses, gamma)
+    assert total == pytest.approx(total_ref, rel=1e-5)
+    np.testing.assert_allclose(w, w_ref, rtol=1e-5)
+    np.testing.assert_allclose(_autodiff_weights(s, losses), w_ref, rtol=1e-5)
+
+
+def test_uncertainty():
+    losses = np.array([100.0, 1.0, 0.3])
+    s = _bind(multitask.Uncertainty(), 3)
+    log_vars = np.array([0.5, -0.3, 1.2])
+    s.log_variances.assign(log_vars.astype("float32"))
+    total, w = _combine(s, losses)
+    total_ref, w_ref, ds_ref = ref.uncertainty(losses, log_vars)
+    assert total == pytest.approx(total_ref, rel=1e-5)
+    np.testing.assert_allclose(w, w_ref, rtol=1e-5)
+    np.testing.assert_allclose(_autodiff_weights(s, losses), w_ref, rtol=1e-5)
+
+    # d total / d log-variance of the documented objective
+    _, (ds,) = _backend.value_and_grad(lambda v: _uncertainty_total(losses, v), _t(log_vars))
+    np.testing.assert_allclose(_np(ds), ds_ref, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(_np(s.sigmas), np.exp(0.5 * log_vars), rtol=1e-6)
+
+
+def _uncertainty_total(losses, log_vars):
+    # the documented objective as a function of the log-variances, checked
+    # against the strategy's own value below and against the reference above
+    return ops.sum(0.5 * ops.exp(-log_vars) * _t(losses) + 0.5 * log_vars)
+
+
+def test_uncertainty_objective_is_the_strategy_value():
+    losses = np.array([4.0, 0.5])
+    s = _bind(multitask.Uncertainty(), 2)
+    for log_vars in ([0.0, 0.0], [1.0, -2.0]):
+        s.log_variances.assign(np.asarray(log_vars, "float32"))
+        total, _ = _combine(s, losses)
+        assert total == pytest.approx(float(_np(_uncertainty_total(losses, _t(log_vars)))), rel=1e-6)
+        assert total == pytest.approx(ref.uncertainty(losses, log_vars)[0], rel=1e-6)
+
+
+def test_dwa_epochs():
+    k = 3
+    s = _bind(multitask.DWA(temperature=2.0), k)
+    rng = np.random.default_rng(0)
+    epoch_means = []
+    for epoch in range(5):
+        batch_losses = [rng.uniform(0.5, 2.0, size=k) * np.exp(-0.2 * epoch * np.arange(1, k + 1))
+                        for _ in range(4)]
+        for losses in batch_losses:
+            total, w = _combine(s, losses)
+            prev1 = epoch_means[-1] if len(epoch_means) >= 1 else None
+            prev2 = epoch_means[-2] if len(epoch_means) >= 2 else None
+            total_ref, w_ref = ref.dwa(losses, prev1, prev2, temperature=2.0)
+            np.testing.assert_allclose(w, w_ref, rtol=1e-5, err_msg=f"epoch {epoch}")
+            assert total == pytest.approx(total_ref, rel=1e-5)
+        epoch_means.append(np.mean(batch_losses, axis=0))
+        s.end_epoch()
+
+
+@pytest.mark.parametrize(
+    "strategy",
+    ["equal", "initial", "realtime", "generalized_mean", "uncertainty", "dwa"],
+)
+def test_loss_strategies_finite_at_zero_loss(strategy):
+    s = _bind(multitask.get(strategy), 3)
+    losses = np.array([0.0, 1.0, 2.0])
+    total, w = _combine(s, losses)
+    assert np.isfinite(total) and np.all(np.isfinite(w)), (total, w)
+    assert np.all(np.isfinite(_autodiff_weights(s, losses)))
