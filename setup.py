@@ -30,9 +30,9 @@ setup(
     extras_require={
         "demo": DEMO,
         # Everything the suite needs on all three backends, demo smoke tests
-        # included. torch==2.13.0 resolves to the CPU build where one is
+        # included; scipy for the multi-task references. torch==2.13.0 resolves to the CPU build where one is
         # provided locally (as on CI).
-        "test": ["pytest", "jax", "torch==2.13.0", "psutil", *DEMO],
+        "test": ["pytest", "jax", "torch==2.13.0", "psutil", "scipy", *DEMO],
         "bench": ["psutil"],
     },
     classifiers=[

@@ -80,8 +80,9 @@ def solve_quadratic_exactly(a, b, simplex):
     one face {w_i = 0 for i not in S}, where it solves the KKT equations of
     the face (A_SS w_S + b_S + mu 1 = 0, sum w_S = 1 on the simplex). All
     2^k - 1 faces are solved in one batched `ops.solve` (a (k+1)-square
-    system each, padded with the identity off the face; a ridge of 1e-6 of
-    the mean diagonal keeps faces of collinear gradients solvable), and the
+    system each, padded with the identity off the face; after scaling A and
+    b to unit size, a ridge of 1e-6 keeps faces of collinear gradients
+    solvable), and the
     feasible solution with the lowest objective is the minimiser of the
     convex problem. No iterations: exact up to rounding and the ridge, and
     a handful of small ops inside the train step.
@@ -96,7 +97,13 @@ def solve_quadratic_exactly(a, b, simplex):
         masks = np.concatenate([np.zeros((1, k), "float32"), masks])
     m = ops.convert_to_tensor(masks)  # (faces, k)
     faces = masks.shape[0]
-    ridge = 1e-6 * ops.maximum(ops.trace(a) / k, tiny())
+    # Scaling A and b together leaves the minimiser unchanged; at unit scale
+    # the ridge keeps every face system positive definite (TensorFlow raises
+    # on a singular one), even for A = 0.
+    scale = ops.maximum(ops.maximum(ops.trace(a) / k, ops.max(ops.abs(b))), tiny())
+    a = a / scale
+    b = b / scale
+    ridge = 1e-6 * ops.maximum(ops.trace(a) / k, 1.0)
     a_r = a + ridge * ops.eye(k, dtype=a.dtype)
     on = m[:, :, None] * m[:, None, :]
     block = a_r[None] * on + (1.0 - m)[:, :, None] * ops.eye(k, dtype=a.dtype)[None]
@@ -398,7 +405,7 @@ class CAGrad(Strategy):
         # optimum is the fixed point tau = ||g_w(tau)||, found by bisection on
         # log tau in [floor, max_i ||g_i||] (||g_w|| - tau changes sign once).
         def solve(tau):
-            return solve_quadratic_exactly((s / tau) * gram, b, simplex=True)
+            return solve_quadratic_exactly(safe_divide(s, tau) * gram, b, simplex=True)
 
         low = ops.log(floor)
         high = ops.log(ops.maximum(ops.max(_norms(gram)), floor))
@@ -406,12 +413,12 @@ class CAGrad(Strategy):
         def body(_, bounds):
             low, high = bounds
             middle = 0.5 * (low + high)
-            tau = ops.exp(middle)
+            tau = ops.maximum(ops.exp(middle), floor)
             above = ops.greater(ops.sqrt(_quad(gram, solve(tau))), tau)
             return ops.where(above, middle, low), ops.where(above, high, middle)
 
         _, high = ops.fori_loop(0, self.max_iterations, body, (low, high))
-        return solve(ops.exp(high))
+        return solve(ops.maximum(ops.exp(high), floor))
 
     def task_weights(self, losses, gram, training=True):
         k = ops.shape(gram)[0]

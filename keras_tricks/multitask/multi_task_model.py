@@ -342,7 +342,9 @@ class MultiTaskModel(keras.Model):
         # the strategy's state must not learn from it either.
         finite = ops.all(ops.isfinite(gram))
         state = [(v, ops.copy(ops.convert_to_tensor(v))) for v in self.strategy.non_trainable_variables]
-        weights = ops.stop_gradient(self.strategy.task_weights(losses, gram, training=training))
+        # (A zero Gram matrix in its place: solvers must not see inf or NaN.)
+        safe_gram = ops.where(finite, gram, ops.zeros_like(gram))
+        weights = ops.stop_gradient(self.strategy.task_weights(losses, safe_gram, training=training))
         for variable, before in state:
             variable.assign(ops.where(finite, ops.convert_to_tensor(variable), before))
         weights = ops.where(finite, weights, ops.convert_to_tensor(self.last_task_weights))
