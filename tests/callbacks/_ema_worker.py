@@ -12,21 +12,11 @@ virtual CPU devices must be configured before TensorFlow or JAX starts.
 import os
 import sys
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 MODE = sys.argv[1]
-if MODE == "dataparallel":
-    os.environ["XLA_FLAGS"] = (
-        os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=2")
-if MODE == "mirrored":
-    import tensorflow as tf
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from distributed_workers import configure_two_cpus  # noqa: E402
 
-    # Before anything touches the devices: two logical CPUs.
-    cpu = tf.config.list_physical_devices("CPU")[0]
-    tf.config.set_logical_device_configuration(
-        cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
-
+configure_two_cpus(MODE)
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 

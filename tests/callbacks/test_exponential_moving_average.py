@@ -6,6 +6,7 @@ import keras
 import numpy as np
 import pytest
 
+from distributed_workers import run_worker
 from keras_tricks import _backend, testing
 from keras_tricks.callbacks import ExponentialMovingAverage, ExponentialMovingAverageOptimizer
 
@@ -376,13 +377,8 @@ def test_exponential_moving_average_through_harness():
 # ----------------------------------------------------------- distribution
 
 
-def _run_worker(mode, tmp_path, env_extra=None):
-    out = str(tmp_path / f"{mode}.npz")
-    env = dict(os.environ, KERAS_BACKEND=_backend.name(), **(env_extra or {}))
-    proc = subprocess.run([sys.executable, os.path.join(HERE, "_ema_worker.py"), mode, out],
-                          env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return np.load(out)
+def _run_worker(mode, tmp_path):
+    return run_worker(os.path.join(HERE, "_ema_worker.py"), mode, tmp_path)
 
 
 def _check_distributed(got):

@@ -15,19 +15,13 @@ import contextlib
 import os
 import sys
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 MODE = sys.argv[1]
-if MODE == "dataparallel":
-    os.environ["XLA_FLAGS"] = (
-        os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=2")
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from distributed_workers import configure_two_cpus  # noqa: E402
+
+configure_two_cpus(MODE)
 if MODE == "mirrored":
-    import tensorflow as tf
-
-    cpu = tf.config.list_physical_devices("CPU")[0]
-    tf.config.set_logical_device_configuration(
-        cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+    import tensorflow as tf  # noqa: E402
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402

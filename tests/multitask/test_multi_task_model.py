@@ -9,13 +9,12 @@ must equal the update the strategy's formula gives on those gradients.
 """
 
 import os
-import subprocess
-import sys
 
 import keras
 import numpy as np
 import pytest
 
+from distributed_workers import run_worker
 from keras_tricks import _backend, multitask, testing
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -422,13 +421,8 @@ def test_prior_loss_against_hand_values():
 # -- distribution ------------------------------------------------------------------------------
 
 
-def _run_worker(mode, tmp_path, env_extra=None):
-    out = str(tmp_path / f"{mode}.npz")
-    env = dict(os.environ, KERAS_BACKEND=_backend.name(), **(env_extra or {}))
-    proc = subprocess.run([sys.executable, os.path.join(HERE, "_mt_worker.py"), mode, out],
-                          env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return np.load(out)
+def _run_worker(mode, tmp_path):
+    return run_worker(os.path.join(HERE, "_mt_worker.py"), mode, tmp_path)
 
 
 def _check_distributed(got):
