@@ -11,9 +11,10 @@ so this module has one step per backend, all with the same shape:
     -> optimizer.apply -> metrics.
 
 Loss scaling (`LossScaleOptimizer`, `loss_scale_factor`) is honoured: the
-losses are scaled before differentiation, the gradients unscaled before the
-strategy sees them, and the combined update scaled back for the optimizer
-(which unscales it and skips non-finite steps).
+losses are scaled before differentiation, the strategy sees the Gram matrix
+divided by the scale squared, and the update keeps the scale for the
+optimizer (which divides it out and skips non-finite steps); the scale only
+ever multiplies the k coefficients, never the gradients themselves.
 """
 
 import keras
