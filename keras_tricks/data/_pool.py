@@ -23,6 +23,7 @@ import itertools
 import os
 import pickle
 import queue
+import secrets
 import signal
 import sys
 import threading
@@ -73,7 +74,10 @@ class _Shm:
 def _encode(obj, threshold):
     if isinstance(obj, np.ndarray):
         if threshold is not None and obj.nbytes >= threshold and obj.dtype.kind not in "OV":
-            shm = shared_memory.SharedMemory(create=True, size=obj.nbytes)
+            # Named after the consumer's pid, so that leaks can be traced to
+            # their owner (tests; /dev/shm is shared by every process).
+            name = f"kt_{os.getppid()}_{secrets.token_hex(8)}"
+            shm = shared_memory.SharedMemory(name=name, create=True, size=obj.nbytes)
             try:
                 np.ndarray(obj.shape, obj.dtype, buffer=shm.buf)[...] = obj
             finally:

@@ -80,6 +80,12 @@ def no_orphans():
     check()
 
 
+def _our_segments():
+    """Shared-memory segments of this process's workers (named kt_<our pid>_...);
+    /dev/shm is shared with every other process on the machine."""
+    return {n for n in os.listdir("/dev/shm") if n.startswith(f"kt_{os.getpid()}_")}
+
+
 def _children_now(before):
     return {p.pid for p in psutil.Process().children(recursive=True)} - before
 
@@ -255,13 +261,14 @@ def test_large_arrays_travel_through_shared_memory(no_orphans, monkeypatch):
                 attached.append(name)
 
     monkeypatch.setattr(_pool.shared_memory, "SharedMemory", Spy)
-    shm_before = set(os.listdir("/dev/shm"))
+    shm_before = _our_segments()
     reference = list(BigArrayGenerator(list(range(10)), batch_size=4, seed=0))
     stream = list(BigArrayGenerator(list(range(10)), batch_size=4, seed=0, workers=2,
                                     start_method="fork"))
     _assert_same_stream(stream, reference)
     assert len(attached) == 3, "one segment per big array, none for the small ones"
-    assert set(os.listdir("/dev/shm")) - shm_before == set(), "segments left behind"
+    assert all(n.startswith(f"kt_{os.getpid()}_") for n in attached), attached
+    assert _our_segments() - shm_before == set(), "segments left behind"
 
 
 # ------------------------------------------------------------ failures
@@ -311,12 +318,12 @@ def test_timeout_on_a_stuck_worker(no_orphans):
 
 
 def test_unpicklable_batch_is_an_error_not_a_dead_worker(no_orphans):
-    shm_before = set(os.listdir("/dev/shm"))
+    shm_before = _our_segments()
     gen = UnpicklableGenerator(list(range(4)), batch_size=2, workers=1, start_method="fork")
     with pytest.raises(Exception, match="pickle|lambda") as info:
         list(gen)
     assert isinstance(info.value.__cause__, RemoteTraceback)
-    assert set(os.listdir("/dev/shm")) - shm_before == set()
+    assert _our_segments() - shm_before == set()
     no_orphans()
 
 
