@@ -26,8 +26,22 @@ from keras_tricks.multitask.strategy import (
 _register = keras.saving.register_keras_serializable(package="keras_tricks")
 
 
+class _FixedWeights(Strategy):
+    """total = sum_i w_i L_i with weights fixed when the tasks are bound."""
+
+    def fixed_weights(self, k):
+        raise NotImplementedError
+
+    def build(self, input_shape):
+        self._weights = ops.convert_to_tensor(self.fixed_weights(input_shape[0]), "float32")
+        self.built = True
+
+    def combine(self, losses, training=True):
+        return ops.sum(self._weights * losses), self._weights
+
+
 @_register
-class Equal(Strategy):
+class Equal(_FixedWeights):
     """Fixed weights: total = sum_i w_i L_i (default w_i = 1, Keras's own sum).
 
     The baseline, and the equivalent of `compile(loss_weights=...)`.
@@ -48,14 +62,8 @@ class Equal(Strategy):
         super().__init__(**kwargs)
         self.weights_arg = validate_positive_values("weights", weights, allow_zero=True)
 
-    def build(self, input_shape):
-        k = input_shape[0]
-        values = [1.0] * k if self.weights_arg is None else self._task_value("weights", self.weights_arg)
-        self._weights = ops.convert_to_tensor(values, "float32")
-        self.built = True
-
-    def combine(self, losses, training=True):
-        return ops.sum(self._weights * losses), self._weights
+    def fixed_weights(self, k):
+        return [1.0] * k if self.weights_arg is None else self._task_value("weights", self.weights_arg)
 
     def get_config(self):
         config = super().get_config()
@@ -126,7 +134,7 @@ class Initial(Strategy):
 
 
 @_register
-class Prior(Strategy):
+class Prior(_FixedWeights):
     """alpha_i = 1 / L_i(prior): the loss of a predictor that knows only the label prior.
 
     Su (part I): the loss a model reaches without looking at the input is a
@@ -157,14 +165,8 @@ class Prior(Strategy):
             )
         self.losses_arg = validate_positive_values("losses", losses)
 
-    def build(self, input_shape):
-        self._weights = ops.convert_to_tensor(
-            [1.0 / v for v in self._task_value("losses", self.losses_arg)], "float32"
-        )
-        self.built = True
-
-    def combine(self, losses, training=True):
-        return ops.sum(self._weights * losses), self._weights
+    def fixed_weights(self, k):
+        return [1.0 / v for v in self._task_value("losses", self.losses_arg)]
 
     def get_config(self):
         config = super().get_config()

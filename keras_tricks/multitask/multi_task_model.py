@@ -5,7 +5,7 @@ from keras import ops
 
 from keras_tricks import _backend
 from keras_tricks.multitask import _train_step
-from keras_tricks.multitask.strategy import Strategy
+from keras_tricks.multitask.strategy import Strategy, per_task
 from keras_tricks.multitask.strategy import get as get_strategy
 
 
@@ -200,23 +200,7 @@ class MultiTaskModel(keras.Model):
                 f"`loss` is required: one loss for all tasks, a list in output order or a "
                 f"dict keyed by task {tasks}."
             )
-        if isinstance(loss, dict):
-            unknown = sorted(set(loss) - set(tasks))
-            missing = [t for t in tasks if t not in loss]
-            if unknown or missing:
-                raise ValueError(
-                    f"`loss` dict must have one entry per task {tasks}; unknown: {unknown}, "
-                    f"missing: {missing}."
-                )
-            items = [loss[t] for t in tasks]
-        elif isinstance(loss, (list, tuple)):
-            if len(loss) != len(tasks):
-                raise ValueError(
-                    f"`loss` list must have one entry per task {tasks}; got {len(loss)}."
-                )
-            items = list(loss)
-        else:
-            items = [loss] * len(tasks)
+        items = per_task(loss, tasks, "loss", allow_single=True)
         resolved = []
         for task, item in zip(tasks, items):
             if item is None:
@@ -242,26 +226,7 @@ class MultiTaskModel(keras.Model):
             self.optimizer.build(self.trainable_variables)
 
     def _per_task(self, value, argument, allow_single=False):
-        if isinstance(value, dict):
-            missing = [t for t in self.tasks if t not in value]
-            if missing:
-                raise ValueError(
-                    f"`{argument}` dict must have one entry per task {self.tasks}; missing: "
-                    f"{missing}, got keys {sorted(value)}."
-                )
-            return [value[t] for t in self.tasks]
-        if isinstance(value, (list, tuple)):
-            if len(value) != len(self.tasks):
-                raise ValueError(
-                    f"`{argument}` must have one entry per task {self.tasks}; got {len(value)}."
-                )
-            return list(value)
-        if allow_single:
-            return [value] * len(self.tasks)
-        raise ValueError(
-            f"`{argument}` must be a dict keyed by task or a list in output order "
-            f"({self.tasks}); got a single {type(value).__name__}."
-        )
+        return per_task(value, self.tasks, argument, allow_single=allow_single, extra_keys=True)
 
     def task_losses(self, y, y_pred, sample_weight=None):
         """The k task losses, float32 (k,), each as the task's Loss reduces it.

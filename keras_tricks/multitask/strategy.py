@@ -82,22 +82,38 @@ class Strategy(keras.layers.Layer):
 
     def _task_value(self, argument, value):
         """A per-task list of floats from a list/tuple/dict, checked against the tasks."""
-        if isinstance(value, dict):
-            unknown = sorted(set(value) - set(self.tasks))
-            missing = [t for t in self.tasks if t not in value]
-            if unknown or missing:
-                raise ValueError(
-                    f"`{argument}` must have one entry per task {self.tasks}; "
-                    f"unknown: {unknown}, missing: {missing}."
-                )
-            value = [value[t] for t in self.tasks]
-        value = [float(v) for v in value]
-        if len(value) != len(self.tasks):
+        return [float(v) for v in per_task(value, self.tasks, argument)]
+
+
+def per_task(value, tasks, argument, *, allow_single=False, extra_keys=False):
+    """`value` as a list in task order: from a dict keyed by task, a list or
+    tuple in task order, or (allow_single) one value for every task.
+
+    Raises ValueError naming `argument`, the tasks, and the unknown / missing
+    keys or the wrong length. `extra_keys` lets a dict carry keys that are
+    not tasks (e.g. targets a dataset yields for other purposes).
+    """
+    if isinstance(value, dict):
+        unknown = [] if extra_keys else sorted(set(value) - set(tasks), key=str)
+        missing = [t for t in tasks if t not in value]
+        if unknown or missing:
             raise ValueError(
-                f"`{argument}` must have one entry per task {self.tasks}; "
-                f"got {len(value)}: {value}."
+                f"`{argument}` dict must have one entry per task {tasks}; unknown: {unknown}, "
+                f"missing: {missing}."
             )
-        return value
+        return [value[t] for t in tasks]
+    if isinstance(value, (list, tuple)):
+        if len(value) != len(tasks):
+            raise ValueError(
+                f"`{argument}` list must have one entry per task {tasks}; got {len(value)}."
+            )
+        return list(value)
+    if allow_single:
+        return [value] * len(tasks)
+    raise ValueError(
+        f"`{argument}` must be a dict keyed by task or a list in output order ({tasks}); "
+        f"got a single {type(value).__name__}."
+    )
 
 
 def validate_positive_values(argument, value, allow_zero=False):
