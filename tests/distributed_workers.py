@@ -7,7 +7,9 @@ a test runs a worker script in a fresh Python process:
   ("mirrored": two logical TF CPUs for `tf.distribute.MirroredStrategy`;
   "dataparallel": two XLA host devices for JAX `DataParallel`);
 - the test calls `run_worker(script, mode, tmp_path)`, which runs it on the
-  current backend and returns the `.npz` it saved.
+  current backend and returns the `.npz` it saved; `distributed_tests`
+  makes the usual pair of tests (MirroredStrategy on TensorFlow,
+  DataParallel on JAX) from a worker script and a check of its output.
 """
 
 import os
@@ -43,3 +45,25 @@ def run_worker(script, mode, tmp_path, env_extra=None):
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return np.load(out)
+
+
+def distributed_tests(script, check):
+    """(test on MirroredStrategy, test on DataParallel), each skipped off its backend.
+
+    Assign them at module level under `test_...` names; `check(npz)` asserts
+    on what the worker saved.
+    """
+    import pytest
+
+    from keras_tricks import _backend
+
+    @pytest.mark.skipif(_backend.name() != "tensorflow", reason="tf.distribute is TensorFlow's")
+    def mirrored(tmp_path):
+        check(run_worker(script, "mirrored", tmp_path))
+
+    @pytest.mark.skipif(_backend.name() != "jax",
+                        reason="keras.distribution.DataParallel is implemented for JAX")
+    def data_parallel(tmp_path):
+        check(run_worker(script, "dataparallel", tmp_path))
+
+    return mirrored, data_parallel

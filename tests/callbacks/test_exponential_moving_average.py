@@ -6,7 +6,7 @@ import keras
 import numpy as np
 import pytest
 
-from distributed_workers import run_worker
+from distributed_workers import distributed_tests
 from keras_tricks import _backend, testing
 from keras_tricks.callbacks import ExponentialMovingAverage, ExponentialMovingAverageOptimizer
 
@@ -377,10 +377,6 @@ def test_exponential_moving_average_through_harness():
 # ----------------------------------------------------------- distribution
 
 
-def _run_worker(mode, tmp_path):
-    return run_worker(os.path.join(HERE, "_ema_worker.py"), mode, tmp_path)
-
-
 def _check_distributed(got):
     assert int(got["replicas"]) == 2
     _close([got["final"]], [got["ref_final"]], "distributed EMA after fit()")
@@ -389,12 +385,5 @@ def _check_distributed(got):
     assert np.all(np.isfinite(got["val_loss"]))
 
 
-@pytest.mark.skipif(_backend.name() != "tensorflow", reason="tf.distribute is TensorFlow's")
-def test_mirrored_strategy_on_two_virtual_cpus(tmp_path):
-    _check_distributed(_run_worker("mirrored", tmp_path))
-
-
-@pytest.mark.skipif(_backend.name() != "jax",
-                    reason="keras.distribution.DataParallel is implemented for JAX")
-def test_data_parallel_on_two_virtual_cpus(tmp_path):
-    _check_distributed(_run_worker("dataparallel", tmp_path))
+test_mirrored_strategy_on_two_virtual_cpus, test_data_parallel_on_two_virtual_cpus = (
+    distributed_tests(os.path.join(HERE, "_ema_worker.py"), _check_distributed))

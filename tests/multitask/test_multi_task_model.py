@@ -14,8 +14,8 @@ import keras
 import numpy as np
 import pytest
 
-from distributed_workers import run_worker
-from keras_tricks import _backend, multitask, testing
+from distributed_workers import distributed_tests
+from keras_tricks import multitask, testing
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
@@ -421,10 +421,6 @@ def test_prior_loss_against_hand_values():
 # -- distribution ------------------------------------------------------------------------------
 
 
-def _run_worker(mode, tmp_path):
-    return run_worker(os.path.join(HERE, "_mt_worker.py"), mode, tmp_path)
-
-
 def _check_distributed(got):
     assert int(got["replicas"]) == 2
     for name in ["mgda", "cagrad", "gradnorm", "pcgrad", "uncertainty"]:
@@ -434,12 +430,5 @@ def _check_distributed(got):
                              what=f"{name}: task weights")
 
 
-@pytest.mark.skipif(_backend.name() != "tensorflow", reason="tf.distribute is TensorFlow's")
-def test_mirrored_strategy_on_two_virtual_cpus(tmp_path):
-    _check_distributed(_run_worker("mirrored", tmp_path))
-
-
-@pytest.mark.skipif(_backend.name() != "jax",
-                    reason="keras.distribution.DataParallel is implemented for JAX")
-def test_data_parallel_on_two_virtual_cpus(tmp_path):
-    _check_distributed(_run_worker("dataparallel", tmp_path))
+test_mirrored_strategy_on_two_virtual_cpus, test_data_parallel_on_two_virtual_cpus = (
+    distributed_tests(os.path.join(HERE, "_mt_worker.py"), _check_distributed))
