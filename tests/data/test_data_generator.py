@@ -361,6 +361,10 @@ def test_no_child_left_after_keyboard_interrupt(no_orphans):
 
     gen = Slow(list(range(8)), batch_size=4, workers=2, start_method="fork")
     main = threading.main_thread().ident
+    # A process started in the background by a non-interactive shell inherits
+    # SIGINT ignored, and Python then installs no handler: the signal below
+    # would be lost and the test would wait forever. Install Python's own.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     timer = threading.Timer(1.0, lambda: signal.pthread_kill(main, signal.SIGINT))
     timer.start()
     try:
@@ -369,6 +373,7 @@ def test_no_child_left_after_keyboard_interrupt(no_orphans):
                 pass
     finally:
         timer.cancel()
+        signal.signal(signal.SIGINT, previous)
     no_orphans()
 
 
