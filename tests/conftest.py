@@ -1,4 +1,4 @@
-"""Shared pytest set-up: markers, the backend in the header, and isolation of
+"""Shared pytest set-up: the backend in the header, and isolation of
 global Keras state (dtype policy) between tests."""
 
 import os
@@ -7,16 +7,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # noqa: E402
 import pytest  # noqa: E402
-
-
-def pytest_configure(config):
-    config.addinivalue_line(
-        "markers", "harness: drives a component through keras_tricks.testing"
-    )
-    config.addinivalue_line(
-        "markers",
-        "slow: long end-to-end test (demos); run on the default backend only",
-    )
 
 
 def pytest_report_header(config):

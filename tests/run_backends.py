@@ -1,17 +1,23 @@
-"""Run the test suite on every Keras backend, one process per backend.
+"""Run the test suite and the docstring examples on every Keras backend, one process per backend.
 
-    python tests/run_backends.py                 # tensorflow, jax, torch
-    python tests/run_backends.py --backends jax  # a subset
+    python tests/run_backends.py                   # tensorflow, jax, torch
+    python tests/run_backends.py --backends jax    # a subset
+    python tests/run_backends.py --tier fast       # skip the tests marked `slow` everywhere
     python tests/run_backends.py -- -k squareplus  # extra pytest arguments
     python tests/run_backends.py -- tests/layers   # only these paths
 
-TensorFlow (the default backend) runs the whole suite; JAX and PyTorch run
-everything but the tests marked `slow` (end-to-end demo runs), which
-includes every test driven by the shared harness (`-m harness`). The backend
-is chosen with `KERAS_BACKEND` before Keras is imported, hence one pytest
-process per backend. Exits non-zero when any test fails, when a backend
-cannot be imported, or when a run collects no test at all. The last line
-totals the runs in the form `N passed, N failed, N skipped`.
+Tiers. `--tier all` (the default, and what CI runs): TensorFlow, the default backend, runs every
+test (`slow` ones included: end-to-end demos, subprocess and training tests); JAX and PyTorch run
+everything not marked `slow`, which includes every test driven by the shared harness
+(`-m harness`). `--tier fast` skips `slow` tests on every backend. A plain `python -m pytest`
+is the fast tier on one backend (pyproject.toml deselects `slow`).
+
+Every run also collects the docstring examples of the package (`--doctest-modules keras_tricks`),
+so each example in the documentation runs on all three backends.
+
+The backend is chosen with `KERAS_BACKEND` before Keras is imported, hence one pytest process per
+backend. Exits non-zero when any test fails, when a backend cannot be imported, or when a run
+collects no test at all. The last line totals the runs in the form `N passed, N failed, N skipped`.
 """
 
 import argparse
@@ -19,12 +25,17 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 BACKENDS = ("tensorflow", "jax", "torch")
-MARKERS = {"tensorflow": None, "jax": "not slow", "torch": "not slow"}
+# pytest -m expressions per tier and backend; "slow or not slow" overrides pyproject's default.
+MARKERS = {
+    "all": {"tensorflow": "slow or not slow", "jax": "not slow", "torch": "not slow"},
+    "fast": {"tensorflow": "not slow", "jax": "not slow", "torch": "not slow"},
+}
 
 
 def _counts(junit_path):
@@ -37,9 +48,20 @@ def _counts(junit_path):
     return total
 
 
+def _keras_version(env):
+    out = subprocess.run(
+        [sys.executable, "-c", "import keras; print(keras.__version__)"],
+        env=env, cwd=ROOT, capture_output=True, text=True,
+    )
+    return out.stdout.strip() or f"(import failed: {out.stderr.strip()[-300:]})"
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backends", default=",".join(BACKENDS))
+    parser.add_argument("--tier", choices=sorted(MARKERS), default="all")
+    parser.add_argument("--expect-keras", metavar="VERSION",
+                        help="fail unless this Keras version is the one imported")
     parser.add_argument("pytest_args", nargs="*")
     args = parser.parse_args(argv)
     backends = [b.strip() for b in args.backends.split(",") if b.strip()]
@@ -52,15 +74,21 @@ def main(argv=None):
     with tempfile.TemporaryDirectory() as tmp:
         for backend in backends:
             junit = os.path.join(tmp, f"{backend}.xml")
-            paths = [] if any(not a.startswith("-") for a in args.pytest_args) else ["tests"]
-            cmd = [sys.executable, "-m", "pytest", *paths, "-p", "no:cacheprovider",
-                   f"--junitxml={junit}", "-o", "junit_family=xunit2"]
-            if MARKERS[backend]:
-                cmd += ["-m", MARKERS[backend]]
-            cmd += args.pytest_args
+            explicit_paths = any(not a.startswith("-") for a in args.pytest_args)
+            paths = [] if explicit_paths else ["tests", "keras_tricks"]
+            cmd = [sys.executable, "-m", "pytest", *paths, "--doctest-modules",
+                   "-p", "no:cacheprovider", f"--junitxml={junit}", "-o", "junit_family=xunit2",
+                   "-m", MARKERS[args.tier][backend], *args.pytest_args]
             env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="2")
-            print(f"\n=== KERAS_BACKEND={backend}: {' '.join(cmd[1:])}", flush=True)
+            version = _keras_version(env)
+            if args.expect_keras and version != args.expect_keras:
+                problems.append(f"{backend}: expected Keras {args.expect_keras}, imported {version}")
+                continue
+            print(f"\n=== KERAS_BACKEND={backend}, keras {version}, tier {args.tier}: "
+                  f"{' '.join(cmd[1:])}", flush=True)
+            start = time.monotonic()
             rc = subprocess.call(cmd, cwd=ROOT, env=env)
+            print(f"=== {backend}: {time.monotonic() - start:.0f} s", flush=True)
             if not os.path.exists(junit):
                 problems.append(f"{backend}: pytest did not run (exit {rc})")
                 continue

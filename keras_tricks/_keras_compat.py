@@ -1,0 +1,134 @@
+"""Every use of Keras internals, and nothing else.
+
+Keras 3 does not export everything a training trick needs: the reduction that
+`Loss.__call__` applies, the wrapper `compile()` puts around a loss function,
+the mask a tensor carries, the tracking switch of optimizers, the trainer's
+loss tracker, the optimizer's `tf.distribute` strategy, the global seed
+generator. Those live under `keras.src` or behind private attributes, which
+Keras may move or rename in any release. Here is the only place the package
+touches them, so that a Keras upgrade breaks in one file, and CI runs the suite
+on the minimum Keras version the package declares as well as on the latest.
+
+Each function says what it reaches into and why there is no public path.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import keras
+
+__all__ = [
+    "get_keras_mask",
+    "reduce_weighted_values",
+    "loss_function_wrapper",
+    "no_automatic_dependency_tracking",
+    "trainer_loss_tracker",
+    "optimizer_distribution_strategy",
+    "set_optimizer_distribution_strategy",
+    "optimizer_trainable_variables",
+    "tf_maybe_merge_call",
+    "reset_global_seed_generator",
+    "global_seed_generator_state",
+    "restore_global_seed_generator",
+]
+
+
+def get_keras_mask(x: Any) -> Any:
+    """The Keras mask a tensor carries (`None` if none).
+
+    Public Keras reads it through `keras.src.backend.get_keras_mask`; the
+    attribute is `_keras_mask` on every backend.
+    """
+    from keras.src.backend import get_keras_mask as _get
+
+    return _get(x)
+
+
+def reduce_weighted_values(values: Any, sample_weight: Any = None, mask: Any = None,
+                           reduction: str | None = "sum_over_batch_size", dtype: Any = None) -> Any:
+    """The reduction `keras.losses.Loss.__call__` applies (sample weights,
+    masks, reduction, `tf.distribute` scaling), so that a wrapped loss is
+    reduced exactly as Keras reduces it."""
+    from keras.src.losses.loss import reduce_weighted_values as _reduce
+
+    return _reduce(values, sample_weight=sample_weight, mask=mask, reduction=reduction, dtype=dtype)
+
+
+def loss_function_wrapper(fn: Any, name: str | None = None) -> keras.losses.Loss:
+    """The `Loss` that `compile()` wraps a plain loss function in."""
+    from keras.src.losses.losses import LossFunctionWrapper
+
+    return LossFunctionWrapper(fn, name=name)
+
+
+def no_automatic_dependency_tracking(method: Any) -> Any:
+    """Decorator: attributes set inside `method` are not tracked as the
+    object's variables (an optimizer wrapper keeps lists of the variables it
+    averages without Keras saving them twice)."""
+    from keras.src.utils.tracking import no_automatic_dependency_tracking as _no_tracking
+
+    return _no_tracking(method)
+
+
+def trainer_loss_tracker(model: keras.Model) -> keras.metrics.Metric:
+    """The `Mean` metric behind the `loss` log of `fit()`/`evaluate()`.
+
+    A custom `train_step` that computes its own total loss must update it, as
+    Keras's own `compute_loss` does.
+    """
+    return model._loss_tracker
+
+
+def optimizer_distribution_strategy(optimizer: keras.optimizers.Optimizer) -> Any:
+    """The `tf.distribute` strategy a TensorFlow optimizer was created under."""
+    return getattr(optimizer, "_distribution_strategy", None)
+
+
+def set_optimizer_distribution_strategy(optimizer: keras.optimizers.Optimizer, strategy: Any) -> None:
+    """Make `optimizer` create (and mirror) its variables under `strategy`."""
+    optimizer._distribution_strategy = strategy
+
+
+def optimizer_trainable_variables(optimizer: keras.optimizers.Optimizer) -> list:
+    """The variables a built optimizer updates, in its own order."""
+    return list(optimizer._trainable_variables)
+
+
+def tf_maybe_merge_call(fn: Any, strategy: Any, *args: Any) -> Any:
+    """`tf.distribute`'s merge call: run `fn` once in cross-replica context
+    when inside a replica context (what Keras's own TF optimizer does to
+    apply its updates)."""
+    import tensorflow as tf
+
+    return tf.__internal__.distribute.interim.maybe_merge_call(fn, strategy, *args)
+
+
+def _global_state() -> Any:
+    # Read from sys.modules rather than imported: a data-generator worker
+    # process that never imported Keras must not import it (and its backend)
+    # just to reset a seed.
+    return sys.modules.get("keras.src.backend.common.global_state")
+
+
+def global_seed_generator_state() -> Any:
+    """The global `SeedGenerator` that unseeded `keras.random.*` calls draw
+    from (`None` when Keras is not imported or none was made yet)."""
+    state = _global_state()
+    return None if state is None else state.get_global_attribute("global_seed_generator")
+
+
+def reset_global_seed_generator() -> None:
+    """Drop the global `SeedGenerator`, so the next unseeded `keras.random.*`
+    call makes a new one from Python's `random` (which the caller seeded)."""
+    state = _global_state()
+    if state is not None:
+        state.set_global_attribute("global_seed_generator", None)
+
+
+def restore_global_seed_generator(generator: Any) -> None:
+    """Put back a global `SeedGenerator` taken with `global_seed_generator_state`."""
+    state = _global_state()
+    if state is not None:
+        state.set_global_attribute("global_seed_generator", generator)
