@@ -55,17 +55,21 @@ def mask_value(dtype):
       sigmoid or threshold at 0 never selects it.
 
     Layers set masked positions with `where(mask, x, mask_value)` (never by
-    arithmetic); consumers recognise them by `x <= mask_value / 2`
-    (`is_masked_logit`), a level no trained logit reaches.
+    arithmetic); consumers recognise them by exact equality
+    (`is_masked_logit`). Equality, not a range such as `x <= mask_value / 2`:
+    a trained score can be very negative (a badly wrong positive span at
+    -5000 must still get its loss and its gradient), and only a value set by
+    `where` is exactly -8192. The span layers compute their scores in
+    float32 (float64 stays float64), where the sentinel is exact.
     """
     bound = min(float(finfo(dtype).max), float(np.finfo("float16").max)) / 4.0
     return -float(2.0 ** np.floor(np.log2(bound)))
 
 
 def is_masked_logit(x, dtype=None):
-    """Boolean tensor: which entries of `x` carry the masking value of
-    `mask_value` (anything at or below half of it)."""
+    """Boolean tensor: which entries of `x` are exactly the masking value of
+    `mask_value` (the value the span layers give impossible spans)."""
     from keras import ops
 
     dtype = dtype or backend.standardize_dtype(x.dtype)
-    return ops.less_equal(x, ops.cast(mask_value(dtype) / 2.0, x.dtype))
+    return ops.equal(x, ops.cast(mask_value(dtype), x.dtype))

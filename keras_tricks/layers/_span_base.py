@@ -6,14 +6,8 @@ import math
 import keras
 from keras import ops
 
-from keras_tricks import _numerics
+from keras_tricks import _numerics, _validation
 from keras_tricks.layers import _rope
-
-
-def _positive_int(value, name):
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ValueError(f"`{name}` must be a positive integer, got {value!r}.")
-    return value
 
 
 class SpanScorer(keras.layers.Layer):
@@ -31,16 +25,16 @@ class SpanScorer(keras.layers.Layer):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        self.heads = _positive_int(heads, "heads")
-        self.head_size = _positive_int(head_size, "head_size")
-        self.use_rope = bool(use_rope)
-        if self.use_rope and head_size % 2:
+        self.heads = _validation.check_int("heads", heads, minimum=1)
+        self.head_size = _validation.check_int("head_size", head_size, minimum=1)
+        self.use_rope = _validation.check_bool("use_rope", use_rope)
+        if self.use_rope and self.head_size % 2:
             raise ValueError(
                 "`head_size` must be even when `use_rope=True` (RoPE rotates "
                 f"pairs of features), got head_size={head_size}."
             )
-        self.tril_mask = bool(tril_mask)
-        self.use_bias = bool(use_bias)
+        self.tril_mask = _validation.check_bool("tril_mask", tril_mask)
+        self.use_bias = _validation.check_bool("use_bias", use_bias)
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         self.bias_initializer = keras.initializers.get(bias_initializer)
         # The layer consumes the sequence mask: its output (batch, heads, n, n)
@@ -61,22 +55,52 @@ class SpanScorer(keras.layers.Layer):
             )
         return input_shape
 
+    # Span scores are computed in float32 under mixed precision (float64 stays
+    # float64): a product of two projections of hidden states of size ~1e4
+    # overflows float16 (max 65504), and a final head customarily outputs
+    # float32 anyway. The variables are therefore read unrounded
+    # (`autocast=False`) and the inputs cast up once.
     def _add_kernel(self, name, shape):
-        return self.add_weight(name=name, shape=shape, initializer=self.kernel_initializer)
+        return self.add_weight(name=name, shape=shape, initializer=self.kernel_initializer,
+                               autocast=False)
 
     def _add_bias(self, name, shape):
-        return self.add_weight(name=name, shape=shape, initializer=self.bias_initializer)
+        return self.add_weight(name=name, shape=shape, initializer=self.bias_initializer,
+                               autocast=False)
+
+    @property
+    def _score_dtype(self):
+        return _numerics.accurate_dtype(self.compute_dtype)
+
+    def _prepare(self, inputs, mask):
+        """Validate `inputs` and `mask` against each other, cast `inputs` to
+        the score dtype; returns (inputs, batch, seq_len) with `batch` usable
+        in a reshape even when the sequence is empty (where -1 is ambiguous)."""
+        if len(inputs.shape) != 3:
+            self._check_input_shape(inputs.shape)
+        self._check_mask(mask, inputs)
+        inputs = ops.cast(inputs, self._score_dtype)
+        shape = ops.shape(inputs)
+        batch = -1 if shape[0] is None else shape[0]
+        return inputs, batch, shape[1]
 
     def _rope(self, x, seq_len):
         if not self.use_rope:
             return x
         return _rope.apply_rope(x, _rope.rope_angles(seq_len, self.head_size))
 
-    def _check_mask(self, mask):
-        if mask is not None and len(mask.shape) != 2:
+    def _check_mask(self, mask, inputs):
+        if mask is None:
+            return
+        expected = tuple(inputs.shape[:2])
+        got = tuple(mask.shape)
+        if len(got) != 2 or any(
+            a is not None and b is not None and a != b for a, b in zip(got, expected)
+        ):
             raise ValueError(
-                f"{type(self).__name__}: `mask` must have shape (batch, seq_len), "
-                f"got shape {tuple(mask.shape)}."
+                f"{type(self).__name__}: `mask` must have shape (batch, seq_len) = "
+                f"{expected} to match `inputs` of shape {tuple(inputs.shape)}, got "
+                f"shape {got}."
             )
 
     def _mask_scores(self, scores, mask):
@@ -96,6 +120,10 @@ class SpanScorer(keras.layers.Layer):
             return scores
         fill = ops.cast(_numerics.mask_value(scores.dtype), scores.dtype)
         return ops.where(valid, scores, fill)
+
+    def compute_output_spec(self, inputs, mask=None):
+        return keras.KerasTensor(self.compute_output_shape(inputs.shape),
+                                 dtype=self._score_dtype)
 
     def compute_output_shape(self, input_shape):
         input_shape = self._check_input_shape(input_shape)

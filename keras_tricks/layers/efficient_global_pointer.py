@@ -37,13 +37,14 @@ class EfficientGlobalPointer(SpanScorer):
     `use_bias`, `kernel_initializer`, `bias_initializer`).
 
     Input shape: `(batch, seq_len, hidden)`, optional mask `(batch, seq_len)`.
-    Output shape: `(batch, heads, seq_len, seq_len)` logits.
+    Output shape: `(batch, heads, seq_len, seq_len)` logits, float32 under
+    float32 and mixed policies (see `GlobalPointer`).
 
     Example:
     >>> import keras, numpy as np, keras_tricks
     >>> x = keras.Input((None, 32))
     >>> scores = keras_tricks.layers.EfficientGlobalPointer(heads=9, head_size=16)(x)
-    >>> keras.Model(x, scores)(np.zeros((2, 5, 32), "float32")).shape
+    >>> tuple(keras.Model(x, scores)(np.zeros((2, 5, 32), "float32")).shape)
     (2, 9, 5, 5)
     """
 
@@ -56,23 +57,20 @@ class EfficientGlobalPointer(SpanScorer):
         self.c_bias = self._add_bias("c_bias", (2 * self.heads,)) if self.use_bias else None
 
     def call(self, inputs, mask=None):
-        if len(inputs.shape) != 3:
-            self._check_input_shape(inputs.shape)
-        self._check_mask(mask)
+        inputs, batch, n = self._prepare(inputs, mask)
         p = ops.matmul(inputs, self.p_kernel)
         if self.p_bias is not None:
             p = p + self.p_bias
         c = ops.matmul(p, self.c_kernel)
         if self.c_bias is not None:
             c = c + self.c_bias
-        n = ops.shape(inputs)[1]
-        pairs = ops.reshape(p, (-1, n, self.head_size, 2))
+        pairs = ops.reshape(p, (batch, n, self.head_size, 2))
         q, k = pairs[..., 0], pairs[..., 1]
         q = self._rope(q, n)
         k = self._rope(k, n)
         q = q * ops.cast(self._scale, q.dtype)
         scores = ops.einsum("bmd,bnd->bmn", q, k)
-        c = ops.reshape(c * ops.cast(0.5, c.dtype), (-1, n, self.heads, 2))
+        c = ops.reshape(c * ops.cast(0.5, c.dtype), (batch, n, self.heads, 2))
         end_bias = ops.transpose(c[..., 0], (0, 2, 1))  # (batch, heads, n)
         start_bias = ops.transpose(c[..., 1], (0, 2, 1))
         scores = (

@@ -27,7 +27,9 @@ class GlobalPointer(SpanScorer):
     `Embedding(mask_zero=True)`, or `mask=`), and spans with j < i when
     `tril_mask`. It is set with `where`, so nothing overflows in float16, the
     losses drop those logits out of their sums, and a threshold at 0 never
-    selects them. The output carries no Keras mask (the sequence mask is not
+    selects them. Consumers (losses, metrics, the KL divergence) recognise a
+    masked span by exact equality with that value, so a trained score however
+    negative is never taken for padding. The output carries no Keras mask (the sequence mask is not
     aligned with its axes; its information is in the values).
 
     bert4keras compatibility: `get_weights()` is `[kernel, bias]` with kernel
@@ -47,8 +49,12 @@ class GlobalPointer(SpanScorer):
         **kwargs: base `Layer` arguments (`name`, `dtype`, ...).
 
     Input shape: `(batch, seq_len, hidden)`, optional mask `(batch, seq_len)`.
-    Output shape: `(batch, heads, seq_len, seq_len)` logits, in the compute
-    dtype.
+    Output shape: `(batch, heads, seq_len, seq_len)` logits, float32 under
+    every float32 or mixed policy (float64 under float64): the projections
+    and the span products are computed in float32, because hidden states of
+    size ~1e4 make q.k overflow float16 (max 65504), and a final head under
+    mixed precision customarily outputs float32. An empty sequence or batch
+    gives an empty output.
 
     Example:
     >>> import keras, numpy as np, keras_tricks
@@ -56,7 +62,7 @@ class GlobalPointer(SpanScorer):
     >>> x = keras.layers.Embedding(100, 32, mask_zero=True)(tokens)
     >>> scores = keras_tricks.layers.GlobalPointer(heads=4, head_size=16)(x)
     >>> model = keras.Model(tokens, scores)
-    >>> model(np.array([[5, 6, 7, 0]])).shape
+    >>> tuple(model(np.array([[5, 6, 7, 0]])).shape)
     (1, 4, 4, 4)
     """
 
@@ -67,14 +73,11 @@ class GlobalPointer(SpanScorer):
         self.bias = self._add_bias("bias", (units,)) if self.use_bias else None
 
     def call(self, inputs, mask=None):
-        if len(inputs.shape) != 3:
-            self._check_input_shape(inputs.shape)
-        self._check_mask(mask)
+        inputs, batch, n = self._prepare(inputs, mask)
         x = ops.matmul(inputs, self.kernel)
         if self.bias is not None:
             x = x + self.bias
-        n = ops.shape(inputs)[1]
-        x = ops.reshape(x, (-1, n, self.heads, 2 * self.head_size))
+        x = ops.reshape(x, (batch, n, self.heads, 2 * self.head_size))
         q, k = x[..., : self.head_size], x[..., self.head_size :]
         q = self._rope(q, n)
         k = self._rope(k, n)

@@ -19,7 +19,9 @@ def span_crossentropy(y_true, y_pred):
     """Per-sample GlobalPointer loss from dense labels: the multi-label
     cross-entropy over the n*n spans of each type, averaged over types."""
     shape = ops.shape(y_pred)
-    flat = (-1, shape[1], shape[2] * shape[3])
+    # The batch size, not -1: with an empty sequence the size is 0 and -1
+    # would be ambiguous.
+    flat = (shape[0], shape[1], shape[2] * shape[3])
     per_type = multilabel_categorical_crossentropy(
         ops.reshape(y_true, flat), ops.reshape(y_pred, flat)
     )
@@ -43,7 +45,8 @@ class GlobalPointerCrossentropy(keras.losses.Loss):
     Reduction: the per-sample loss is the mean of L_alpha over the types;
     the Keras `reduction` (default `"sum_over_batch_size"`) then averages
     over the batch, so the default value is the mean over (sample, type),
-    as bert4keras's `global_pointer_crossentropy`.
+    as bert4keras's `global_pointer_crossentropy`. An empty sequence (n = 0)
+    gives a loss of 0.
 
     Args:
         name, reduction, dtype: as `keras.losses.Loss`.

@@ -8,7 +8,8 @@ def _log1p_sum_exp(x):
     """log(1 + sum(exp(x), axis=-1)), stable, for x with -inf entries (which
     drop out). The "1" is the implicit logit 0 of the threshold class; no
     concatenation, so no copy of x."""
-    m = ops.stop_gradient(ops.maximum(ops.max(x, axis=-1, keepdims=True), 0.0))
+    # initial=0 is the implicit logit 0, and makes an empty last axis valid.
+    m = ops.stop_gradient(ops.max(x, axis=-1, keepdims=True, initial=0.0))
     total = ops.exp(-m[..., 0]) + ops.sum(ops.exp(x - m), axis=-1)
     return m[..., 0] + ops.log(total)
 
@@ -26,9 +27,11 @@ def multilabel_categorical_crossentropy(y_true, y_pred):
 
     which for hard labels is log(1 + sum_neg e^{s}) + log(1 + sum_pos e^{-s}):
     every positive is pushed above 0 and every negative below it, without the
-    class imbalance of per-class sigmoids. Masked logits (at or below half of
-    `keras_tricks._numerics.mask_value`, as the GlobalPointer layers output
-    for impossible spans) drop out of both sums.
+    class imbalance of per-class sigmoids. Masked logits (exactly
+    `keras_tricks._numerics.mask_value`, -8192, the value the GlobalPointer
+    layers give impossible spans) drop out of both sums; any other logit,
+    however negative, counts (a positive at -5000 gets a loss of about 5000
+    and a gradient of -1).
 
     Computed in float32 for half-precision logits (float64 stays float64),
     with a max-shifted log-sum-exp: finite value and gradient for any finite

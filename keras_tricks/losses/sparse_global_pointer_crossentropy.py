@@ -1,4 +1,7 @@
+import warnings
+
 import keras
+import numpy as np
 from keras import ops
 
 from keras_tricks.losses.global_pointer_crossentropy import (
@@ -10,17 +13,70 @@ from keras_tricks.losses.global_pointer_crossentropy import (
 #: (any row with a negative start or end is padding).
 SPAN_PADDING = -1
 
+#: The two padding conventions of span-list labels.
+#: `-1` (ours): rows with a negative start or end are padding, and the span
+#: (0, 0) is a real one-token entity at position 0.
+#: `"bert4keras"`: rows are padded with (0, 0), and the span (0, 0) is
+#: dropped (it is the [CLS] position in bert4keras's data, never an entity).
+PADDINGS = (SPAN_PADDING, "bert4keras")
 
-def sparse_spans_to_dense(y_true, n):
+
+def check_padding(padding):
+    """The `padding` argument of the sparse span losses and metrics."""
+    if isinstance(padding, (bool, np.bool_)) or padding not in PADDINGS:
+        raise ValueError(
+            f"`padding` must be {SPAN_PADDING} (rows with a negative start or end "
+            "are padding) or 'bert4keras' (rows are padded with (0, 0) and the span "
+            f"(0, 0) is dropped), got {padding!r}."
+        )
+    return SPAN_PADDING if not isinstance(padding, str) else padding
+
+
+def valid_span_rows(y_true, n, padding=SPAN_PADDING):
+    """Boolean `(..., max_spans)`: which (start, end) rows are spans.
+
+    The one definition shared by the sparse loss and the sparse metrics: a
+    row is a span when `0 <= start <= end < n`; padding rows (negative, or
+    (0, 0) under `padding="bert4keras"`), reversed rows (end < start: no
+    GlobalPointer span, which the layers mask) and rows outside the sequence
+    are not, and are ignored by both.
+    """
+    start, end = y_true[..., 0], y_true[..., 1]
+    valid = (start >= 0) & (end >= start) & (end < n)
+    if padding == "bert4keras":
+        valid = valid & ((start > 0) | (end > 0))
+    return valid
+
+
+def _warn_if_bert4keras_padded(y_true):
+    """Under the default padding, a span list in which (0, 0) occurs more than
+    once can only be bert4keras-style padding. Checked where the labels are
+    concrete (eager calls, NumPy labels); a traced step cannot warn."""
+    try:
+        arr = np.asarray(keras.ops.convert_to_numpy(y_true))
+    except Exception:  # a symbolic tensor inside a traced step
+        return
+    zero = (arr[..., 0] == 0) & (arr[..., 1] == 0)
+    if arr.size and (zero.sum(axis=-1) > 1).any():
+        warnings.warn(
+            "Span labels list (0, 0) more than once in one row: that is "
+            "bert4keras's padding, which the default `padding=-1` reads as a real "
+            "span at position 0. Pass `padding='bert4keras'` (or pad with -1).",
+            stacklevel=3,
+        )
+
+
+def sparse_spans_to_dense(y_true, n, padding=SPAN_PADDING):
     """`(batch, heads, max_spans, 2)` (start, end) rows -> float32 dense labels
-    `(batch, heads, n, n)`. Padding rows (a negative start or end) and rows
-    out of range are dropped; duplicate rows count once."""
+    `(batch, heads, n, n)`. Rows that `valid_span_rows` rejects are dropped;
+    duplicate rows count once."""
+    padding = check_padding(padding)
     y_true = ops.cast(y_true, "int32")
     shape = ops.shape(y_true)
     rows_count = shape[0] * shape[1]
-    spans = ops.reshape(y_true, (rows_count, -1, 2))
+    spans = ops.reshape(y_true, (rows_count, shape[2], 2))
+    valid = valid_span_rows(spans, n, padding)
     start, end = spans[..., 0], spans[..., 1]
-    valid = (start >= 0) & (end >= 0) & (start < n) & (end < n)
     # Invalid rows go to a spare column n*n, cut off afterwards.
     col = ops.where(valid, start * n + end, n * n)
     row = ops.broadcast_to(ops.arange(rows_count, dtype="int32")[:, None], ops.shape(col))
@@ -31,15 +87,40 @@ def sparse_spans_to_dense(y_true, n):
     return ops.reshape(dense, (shape[0], shape[1], n, n))
 
 
+def check_sparse_labels(y_true, y_pred):
+    """ValueError unless `y_true` is `(batch, heads, max_spans, 2)` span lists
+    matching the batch and heads of the `(batch, heads, n, n)` scores."""
+    true_shape, pred_shape = tuple(y_true.shape), tuple(y_pred.shape)
+    mismatch = len(true_shape) != 4 or true_shape[-1] not in (None, 2)
+    if not mismatch:
+        mismatch = any(a is not None and b is not None and a != b
+                       for a, b in zip(true_shape[:2], pred_shape[:2]))
+    if mismatch:
+        raise ValueError(
+            "`y_true` must be span lists of shape (batch, heads, max_spans, 2) with "
+            f"the batch and heads of `y_pred` {pred_shape}, got {true_shape}."
+        )
+
+
 @keras.saving.register_keras_serializable(package="keras_tricks")
 class SparseGlobalPointerCrossentropy(keras.losses.Loss):
     """`GlobalPointerCrossentropy` with span lists instead of dense labels.
 
     Labels are `(batch, heads, max_spans, 2)` integer (start, end) pairs,
-    `end` inclusive, padded with `SPAN_PADDING` (-1): a few bytes per entity
-    instead of heads * n * n floats per sample in the input pipeline. The
-    value is that of `GlobalPointerCrossentropy` on the same spans (same
-    reduction: mean over types per sample, then the Keras `reduction`).
+    `end` inclusive: a few bytes per entity instead of heads * n * n floats
+    per sample in the input pipeline. The value is that of
+    `GlobalPointerCrossentropy` on the same spans (same reduction: mean over
+    types per sample, then the Keras `reduction`).
+
+    Padding. By default rows are padded with `SPAN_PADDING` (-1: a row with
+    a negative start or end is padding) and (0, 0) is a real span.
+    `padding="bert4keras"` reads bert4keras's labels, padded with (0, 0),
+    whose span (0, 0) (the [CLS] position there) is dropped. Since the
+    default would silently take bert4keras padding for entities at position
+    0, a label array listing (0, 0) more than once in a row warns when the
+    labels are concrete (eager calls). Reversed rows (end < start) and rows
+    outside [0, n) are ignored, by the loss and by the sparse `SpanF1` /
+    `SpanPrecision` / `SpanRecall` alike (`valid_span_rows`).
 
     Why not bert4keras's `sparse_multilabel_categorical_crossentropy`: it
     gets the negative term as log(sum_all - sum_pos) through
@@ -51,11 +132,15 @@ class SparseGlobalPointerCrossentropy(keras.losses.Loss):
     over their own spans with a max-shifted log-sum-exp: no subtraction of
     sums, hence no cancellation; the loss is >= 0, finite, with finite
     gradients for any finite logits, in every dtype. Duplicate spans count
-    once (as in dense labels); padding rows and rows outside [0, n) are
-    ignored.
+    once (as in dense labels).
 
     Args:
+        padding: -1 (default) or "bert4keras", as above.
         name, reduction, dtype: as `keras.losses.Loss`.
+
+    Shapes: `y_true` `(batch, heads, max_spans, 2)` integers, `y_pred`
+    `(batch, heads, n, n)` logits; a mismatch of batch or heads raises a
+    `ValueError` naming both shapes. Per-sample loss: `(batch,)`.
 
     Example:
     >>> import numpy as np, keras_tricks
@@ -64,16 +149,23 @@ class SparseGlobalPointerCrossentropy(keras.losses.Loss):
     >>> loss = keras_tricks.losses.SparseGlobalPointerCrossentropy()(y_true, y_pred)
     """
 
-    def __init__(self, name="sparse_global_pointer_crossentropy",
+    def __init__(self, padding=SPAN_PADDING, name="sparse_global_pointer_crossentropy",
                  reduction="sum_over_batch_size", dtype=None):
         super().__init__(name=name, reduction=reduction, dtype=dtype)
+        self.padding = check_padding(padding)
 
     def call(self, y_true, y_pred):
         check_span_scores(y_pred)
-        if len(y_true.shape) != 4 or (y_true.shape[-1] not in (None, 2)):
-            raise ValueError(
-                "`y_true` must have shape (batch, heads, max_spans, 2) of (start, "
-                f"end) pairs padded with {SPAN_PADDING}, got {tuple(y_true.shape)}."
-            )
-        dense = sparse_spans_to_dense(y_true, ops.shape(y_pred)[-1])
+        check_sparse_labels(y_true, y_pred)
+        if self.padding == SPAN_PADDING:
+            _warn_if_bert4keras_padded(y_true)
+        dense = sparse_spans_to_dense(y_true, ops.shape(y_pred)[-1], self.padding)
+        # Reshaping to the scores' shape makes a batch or heads mismatch that
+        # only shows at run time fail loudly instead of broadcasting.
+        dense = ops.reshape(dense, ops.shape(y_pred))
         return span_crossentropy(dense, y_pred)
+
+    def get_config(self):
+        config = super().get_config()
+        config["padding"] = self.padding
+        return config

@@ -4,19 +4,24 @@ scores: `SpanF1`, `SpanPrecision`, `SpanRecall`."""
 import keras
 from keras import ops
 
-from keras_tricks.losses.sparse_global_pointer_crossentropy import sparse_spans_to_dense
+from keras_tricks import _numerics, _validation
+from keras_tricks.losses.sparse_global_pointer_crossentropy import (
+    SPAN_PADDING,
+    check_padding,
+    check_sparse_labels,
+    sparse_spans_to_dense,
+)
 
 
 class _SpanCounts(keras.metrics.Metric):
     """Accumulates true/false positives and false negatives of spans."""
 
-    def __init__(self, threshold=0.0, sparse=False, name=None, dtype=None):
+    def __init__(self, threshold=0.0, sparse=False, padding=SPAN_PADDING, name=None, dtype=None):
         super().__init__(name=name, dtype=dtype)
-        try:
-            self.threshold = float(threshold)
-        except (TypeError, ValueError):
-            raise TypeError(f"`threshold` must be a float, got {threshold!r}.") from None
-        self.sparse = bool(sparse)
+        self.threshold = _validation.check_float(
+            "threshold", threshold, minimum=_numerics.mask_value("float16"), min_inclusive=False)
+        self.sparse = _validation.check_bool("sparse", sparse)
+        self.padding = check_padding(padding)
         # Integer counts: exact (a float32 count stops at 2**24 increments).
         self.true_positives = self.add_variable((), "zeros", dtype="int32", name="true_positives")
         self.false_positives = self.add_variable((), "zeros", dtype="int32", name="false_positives")
@@ -32,10 +37,25 @@ class _SpanCounts(keras.metrics.Metric):
             raise ValueError(
                 f"`y_pred` must have shape (batch, heads, n, n), got {tuple(y_pred.shape)}."
             )
+        y_true = ops.convert_to_tensor(y_true)
         if self.sparse:
-            true = sparse_spans_to_dense(y_true, ops.shape(y_pred)[-1]) > 0.5
+            check_sparse_labels(y_true, y_pred)
+            true = sparse_spans_to_dense(y_true, ops.shape(y_pred)[-1], self.padding) > 0.5
+            true = ops.reshape(true, ops.shape(y_pred))
         else:
-            true = ops.convert_to_tensor(y_true) > 0.5
+            if len(y_true.shape) != 4 or any(
+                a is not None and b is not None and a != b
+                for a, b in zip(y_true.shape, y_pred.shape)
+            ):
+                raise ValueError(
+                    f"`y_true` must be dense span labels of the shape of `y_pred` "
+                    f"{tuple(y_pred.shape)}, got {tuple(y_true.shape)} (span lists need "
+                    "`sparse=True`)."
+                )
+            true = y_true > 0.5
+        # A label on a masked span (padding, end < start) is not a span: the
+        # loss ignores it, so the metric does too.
+        true = ops.logical_and(true, ops.logical_not(_numerics.is_masked_logit(y_pred)))
         pred = ops.cast(y_pred, "float32") > self.threshold
         count = lambda m: ops.sum(ops.cast(m, "int32"))  # noqa: E731
         self.true_positives.assign_add(count(ops.logical_and(pred, true)))
@@ -56,7 +76,8 @@ class _SpanCounts(keras.metrics.Metric):
 
     def get_config(self):
         config = super().get_config()
-        config.update({"threshold": self.threshold, "sparse": self.sparse})
+        config.update({"threshold": self.threshold, "sparse": self.sparse,
+                       "padding": self.padding})
         return config
 
 
@@ -72,13 +93,20 @@ _DOC = """{what} of predicted spans, micro-averaged over an epoch.
         F1 = 2 TP / (2 TP + FP + FN)
 
     (0 when the denominator is 0): the entity-level micro scores of the
-    CoNLL evaluation, not an average of per-batch values.
+    CoNLL evaluation, not an average of per-batch values. Labels on masked
+    spans (padding, end < start) and invalid span rows are not counted,
+    exactly as the losses ignore them.
 
     Args:
-        threshold: score above which a span is predicted (default 0.0).
-        sparse: labels are `(batch, heads, max_spans, 2)` (start, end) lists
-            padded with -1, as `SparseGlobalPointerCrossentropy` takes, instead
-            of dense `(batch, heads, n, n)` 0/1 labels.
+        threshold: a finite number above the masking value -8192 (NaN is
+            refused); a span is predicted when its score exceeds it
+            (default 0.0).
+        sparse: labels are `(batch, heads, max_spans, 2)` (start, end) lists,
+            as `SparseGlobalPointerCrossentropy` takes, instead of dense
+            `(batch, heads, n, n)` 0/1 labels. Labels of the other kind, or of
+            another batch or heads than the scores, raise a `ValueError`.
+        padding: with `sparse=True`, -1 (default) or "bert4keras", as in
+            `SparseGlobalPointerCrossentropy`.
         name, dtype: as `keras.metrics.Metric`.
 
     `sample_weight` is not supported (spans are counted, not weighted).
@@ -96,8 +124,10 @@ _DOC = """{what} of predicted spans, micro-averaged over an epoch.
 class SpanF1(_SpanCounts):
     __doc__ = _DOC.format(what="Micro F1", cls="SpanF1")
 
-    def __init__(self, threshold=0.0, sparse=False, name="span_f1", dtype=None):
-        super().__init__(threshold=threshold, sparse=sparse, name=name, dtype=dtype)
+    def __init__(self, threshold=0.0, sparse=False, padding=SPAN_PADDING, name="span_f1",
+                 dtype=None):
+        super().__init__(threshold=threshold, sparse=sparse, padding=padding, name=name,
+                         dtype=dtype)
 
     def result(self):
         tp, fp, fn = self._counts()
@@ -108,8 +138,10 @@ class SpanF1(_SpanCounts):
 class SpanPrecision(_SpanCounts):
     __doc__ = _DOC.format(what="Micro precision", cls="SpanPrecision")
 
-    def __init__(self, threshold=0.0, sparse=False, name="span_precision", dtype=None):
-        super().__init__(threshold=threshold, sparse=sparse, name=name, dtype=dtype)
+    def __init__(self, threshold=0.0, sparse=False, padding=SPAN_PADDING, name="span_precision",
+                 dtype=None):
+        super().__init__(threshold=threshold, sparse=sparse, padding=padding, name=name,
+                         dtype=dtype)
 
     def result(self):
         tp, fp, _ = self._counts()
@@ -120,8 +152,10 @@ class SpanPrecision(_SpanCounts):
 class SpanRecall(_SpanCounts):
     __doc__ = _DOC.format(what="Micro recall", cls="SpanRecall")
 
-    def __init__(self, threshold=0.0, sparse=False, name="span_recall", dtype=None):
-        super().__init__(threshold=threshold, sparse=sparse, name=name, dtype=dtype)
+    def __init__(self, threshold=0.0, sparse=False, padding=SPAN_PADDING, name="span_recall",
+                 dtype=None):
+        super().__init__(threshold=threshold, sparse=sparse, padding=padding, name=name,
+                         dtype=dtype)
 
     def result(self):
         tp, _, fn = self._counts()
