@@ -6,28 +6,18 @@ its registered name (`activation="keras_tricks>squareplus"`) saves to `.keras`
 and loads back without `custom_objects`.
 """
 
-import math
-import numbers
 
 import keras
 import numpy as np
 from keras import ops
 
-from keras_tricks import _backend, _numerics
+from keras_tricks import _backend, _numerics, _validation
 
 __all__ = ["squareplus"]
 
 
 def _validate_b(b):
-    if isinstance(b, bool) or not isinstance(b, numbers.Real):
-        raise TypeError(
-            f"`b` must be a real number (a Python or NumPy scalar), got {b!r} "
-            f"of type {type(b).__name__}."
-        )
-    b = float(b)
-    if not math.isfinite(b) or b <= 0.0:
-        raise ValueError(f"`b` must be a finite number > 0, got b={b!r}.")
-    return b
+    return _validation.check_float("b", b, minimum=0.0, min_inclusive=False)
 
 
 @keras.saving.register_keras_serializable(package="keras_tricks")
@@ -116,7 +106,10 @@ def _value_and_root(x, b, threshold):
     # Past the threshold f(a) = a is selected rather than computed: a + root
     # would overflow for a > max / 2, and a * 0.5 + root * 0.5 is no defence
     # under XLA, whose simplifier factors it back into (a + root) * 0.5.
-    f_pos = ops.where(small_enough, ops.multiply(ops.add(a, root), 0.5), a)
+    # `a + root`, not `ops.add`: Keras's TensorFlow `add` takes a second
+    # operand of shape (0, k) for a bias and calls BiasAdd, which fails on an
+    # empty batch.
+    f_pos = ops.where(small_enough, ops.multiply(a + root, 0.5), a)
     y = ops.where(ops.greater_equal(x, 0), f_pos, ops.divide(quarter_b, f_pos))
     return y, root
 
@@ -127,7 +120,10 @@ def _value(x, b, threshold):
 
 def _derivative(x, b, threshold):
     y, root = _value_and_root(x, b, threshold)
-    return ops.divide(y, root)
+    # Past the threshold f'(x) = 1 - b / (8 x^2) rounds to 1 for x > 0; taking
+    # it as 1 there also keeps +inf from giving inf / inf = NaN.
+    past = ops.greater_equal(x, ops.convert_to_tensor(threshold, dtype=x.dtype))
+    return ops.where(past, ops.ones_like(y), ops.divide(y, root))
 
 
 # One program instead of ~11 eagerly dispatched kernels on JAX (see

@@ -90,7 +90,7 @@ import keras
 import numpy as np
 from keras import ops, tree
 
-from keras_tricks import _backend, _numerics
+from keras_tricks import _backend, _numerics, _validation
 
 __all__ = [
     "ALL_CHECKS",
@@ -148,12 +148,19 @@ def dtype_policy(policy):
         keras.config.set_dtype_policy(previous)
 
 
+def _check_tolerance(tolerance):
+    return _validation.check_float("tolerance", tolerance, minimum=0.0, min_inclusive=False)
+
+
 def assert_close(actual, expected, dtype="float32", tolerance=1.0, what="outputs"):
     """Assert two (nested) results agree to the rounding level of `dtype`.
 
     |actual - expected| <= 8 * tolerance * eps(dtype) * (|expected| + rms(expected))
     elementwise; NaN and inf must sit at the same places with the same sign.
+    `tolerance` must be a finite number > 0 (NaN or inf would let any
+    comparison pass).
     """
+    tolerance = _check_tolerance(tolerance)
     actual_flat = tree.flatten(to_numpy(actual))
     expected_flat = tree.flatten(to_numpy(expected))
     if len(actual_flat) != len(expected_flat):
@@ -664,6 +671,7 @@ def check_layer(
     Raises:
         HarnessFailure (an AssertionError) naming the check that failed.
     """
+    tolerance = _check_tolerance(tolerance)
     unknown = set(checks) - set(ALL_CHECKS)
     if unknown:
         raise ValueError(f"Unknown checks {sorted(unknown)}; choose from {ALL_CHECKS}.")
@@ -688,6 +696,7 @@ def check_activation(fn, x, *, tolerance=1.0, checks=ALL_CHECKS):
     `fn` must be registered (`register_keras_serializable(package="keras_tricks")`);
     the `.keras` round trips then prove that it loads by its registered name.
     """
+    tolerance = _check_tolerance(tolerance)
     _registered(fn, getattr(fn, "__name__", repr(fn)))
     name = keras.saving.get_registered_name(fn)
     # `keras.activations.get` resolves only Keras's built-in string names; a
@@ -753,6 +762,7 @@ def check_loss(
     compiled model (identical evaluation after loading); a short `fit()`
     through the loss changes the weights; same value on every device.
     """
+    tolerance = _check_tolerance(tolerance)
     unknown = set(checks) - set(LOSS_CHECKS)
     if unknown:
         raise ValueError(f"Unknown checks {sorted(unknown)}; choose from {LOSS_CHECKS}.")
@@ -898,6 +908,7 @@ def check_metric(
     dtype policy give a finite result close to float32; config and `.keras`
     round trip of a compiled model; same result on every device.
     """
+    tolerance = _check_tolerance(tolerance)
     unknown = set(checks) - set(METRIC_CHECKS)
     if unknown:
         raise ValueError(f"Unknown checks {sorted(unknown)}; choose from {METRIC_CHECKS}.")
@@ -1072,6 +1083,7 @@ def check_strategy(strategy_factory, *, tasks=2, checks=STRATEGY_CHECKS, toleran
     - `"devices"`: on every device Keras sees, the trained weights match the
       CPU's.
     """
+    tolerance = _check_tolerance(tolerance)
     from keras_tricks import multitask
 
     name = type(multitask.get(strategy_factory())).__name__

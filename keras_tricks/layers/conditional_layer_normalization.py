@@ -4,7 +4,7 @@ import keras
 import numpy as np
 from keras import activations, constraints, initializers, ops, regularizers
 
-from keras_tricks import _backend, _numerics
+from keras_tricks import _backend, _numerics, _validation
 
 _LN_EPSILON = 1e-3  # keras.layers.LayerNormalization's default
 _RMS_EPSILON = 1e-6  # keras.layers.RMSNormalization's default
@@ -136,9 +136,9 @@ class ConditionalLayerNormalization(keras.layers.Layer):
             raise TypeError(
                 f"`axis` must be an int or a list of ints; received axis={axis!r}."
             )
-        for name, value in (("center", center), ("scale", scale), ("rms", rms)):
-            if not isinstance(value, bool):
-                raise TypeError(f"`{name}` must be a bool; received {name}={value!r}.")
+        center = _validation.check_bool("center", center)
+        scale = _validation.check_bool("scale", scale)
+        rms = _validation.check_bool("rms", rms)
         if not (center or scale):
             raise ValueError(
                 "`center` and `scale` are both False: the condition would have "
@@ -146,22 +146,9 @@ class ConditionalLayerNormalization(keras.layers.Layer):
             )
         if epsilon is None:
             epsilon = _RMS_EPSILON if rms else _LN_EPSILON
-        if (
-            isinstance(epsilon, bool)
-            or not isinstance(epsilon, (int, float))
-            or not math.isfinite(epsilon)
-            or epsilon < 0
-        ):
-            raise ValueError(
-                f"`epsilon` must be a finite number >= 0; received epsilon={epsilon!r}."
-            )
-        if hidden_units is not None and (
-            not _is_int(hidden_units) or int(hidden_units) < 1
-        ):
-            raise ValueError(
-                "`hidden_units` must be None or a positive int; received "
-                f"hidden_units={hidden_units!r}."
-            )
+        epsilon = _validation.check_float("epsilon", epsilon, minimum=0.0)
+        hidden_units = _validation.check_int("hidden_units", hidden_units, minimum=1,
+                                             allow_none=True)
         self.axis = axis
         self.epsilon = float(epsilon)
         self.center = center
@@ -316,6 +303,70 @@ class ConditionalLayerNormalization(keras.layers.Layer):
                 regularizer=self.condition_regularizer,
                 autocast=False,
             )
+
+    def set_bert4keras_weights(self, weights):
+        """Load the weights of bert4keras's `LayerNormalization(conditional=True)`.
+
+        bert4keras 0.11 lists them as `[beta, gamma, hidden_kernel,
+        beta_kernel, gamma_kernel]` (`beta` / `beta_kernel` absent when
+        `center=False`, `gamma` / `gamma_kernel` when `scale=False`,
+        `hidden_kernel` when it has no `hidden_units`), whereas
+        `get_weights()` here follows the order the variables are created in.
+        This method takes bert4keras's list on a built layer and assigns each
+        array to the variable of the same role, checking every shape.
+
+        To reproduce bert4keras's outputs, build this layer with the same
+        `center`, `scale`, `hidden_units` and `hidden_activation`, `rms=False`
+        (bert4keras's layer subtracts the mean whenever `center=True`), the
+        normalised axis -1, and bert4keras's `epsilon` passed explicitly
+        (its default is not ours: read it from the bert4keras layer's config).
+
+        Args:
+            weights: list of NumPy arrays in bert4keras's order.
+
+        Example:
+        >>> import numpy as np
+        >>> from keras_tricks.layers import ConditionalLayerNormalization
+        >>> cln = ConditionalLayerNormalization(epsilon=1e-12)
+        >>> cln.build([(None, 5, 8), (None, 3)])
+        >>> beta, gamma = np.zeros(8), np.ones(8)
+        >>> beta_dense, gamma_dense = np.zeros((3, 8)), np.full((3, 8), 0.1)
+        >>> cln.set_bert4keras_weights([beta, gamma, beta_dense, gamma_dense])
+        """
+        if not self.built:
+            raise ValueError(
+                "`set_bert4keras_weights` needs a built layer: call it on its inputs "
+                "or `build([x_shape, condition_shape])` first."
+            )
+        roles = []
+        if self.beta is not None:
+            roles.append(("beta", self.beta))
+        if self.gamma is not None:
+            roles.append(("gamma", self.gamma))
+        if self.hidden_kernel is not None:
+            roles.append(("hidden_kernel", self.hidden_kernel))
+        if self.beta_kernel is not None:
+            roles.append(("beta_kernel", self.beta_kernel))
+        if self.gamma_kernel is not None:
+            roles.append(("gamma_kernel", self.gamma_kernel))
+        if not isinstance(weights, (list, tuple)) or len(weights) != len(roles):
+            raise ValueError(
+                f"`weights` must be bert4keras's list {[r for r, _ in roles]} "
+                f"({len(roles)} arrays for this configuration), got "
+                f"{len(weights) if isinstance(weights, (list, tuple)) else type(weights).__name__}."
+            )
+        values = []
+        for (role, var), w in zip(roles, weights):
+            w = np.asarray(w)
+            # bert4keras's kernels act on the last axis only: (c, hidden).
+            target = tuple(var.shape)
+            if w.size != int(np.prod(target)) or w.shape[-1:] != target[-1:]:
+                raise ValueError(
+                    f"`weights`: {role} has shape {w.shape}, expected {target}."
+                )
+            values.append((var, w.reshape(target)))
+        for var, w in values:
+            var.assign(w.astype(keras.backend.standardize_dtype(var.dtype)))
 
     def compute_output_shape(self, input_shape):
         x_shape, cond_shape = self._split_shapes(input_shape)

@@ -334,7 +334,7 @@ def test_symbolic_shapes_with_unknown_sequence_length():
         ({"epsilon": -1.0}, ValueError),
         ({"epsilon": float("nan")}, ValueError),
         ({"hidden_units": 0}, ValueError),
-        ({"hidden_units": 2.5}, ValueError),
+        ({"hidden_units": 2.5}, TypeError),  # a wrong type is a TypeError
     ],
 )
 def test_bad_arguments(kwargs, error):
