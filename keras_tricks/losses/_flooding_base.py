@@ -19,34 +19,30 @@ compiled loss and are never flooded. The true flooded value is available
 from `objective()` and, with a `FloodLevelScheduler` in `fit()`, in the logs.
 """
 
-import math
-import numbers
 import warnings
 
 import keras
+import numpy as np
 from keras import ops, tree
-# compile()'s own wrapper for loss functions, and the reduction Loss.__call__
-# applies (sample weights, masks, reduction, tf.distribute scaling): reused,
-# so that the wrapped loss is reduced exactly as Keras reduces it.
-from keras.src.backend import get_keras_mask
-from keras.src.losses.loss import reduce_weighted_values
-from keras.src.losses.losses import LossFunctionWrapper
 
-from keras_tricks import _backend
+from keras_tricks import _backend, _keras_compat, _validation
 
 _MONITOR_ATTR = "__keras_tricks_flooding_monitor_{}"
 
 
+_FLOAT32_MAX = float(np.finfo("float32").max)
+
+# Keras losses whose values go below 0. Flooding trains on |L - b| + b, which
+# assumes L >= 0 (at level 0 on a loss that is negative it ascends: exactly
+# minus the gradient, every step). bounded below by -1: cosine similarity;
+# Poisson's y_pred - y log(y_pred) is negative wherever y > y_pred / log(y_pred).
+_NEGATIVE_LOSSES = ("cosine_similarity", "poisson", "CosineSimilarity", "Poisson")
+
+
 def validate_level(level, allow_negative_level=False, what="level"):
-    """`level` as a float: finite, and >= 0 unless `allow_negative_level`."""
-    if isinstance(level, bool) or not isinstance(level, numbers.Real):
-        raise ValueError(
-            f"`{what}` must be a finite real number, got {level!r} "
-            f"of type {type(level).__name__}."
-        )
-    level = float(level)
-    if not math.isfinite(level):
-        raise ValueError(f"`{what}` must be finite, got {what}={level!r}.")
+    """`level` as a float: finite, representable in float32 (the level
+    lives in a float32 variable), and >= 0 unless `allow_negative_level`."""
+    level = _validation.check_float(what, level, minimum=-_FLOAT32_MAX, maximum=_FLOAT32_MAX)
     if level < 0.0 and not allow_negative_level:
         raise ValueError(
             f"`{what}` must be >= 0 for a non-negative loss, got {what}={level!r}; "
@@ -54,6 +50,25 @@ def validate_level(level, allow_negative_level=False, what="level"):
             "(for example a Gaussian negative log-likelihood)."
         )
     return level
+
+
+def refuse_negative_loss(loss, resolved, allow_negative_level):
+    """ValueError for a Keras loss known to take negative values, unless the
+    user has said (`allow_negative_level=True`) that they chose the level
+    for such a loss."""
+    if allow_negative_level:
+        return
+    names = {getattr(loss, "__name__", None), loss if isinstance(loss, str) else None,
+             type(resolved).__name__, getattr(getattr(resolved, "fn", None), "__name__", None)}
+    hit = sorted(n for n in names if n in _NEGATIVE_LOSSES)
+    if hit:
+        raise ValueError(
+            f"`loss` ({hit[0]}) takes negative values, and flooding assumes a loss "
+            "bounded below by 0: at level 0 it would train on minus the gradient "
+            "and maximise the loss. Pass `allow_negative_level=True` with a level "
+            "above the loss's lower bound (for cosine similarity, in (-1, 0]) if "
+            "that is what you want."
+        )
 
 
 def _resolve(loss):
@@ -69,7 +84,7 @@ def _resolve(loss):
     if isinstance(loss, type) and issubclass(loss, keras.losses.Loss):
         return loss()
     if callable(loss):
-        return LossFunctionWrapper(loss, name=getattr(loss, "__name__", None))
+        return _keras_compat.loss_function_wrapper(loss, name=getattr(loss, "__name__", None))
     raise ValueError(
         "`loss` must be a Keras loss object, a loss function or the name of a "
         f"Keras loss, got {loss!r} of type {type(loss).__name__}."
@@ -79,7 +94,7 @@ def _resolve(loss):
 def keras_mask(x):
     """The Keras mask attached to `x`, or None, read as `Loss.__call__` reads
     it (on JAX it is not an attribute of the traced array)."""
-    return get_keras_mask(x)
+    return _keras_compat.get_keras_mask(x)
 
 
 def flood_gradient(value, level, unscale=1.0):
@@ -160,10 +175,12 @@ class FloodingBase(keras.losses.Loss):
 
     def __init__(self, loss, level, allow_negative_level=False, name=None,
                  reduction=None, dtype=None):
-        self.allow_negative_level = bool(allow_negative_level)
+        self.allow_negative_level = _validation.check_bool(
+            "allow_negative_level", allow_negative_level)
         level = validate_level(level, self.allow_negative_level)
         self.loss = loss
         self.inner = _resolve(loss)
+        refuse_negative_loss(loss, self.inner, self.allow_negative_level)
         reduction = self.inner.reduction if reduction is None else reduction
         if dtype is None:
             dtype = self.inner._dtype_policy  # compute in the wrapped loss's dtype
@@ -210,7 +227,7 @@ class FloodingBase(keras.losses.Loss):
         return values, mask
 
     def _reduce(self, values, sample_weight, mask):
-        return reduce_weighted_values(values, sample_weight=sample_weight, mask=mask,
+        return _keras_compat.reduce_weighted_values(values, sample_weight=sample_weight, mask=mask,
                                       reduction=self.reduction, dtype=self.dtype)
 
     def call(self, y_true, y_pred):

@@ -4,6 +4,7 @@ import pytest
 from keras import ops
 
 from keras_tricks import losses, testing
+from keras_tricks.losses import Flooding, IndividualFlooding
 
 
 def _regression(seed=0, n=12, d=3):
@@ -93,7 +94,9 @@ def test_sum_reduction_is_respected():
 @pytest.mark.parametrize("bad", [-0.1, float("nan"), float("inf"), -float("inf"), "0.1",
                                  None, True, [0.1]])
 def test_bad_level_is_a_value_error_naming_level(bad):
-    with pytest.raises(ValueError, match="`level`"):
+    # The package's rule: a wrong type is a TypeError, a wrong number a ValueError.
+    error = ValueError if isinstance(bad, float) else TypeError
+    with pytest.raises(error, match="`level`"):
         losses.Flooding("mse", bad)
 
 
@@ -198,3 +201,30 @@ def test_level_set_between_fits_takes_effect_once_attached():
     second = model.fit(x, y, batch_size=32, epochs=2, verbose=0).history
     assert second["loss"][1] > second["loss"][0]
     np.testing.assert_allclose(second["flood_level"], [1e6, 1e6])
+
+
+# --- regression: losses that go negative, and levels float32 cannot hold -------
+
+@pytest.mark.parametrize("loss", ["cosine_similarity", keras.losses.CosineSimilarity(),
+                                  keras.losses.cosine_similarity, "poisson"])
+@pytest.mark.parametrize("cls", [Flooding, IndividualFlooding])
+def test_flooding_refuses_losses_that_go_negative(cls, loss):
+    # At level 0, cosine similarity (in [-1, 1]) is below b on every batch, so
+    # the flooded gradient is exactly minus the gradient: the loss is maximised.
+    with pytest.raises(ValueError, match="negative values"):
+        cls(loss, 0.0)
+    assert cls(loss, -0.5, allow_negative_level=True).level == -0.5
+
+
+@pytest.mark.parametrize("level, error", [
+    (1e300, ValueError), (-1e300, ValueError), (float("inf"), ValueError),
+    (float("nan"), ValueError), ("0.1", TypeError), (True, TypeError), (None, TypeError),
+])
+def test_flooding_level_is_validated_by_name(level, error):
+    with pytest.raises(error, match="level"):
+        Flooding("mse", level, allow_negative_level=True)
+
+
+def test_flooding_level_takes_numpy_scalars():
+    assert Flooding("mse", np.float32(0.25)).level == 0.25
+    assert IndividualFlooding("mse", np.int64(1)).level == 1.0
