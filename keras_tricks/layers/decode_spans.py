@@ -1,12 +1,13 @@
 import numpy as np
 from keras import ops
 
-from keras_tricks import _numerics
+from keras_tricks import _numerics, _validation
 
 
-def decode_spans(scores, threshold=0.0):
+def decode_spans(scores, threshold=0.0, max_span_length=None):
     """Spans predicted by GlobalPointer-style scores: every (i, j, type) with
-    score > `threshold`, nested and overlapping spans included.
+    score > `threshold` (and, if `max_span_length` is given, at most that many
+    tokens long), nested and overlapping spans included.
 
     GlobalPointer scores each span independently, so decoding is a plain
     threshold (Su 2021, https://kexue.fm/archives/8373); no Viterbi, and
@@ -20,6 +21,11 @@ def decode_spans(scores, threshold=0.0):
             `GlobalPointer` / `EfficientGlobalPointer`.
         threshold: a finite float; spans with score > threshold are returned
             (0 for logits trained with the GlobalPointer losses).
+        max_span_length: None (no limit) or a positive int (Python or
+            NumPy): spans with `end - start + 1 > max_span_length` are
+            dropped. A model scores span lengths it never saw in training
+            (longer than its training sentences, or than any training
+            entity) without any evidence; this bounds what it may return.
 
     Returns:
         An int64 NumPy array `(num_spans, 4)` of `(batch_index, type, start,
@@ -32,7 +38,11 @@ def decode_spans(scores, threshold=0.0):
     >>> s[0, 1, 0, 2] = s[0, 1, 1, 1] = 3.0   # nested spans of type 1
     >>> decode_spans(s).tolist()
     [[0, 1, 0, 2], [0, 1, 1, 1]]
+    >>> decode_spans(s, max_span_length=2).tolist()   # (0, 2) is 3 tokens long
+    [[0, 1, 1, 1]]
     """
+    max_span_length = _validation.check_int(
+        "max_span_length", max_span_length, minimum=1, allow_none=True)
     try:
         threshold = float(threshold)
     except (TypeError, ValueError):
@@ -51,4 +61,7 @@ def decode_spans(scores, threshold=0.0):
             "`scores` must have shape (batch, heads, seq_len, seq_len), got "
             f"{scores.shape}."
         )
-    return np.argwhere(scores > threshold).astype(np.int64).reshape(-1, 4)
+    spans = np.argwhere(scores > threshold).astype(np.int64).reshape(-1, 4)
+    if max_span_length is not None:
+        spans = spans[spans[:, 3] - spans[:, 2] + 1 <= max_span_length]
+    return spans

@@ -36,3 +36,48 @@ def test_decode_spans_bad_input():
         layers.decode_spans(np.zeros((1, 1, 2, 2)), threshold=float("nan"))
     with pytest.raises(TypeError, match="threshold"):
         layers.decode_spans(np.zeros((1, 1, 2, 2)), threshold="zero")
+
+
+def _brute_force_spans(scores, threshold, max_span_length):
+    rows = []
+    b, h, n, _ = scores.shape
+    for bi in range(b):
+        for hi in range(h):
+            for i in range(n):
+                for j in range(n):
+                    if scores[bi, hi, i, j] > threshold and (
+                            max_span_length is None or j - i + 1 <= max_span_length):
+                        rows.append([bi, hi, i, j])
+    return rows
+
+
+@pytest.mark.parametrize("max_span_length", [None, 1, 2, 3, np.int64(5), 7, 100])
+def test_decode_spans_max_span_length_matches_enumeration(max_span_length):
+    rng = np.random.default_rng(int(max_span_length or 0))
+    s = rng.normal(size=(3, 2, 7, 7)).astype("float32")
+    s[np.broadcast_to(np.tril(np.ones((7, 7), bool), -1), s.shape)] = _numerics.mask_value("float32")
+    expected = _brute_force_spans(s.astype("float64"), 0.25, max_span_length)
+    got = layers.decode_spans(s, threshold=0.25, max_span_length=max_span_length)
+    assert got.tolist() == expected
+    assert len(expected) > 0
+    if max_span_length is not None and max_span_length < 7:
+        # the limit removes something here: the test is not vacuous
+        assert len(expected) < len(_brute_force_spans(s.astype("float64"), 0.25, None))
+
+
+def test_decode_spans_max_span_length_on_unmasked_scores():
+    # raw scores without the tril mask: (end < start) entries have length <= 0
+    # and are never above a limit, as the docstring's formula says
+    s = np.full((1, 1, 4, 4), 1.0)
+    got = layers.decode_spans(s, max_span_length=2)
+    assert got.tolist() == _brute_force_spans(s, 0.0, 2)
+    assert [0, 0, 3, 0] in got.tolist() and [0, 0, 0, 2] not in got.tolist()
+
+
+@pytest.mark.parametrize("bad, error", [
+    (0, ValueError), (-3, ValueError), (np.int32(0), ValueError),
+    (2.0, TypeError), ("3", TypeError), (True, TypeError), (np.float64(2), TypeError),
+])
+def test_decode_spans_max_span_length_validation(bad, error):
+    with pytest.raises(error, match="max_span_length"):
+        layers.decode_spans(np.zeros((1, 1, 2, 2)), max_span_length=bad)
