@@ -456,6 +456,11 @@ def run_head(head, train, dev, test, vocab, args, nested):
             "params": model.count_params(), "curve": keep.curve, "test_spans": found}
 
 
+def _shown(path):
+    rel = os.path.relpath(path)
+    return os.path.abspath(path) if rel.startswith("..") else rel
+
+
 def load_data(args):
     """(train, dev, test, where): a --dev / --test file is used whole; what is
     not given is split from --train; --max-train cuts only train and the sets
@@ -476,8 +481,8 @@ def load_data(args):
         cap = max(32, args.max_train // 4)
         dev = dev if args.dev else dev[:cap]
         test = test if args.test else test[:cap]
-    where = {"dev": os.path.relpath(args.dev) if args.dev else "split from train",
-             "test": os.path.relpath(args.test) if args.test else "split from train"}
+    where = {"dev": _shown(args.dev) if args.dev else "split from train",
+             "test": _shown(args.test) if args.test else "split from train"}
     return train, dev, test, where
 
 
@@ -542,7 +547,7 @@ def main(argv=None):
     bio_ok = sum(len(outermost(s.spans)) for s in test)
     print(f"keras_tricks {keras_tricks.__version__}, Keras {keras.__version__}, "
           f"backend {keras.backend.backend()}")
-    print(f"data: train {os.path.relpath(args.train)}: {len(train)} sentences; "
+    print(f"data: train {_shown(args.train)}: {len(train)} sentences; "
           f"dev {where['dev']}: {len(dev)}; test {where['test']}: {len(test)}; "
           f"{len(vocab.types)} types {vocab.types}, "
           f"{n_gold} test entities" + (f" (nested: a BIO tagger can represent {bio_ok})"
@@ -595,8 +600,7 @@ def main(argv=None):
     path = os.path.join(args.out, "ner_global_pointer.png")
     fig.savefig(path, dpi=120)
     plt.close(fig)
-    rel = os.path.relpath(path)
-    print(f"dev curves: {path if rel.startswith('..') else rel}")
+    print(f"dev curves: {_shown(path)}")
     return results
 
 
