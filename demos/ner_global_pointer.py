@@ -9,14 +9,16 @@ recall and F1 on the held-out split side by side.
 
 Default: wikigold (bundled in demos/data/, CC-BY 4.0), split by document into
 train/dev/test 70/15/15 with a fixed seed; the best epoch on dev (entity F1)
-is kept. Under 10 minutes on 2 CPU cores (TensorFlow).
+is kept. A few minutes on 2 CPU cores (TensorFlow).
 
     python demos/ner_global_pointer.py                     # wikigold, GP vs BIO
     python demos/ner_global_pointer.py --head efficient    # Efficient GlobalPointer
     python demos/ner_global_pointer.py --train a.conll --dev b.conll --test c.conll
-    python demos/ner_global_pointer.py --train ../shared/data/ner/cluener2020/train.json
-    python demos/ner_global_pointer.py --train ../shared/data/ner/genia/genia_yhcc_dev.jsonlines
-    python demos/ner_global_pointer.py --smoke             # a few seconds, for tests
+    python demos/ner_global_pointer.py --train a.conll --test c.conll   # dev split from a
+    python demos/ner_global_pointer.py --train your/cluener/train.json  # your copy of CLUENER
+    python demos/ner_global_pointer.py --train your/genia/dev.jsonlines # your copy of GENIA
+    python demos/ner_global_pointer.py --out /tmp/ner      # where the plot goes
+    python demos/ner_global_pointer.py --smoke             # seconds, for tests
 
 Formats (detected from the content): CoNLL (one `token ... tag` line per
 token, last column the tag, BIO or IOB1, blank lines between sentences,
@@ -27,27 +29,96 @@ JSON lines (`{"tokens", "entity_mentions": [{"start", "end" (exclusive),
 baseline is trained on the outermost non-overlapping entities (a BIO tagger
 cannot represent the rest) and both heads are scored against all of them.
 
-When only --train is given it is split 70/15/15 (by document when documents
-are known). Batches come from a `keras_tricks.data.DataGenerator` subclass
-(length buckets padded to multiples of 16 tokens, reshuffled every epoch from
-the seed, encoded in `--workers` worker processes) fed to `model.fit`, whose
-progress bar is shown. Dev-set curves go to demos/output/ner_global_pointer.png.
+Which data is used: a `--dev` or `--test` file that you give is always used
+whole; whatever you do not give is split from `--train` by document when
+documents are known (train/dev/test 70/15/15 when neither is given,
+train/dev or train/test 85/15 when one is). `--max-train N` keeps the first
+N training sentences (and caps a dev/test set split from train at
+max(32, N // 4) sentences); it never cuts a file you gave.
+
+Positions never trained on: training sentences are cut to `--max-len` tokens
+(0: not cut), so the model has seen positions below T = min(--max-len,
+longest training sentence) only, and GlobalPointer's rotary scores have seen
+start-end distances below T only: on longer sentences they are
+extrapolation, and the spans come out as junk. The demo therefore never
+scores beyond T: a dev/test sentence longer than T is predicted in
+overlapping windows of T tokens (starting at 0, T//2, 2*(T//2), ..., the
+last one ending at the sentence's end); each span is taken from the window
+in which it is most central (the largest distance to the nearer window edge,
+the earlier window on ties) and each BIO tag likewise. Every token is in a
+window; a span longer than T - T//2 + 1 tokens can be missed in such a
+sentence, and one longer than T always is. The demo prints how many dev/test
+sentences were windowed. To score long sentences whole, train on them
+(`--max-len 0` or a larger `--max-len`). `--max-span-length N` also drops
+predicted spans longer than N tokens (`decode_spans(max_span_length=N)`).
+
+Batches come from a `keras_tricks.data.DataGenerator` subclass (length
+buckets padded to multiples of 16 tokens, reshuffled every epoch from the
+seed, encoded in `--workers` worker processes) fed to `model.fit`. Keras's
+progress bar is shown when the output is a terminal, one line per epoch
+otherwise (`--verbose`). Dev-set curves go to `--out`
+(default demos/output/) as ner_global_pointer.png.
 """
 
 import argparse
 import collections
+import contextlib
 import json
 import os
 import re
 import sys
+import tempfile
 import time
 
-import numpy as np
+# Before TensorFlow is imported (by Keras): its C++ INFO/WARNING lines.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
-import keras  # noqa: E402
+# Lines TensorFlow's native code writes on a machine without a GPU driver
+# whatever TF_CPP_MIN_LOG_LEVEL says (they are logged before its logging is
+# set up): they say nothing about the demo and look like failures.
+_NATIVE_NOISE = re.compile(
+    r"All log messages before absl::InitializeLog|cudart_stub\.cc|"
+    r"cuda_platform\.cc.*cuInit|cpu_feature_guard\.cc|"
+    r"To enable the following instructions: |"
+    r"Unable to register cu(DNN|FFT|BLAS) factory|computation placer already registered")
+
+
+@contextlib.contextmanager
+def _quiet_native_start_up():
+    """Route file descriptor 2 through a file while the backend starts and
+    write back every line but the known start-up noise above."""
+    try:
+        saved = os.dup(2)
+    except OSError:  # no stderr at all
+        yield
+        return
+    with tempfile.TemporaryFile() as tmp:
+        sys.stderr.flush()
+        os.dup2(tmp.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            tmp.seek(0)
+            kept = [line for line in tmp.read().decode("utf-8", "replace").splitlines(True)
+                    if not _NATIVE_NOISE.search(line)]
+            if kept:
+                sys.stderr.write("".join(kept))
+                sys.stderr.flush()
+
+
+with _quiet_native_start_up():
+    import keras  # noqa: E402
+
+    keras.ops.convert_to_numpy(keras.ops.zeros(()))  # the device start-up (cuInit)
+
 from keras import layers as L  # noqa: E402
 
 import keras_tricks  # noqa: E402
@@ -123,8 +194,9 @@ def read_any(path):
     return read_jsonlines(path) if first.lstrip().startswith("{") else read_conll(path)
 
 
-def split(sentences, seed=0):
-    """Deterministic 70/15/15 split, by document when there are several."""
+def split(sentences, seed=0, bounds=(0.70, 0.85)):
+    """Deterministic split, by document when there are several: 70/15/15 by
+    default, len(bounds) + 1 parts cut at these cumulative fractions."""
     groups = collections.OrderedDict()
     for i, s in enumerate(sentences):
         groups.setdefault(s.doc, []).append(i)
@@ -132,10 +204,10 @@ def split(sentences, seed=0):
     if len(keys) < 10:  # no document structure: split sentences
         keys, groups = list(range(len(sentences))), {i: [i] for i in range(len(sentences))}
     order = np.random.default_rng(seed).permutation(len(keys))
-    total, parts, acc = len(sentences), ([], [], []), 0
+    total, parts, acc = len(sentences), [[] for _ in range(len(bounds) + 1)], 0
     for k in order:
         idx = groups[keys[k]]
-        part = 0 if acc < 0.70 * total else 1 if acc < 0.85 * total else 2
+        part = next((p for p, b in enumerate(bounds) if acc < b * total), len(bounds))
         parts[part].extend(idx)
         acc += len(idx)
     return [[sentences[i] for i in sorted(p)] for p in parts]
@@ -163,11 +235,13 @@ class Vocab:
         self.types = sorted({t for s in train for _, _, t in s.spans})
         self.tags = ["O"] + [f"{p}-{t}" for t in self.types for p in "BI"]
 
-    def encode(self, sentences, n):
+    def encode(self, sentences, n, limit=None):
+        """Word and character ids `(batch, n)`, `(batch, n, MAX_CHARS)` of
+        the first `limit` (default n) tokens of each sentence, 0-padded."""
         words = np.zeros((len(sentences), n), "int32")
         chars = np.zeros((len(sentences), n, MAX_CHARS), "int32")
         for b, s in enumerate(sentences):
-            for i, w in enumerate(s.tokens[:n]):
+            for i, w in enumerate(s.tokens[:min(n, limit or n)]):
                 words[b, i] = self.words.get(norm_word(w), 1)
                 ids = [self.chars.get(c, 1) for c in w[:MAX_CHARS]]
                 chars[b, i, : len(ids)] = ids
@@ -202,11 +276,13 @@ class NerBatches(DataGenerator):
             yield self.encode(bucket)
 
     def encode(self, batch):
-        n = max(len(s.tokens) for s in batch)
+        # Cut at max_len exactly (the padding to the bucket stays padding), so
+        # that no position >= max_len is ever trained on.
+        cut = max(len(s.tokens) for s in batch)
         if self.max_len:
-            n = min(n, self.max_len)
-        n = -(-n // BUCKET) * BUCKET
-        x = self.vocab.encode(batch, n)
+            cut = min(cut, self.max_len)
+        n = -(-cut // BUCKET) * BUCKET
+        x = self.vocab.encode(batch, n, cut)
         if self.target is None:
             return (x,)
         if self.target == "spans":
@@ -214,7 +290,7 @@ class NerBatches(DataGenerator):
             for b, s in enumerate(batch):
                 count = collections.Counter()
                 for start, end, t in s.spans:
-                    if end < n and t in self.vocab.types:
+                    if end < cut and t in self.vocab.types:
                         h = self.vocab.types.index(t)
                         y[b, h, count[h]] = (start, end)
                         count[h] += 1
@@ -223,7 +299,7 @@ class NerBatches(DataGenerator):
             for b, s in enumerate(batch):
                 spans = outermost(s.spans) if self.bio_flatten else s.spans
                 for start, end, t in spans:
-                    if t in self.vocab.types and end < n:
+                    if t in self.vocab.types and end < cut:
                         y[b, start] = self.vocab.tags.index(f"B-{t}")
                         y[b, start + 1:end + 1] = self.vocab.tags.index(f"I-{t}")
         return x, y
@@ -254,25 +330,71 @@ def build_model(vocab, head, args):
     model = keras.Model([words, chars], out)
     # No XLA: every length bucket would compile its own program.
     model.compile(optimizer=keras.optimizers.Adam(args.lr), loss=loss,
-                  jit_compile=args.jit)
+                  jit_compile=args.jit, run_eagerly=getattr(args, "eager", False))
     return model
 
 
-def predict_spans(model, head, sentences, vocab, batch_size=64):
-    data = NerBatches(sentences, vocab, batch_size, target=None)
-    found = [None] * len(sentences)
+def trained_length(train, max_len):
+    """T: training positions are 0 .. T-1 (sentences cut to `max_len`, 0: not cut)."""
+    longest = max(len(s.tokens) for s in train)
+    return min(longest, max_len) if max_len else longest
+
+
+def window_starts(n, size):
+    """Start offsets of the windows of `size` tokens covering `n` tokens:
+    0, size//2, 2*(size//2), ... and a last one ending at token n - 1."""
+    if n <= size:
+        return [0]
+    stride = max(1, size // 2)
+    return list(range(0, n - size, stride)) + [n - size]
+
+
+def central_window(starts, size, start, end):
+    """Index of the window holding tokens start..end farthest from its
+    edges (the earlier on ties), None if no window holds them all."""
+    best, margin = None, -1
+    for k, a in enumerate(starts):
+        if a <= start and end < a + size and min(start - a, a + size - 1 - end) > margin:
+            best, margin = k, min(start - a, a + size - 1 - end)
+    return best
+
+
+def predict_spans(model, head, sentences, vocab, window=None, max_span_length=None,
+                  batch_size=64):
+    """Predicted `(start, end_inclusive, type)` sets, one per sentence.
+
+    `window`: the trained length T, or None to score every sentence whole.
+    A sentence longer than T is cut into the windows of `window_starts`, the
+    model scores each window alone (never a position >= T), and each span
+    (GlobalPointer) or tag (BIO) comes from its `central_window`.
+    `max_span_length` is passed to `decode_spans` (GlobalPointer heads)."""
+    pieces, owners, starts = [], [], []
+    for i, s in enumerate(sentences):
+        n = len(s.tokens)
+        size = window or n
+        starts.append(window_starts(n, size))
+        for k, a in enumerate(starts[-1]):
+            pieces.append(Sentence(s.tokens[a:a + size], [], s.doc))
+            owners.append((i, k, a))
+    data = NerBatches(pieces, vocab, batch_size, target=None)
+    found = [set() for _ in sentences]
+    tags = [["O"] * len(s.tokens) for s in sentences]
     for idx, (x,) in zip(data.indices, data):  # in order: random=False
         out = np.asarray(model.predict_on_batch(x))
-        for row, i in enumerate(idx):
-            n = len(sentences[i].tokens)
+        for row, p in enumerate(idx):
+            i, k, a = owners[p]
+            n, size = len(pieces[p].tokens), window or len(sentences[i].tokens)
             if head == "bio":
-                tags = [vocab.tags[t] for t in out[row, :n].argmax(-1)]
-                spans = tags_to_spans(tags)
+                for j, t in enumerate(out[row, :n].argmax(-1)):
+                    if central_window(starts[i], size, a + j, a + j) == k:
+                        tags[i][a + j] = vocab.tags[t]
             else:
-                spans = [(int(s), int(e), vocab.types[int(h)])
-                         for _, h, s, e in kt_layers.decode_spans(out[row:row + 1])
-                         if e < n]
-            found[i] = set(spans)
+                for _, h, st, e in kt_layers.decode_spans(out[row:row + 1],
+                                                          max_span_length=max_span_length):
+                    if e < n and central_window(starts[i], size, a + st, a + e) == k:
+                        found[i].add((a + int(st), a + int(e), vocab.types[int(h)]))
+    if head == "bio":
+        found = [set(tags_to_spans(t)) for t in tags]
     return found
 
 
@@ -289,18 +411,21 @@ def prf(gold_sets, pred_sets):
 class KeepBest(keras.callbacks.Callback):
     """Entity F1 on dev after each epoch; restores the best weights at the end."""
 
-    def __init__(self, head, dev, vocab):
+    def __init__(self, head, dev, vocab, window=None, max_span_length=None):
         super().__init__()
         self.head, self.dev, self.vocab = head, dev, vocab
+        self.window, self.max_span_length = window, max_span_length
         self.gold = [set(s.spans) for s in dev]
         self.best, self.best_weights, self.curve = -1.0, None, []
         self.verbose = True
 
     def on_epoch_end(self, epoch, logs=None):
-        f1 = prf(self.gold, predict_spans(self.model, self.head, self.dev, self.vocab))[2]
+        found = predict_spans(self.model, self.head, self.dev, self.vocab,
+                              self.window, self.max_span_length)
+        f1 = prf(self.gold, found)[2]
         self.curve.append(f1)
         if self.verbose:
-            print(f"  dev entity F1 {f1:.4f}")
+            print(f"  epoch {epoch + 1}: dev entity F1 {f1:.4f}", flush=True)
         if f1 > self.best:
             self.best, self.best_weights = f1, self.model.get_weights()
 
@@ -313,25 +438,68 @@ def run_head(head, train, dev, test, vocab, args, nested):
     keras.utils.set_random_seed(args.seed)
     model = build_model(vocab, head, args)
     target = "bio" if head == "bio" else "spans"
+    window = trained_length(train, args.max_len)
     data = NerBatches(train, vocab, args.batch_size, target, max_len=args.max_len,
                       bio_flatten=nested, workers=args.workers, seed=args.seed)
-    keep = KeepBest(head, dev, vocab)
+    keep = KeepBest(head, dev, vocab, window, args.max_span_length)
     keep.verbose = bool(args.verbose)
     start = time.time()
     with data:  # one worker pool for every epoch, stopped on exit
+        # shuffle=False: the generator reshuffles its buckets itself (and Keras
+        # would only warn that it ignores shuffle=True for a generator).
         model.fit(data.forfit(), steps_per_epoch=len(data), epochs=args.epochs,
-                  callbacks=[keep], verbose=args.verbose)
+                  callbacks=[keep], verbose=args.verbose, shuffle=False)
     seconds = time.time() - start
-    p, r, f = prf([set(s.spans) for s in test], predict_spans(model, head, test, vocab))
+    found = predict_spans(model, head, test, vocab, window, args.max_span_length)
+    p, r, f = prf([set(s.spans) for s in test], found)
     return {"head": head, "p": p, "r": r, "f1": f, "seconds": seconds,
-            "params": model.count_params(), "curve": keep.curve}
+            "params": model.count_params(), "curve": keep.curve, "test_spans": found}
+
+
+def _shown(path):
+    rel = os.path.relpath(path)
+    return os.path.abspath(path) if rel.startswith("..") else rel
+
+
+def load_data(args):
+    """(train, dev, test, where): a --dev / --test file is used whole; what is
+    not given is split from --train; --max-train cuts only train and the sets
+    split from it."""
+    train = read_any(args.train)
+    if args.dev and args.test:
+        dev, test = read_any(args.dev), read_any(args.test)
+    elif args.test:
+        test = read_any(args.test)
+        train, dev = split(train, args.seed, bounds=(0.85,))
+    elif args.dev:
+        dev = read_any(args.dev)
+        train, test = split(train, args.seed, bounds=(0.85,))
+    else:
+        train, dev, test = split(train, args.seed)
+    if args.max_train:
+        train = train[: args.max_train]
+        cap = max(32, args.max_train // 4)
+        dev = dev if args.dev else dev[:cap]
+        test = test if args.test else test[:cap]
+    where = {"dev": _shown(args.dev) if args.dev else "split from train",
+             "test": _shown(args.test) if args.test else "split from train"}
+    return train, dev, test, where
+
+
+def _positive_or_none(text):
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return value
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--train", default=DEFAULT_DATA)
-    ap.add_argument("--dev")
-    ap.add_argument("--test")
+    ap.add_argument("--train", default=DEFAULT_DATA,
+                    help="CoNLL, CLUENER or GENIA-format file, e.g. your copy of CLUENER's "
+                         "train.json (default: the bundled wikigold)")
+    ap.add_argument("--dev", help="dev file, used whole (default: split from --train)")
+    ap.add_argument("--test", help="test file, used whole (default: split from --train)")
     ap.add_argument("--head", choices=["global", "efficient"], default="global")
     ap.add_argument("--no-baseline", action="store_true", help="skip the BIO softmax head")
     ap.add_argument("--epochs", type=int, default=20)
@@ -343,47 +511,72 @@ def main(argv=None):
     ap.add_argument("--lstm", type=int, default=100)
     ap.add_argument("--head-size", type=int, default=64)
     ap.add_argument("--dropout", type=float, default=0.3)
-    ap.add_argument("--max-len", type=int, default=128, help="truncate training sentences")
-    ap.add_argument("--max-train", type=int, default=0, help="use at most this many training sentences")
+    ap.add_argument("--max-len", type=int, default=128,
+                    help="cut training sentences to this many tokens (0: no cut); longer "
+                         "dev/test sentences are predicted in windows of the trained length")
+    ap.add_argument("--max-span-length", type=_positive_or_none, default=None,
+                    help="drop predicted spans longer than this (GlobalPointer heads)")
+    ap.add_argument("--max-train", type=int, default=0,
+                    help="use at most this many training sentences (a --dev/--test file "
+                         "is still used whole)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--workers", type=int, default=1, help="batch-encoding worker processes")
-    ap.add_argument("--verbose", type=int, default=1, help="progress bar (1), a line per epoch (2), none (0)")
+    ap.add_argument("--verbose", type=int, choices=[0, 1, 2], default=None,
+                    help="progress bar (1), a line per epoch (2), none (0); default 1 "
+                         "on a terminal, else 2")
+    ap.add_argument("--out", "--output", dest="out", default=os.path.join(HERE, "output"),
+                    help="folder for the dev-curve plot (default demos/output)")
     ap.add_argument("--jit", action="store_true", help="compile with XLA")
-    ap.add_argument("--smoke", action="store_true", help="tiny run for tests")
+    ap.add_argument("--eager", action="store_true",
+                    help="run eagerly (no graph tracing: faster for a step or two)")
+    ap.add_argument("--smoke", action="store_true",
+                    help="tiny run for tests (seconds): 1 epoch, 32 training sentences, "
+                         "--max-len 16, a tiny model, run eagerly")
     args = ap.parse_args(argv)
-    if args.smoke:
-        args.epochs, args.max_train, args.lstm, args.word_dim = 1, 64, 16, 16
-        args.char_filters, args.head_size, args.verbose = 8, 8, 0
+    if args.smoke:  # new defaults; flags given explicitly still win
+        ap.set_defaults(epochs=1, lstm=8, word_dim=8, char_dim=8, char_filters=8,
+                        head_size=8, workers=0, max_train=32, max_len=16, eager=True)
+        args = ap.parse_args(argv)
+    if args.verbose is None:
+        args.verbose = 1 if sys.stdout.isatty() else 2
 
-    train = read_any(args.train)
-    if args.dev and args.test:
-        dev, test = read_any(args.dev), read_any(args.test)
-    elif args.dev or args.test:
-        ap.error("give both --dev and --test, or neither (the train file is then split)")
-    else:
-        train, dev, test = split(train, args.seed)
-    if args.max_train:
-        train = train[: args.max_train]
-        dev, test = dev[: max(32, args.max_train // 4)], test[: max(32, args.max_train // 4)]
+    train, dev, test, where = load_data(args)
     nested = any(len(outermost(s.spans)) < len(s.spans) for s in train + dev + test)
     vocab = Vocab(train)
     n_gold = sum(len(s.spans) for s in test)
     bio_ok = sum(len(outermost(s.spans)) for s in test)
     print(f"keras_tricks {keras_tricks.__version__}, Keras {keras.__version__}, "
           f"backend {keras.backend.backend()}")
-    print(f"data: {os.path.relpath(args.train)}: train {len(train)} / dev {len(dev)} / "
-          f"test {len(test)} sentences, {len(vocab.types)} types {vocab.types}, "
+    print(f"data: train {_shown(args.train)}: {len(train)} sentences; "
+          f"dev {where['dev']}: {len(dev)}; test {where['test']}: {len(test)}; "
+          f"{len(vocab.types)} types {vocab.types}, "
           f"{n_gold} test entities" + (f" (nested: a BIO tagger can represent {bio_ok})"
                                        if nested else ""))
+    window = trained_length(train, args.max_len)
+    long_dev = sum(len(s.tokens) > window for s in dev)
+    long_test = sum(len(s.tokens) > window for s in test)
+    if long_dev or long_test:
+        print(f"positions: trained on positions 0..{window - 1}; {long_dev} dev and "
+              f"{long_test} test sentences are longer and are predicted in overlapping "
+              f"windows of {window} tokens (stride {max(1, window // 2)}), each span or tag "
+              f"taken from the window where it is most central")
+    else:
+        print(f"positions: trained on positions 0..{window - 1}; every dev/test "
+              f"sentence fits, none is windowed")
+    if args.max_span_length:
+        print(f"spans longer than {args.max_span_length} tokens are dropped "
+              f"(--max-span-length)")
+    sys.stdout.flush()
 
     heads = [args.head] + ([] if args.no_baseline else ["bio"])
     results = []
     for head in heads:
         name = {"global": "GlobalPointer", "efficient": "EfficientGlobalPointer",
                 "bio": "softmax BIO"}[head]
-        print(f"\n== {name} head ==")
+        print(f"\n== {name} head ==", flush=True)
         results.append(run_head(head, train, dev, test, vocab, args, nested))
-        results[-1]["name"] = name
+        results[-1].update(name=name, window=window, windowed_test=long_test,
+                           n_train=len(train), n_dev=len(dev), n_test=len(test))
 
     print("\nEntity-level micro scores on the held-out test split "
           "(exact span and type; best dev epoch):")
@@ -396,17 +589,18 @@ def main(argv=None):
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
-
-        os.makedirs(os.path.join(HERE, "output"), exist_ok=True)
-        fig, ax = plt.subplots(figsize=(5, 3.2))
-        for r in results:
-            ax.plot(range(1, len(r["curve"]) + 1), r["curve"], marker="o", label=r["name"])
-        ax.set_xlabel("epoch"), ax.set_ylabel("dev entity F1"), ax.legend(), fig.tight_layout()
-        path = os.path.join(HERE, "output", "ner_global_pointer.png")
-        fig.savefig(path, dpi=120)
-        print(f"dev curves: {os.path.relpath(path)}")
     except ImportError:
-        pass
+        print("(matplotlib is not installed: no plot)")
+        return results
+    os.makedirs(args.out, exist_ok=True)
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    for r in results:
+        ax.plot(range(1, len(r["curve"]) + 1), r["curve"], marker="o", label=r["name"])
+    ax.set_xlabel("epoch"), ax.set_ylabel("dev entity F1"), ax.legend(), fig.tight_layout()
+    path = os.path.join(args.out, "ner_global_pointer.png")
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    print(f"dev curves: {_shown(path)}")
     return results
 
 
