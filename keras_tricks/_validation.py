@@ -30,8 +30,18 @@ __all__ = [
 ]
 
 
+def _short(value: Any, limit: int = 80) -> str:
+    """repr(value), cut to `limit` characters (Python refuses to print an
+    integer of more than 4300 digits at all)."""
+    try:
+        text = repr(value)
+    except ValueError:
+        text = f"<{type(value).__name__} too large to print>"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def _describe(value: Any) -> str:
-    return f"{value!r} of type {type(value).__name__}"
+    return f"{_short(value)} of type {type(value).__name__}"
 
 
 def check_type(name: str, value: Any, types: type | tuple[type, ...], expected: str) -> Any:
@@ -64,9 +74,9 @@ def check_int(
         raise TypeError(f"`{name}` must be {what}, got {_describe(value)}.")
     value = int(value)
     if minimum is not None and value < minimum:
-        raise ValueError(f"`{name}` must be >= {minimum}, got {value}.")
+        raise ValueError(f"`{name}` must be >= {minimum}, got {_short(value)}.")
     if maximum is not None and value > maximum:
-        raise ValueError(f"`{name}` must be <= {maximum}, got {value}.")
+        raise ValueError(f"`{name}` must be <= {maximum}, got {_short(value)}.")
     return value
 
 
@@ -91,7 +101,14 @@ def check_float(
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (numbers.Real, np.floating, np.integer)):
         what = "a real number" + (" or None" if allow_none else "")
         raise TypeError(f"`{name}` must be {what}, got {_describe(value)}.")
-    value = float(value)
+    try:
+        value = float(value)
+    except OverflowError:
+        # A Python integer (or Fraction) beyond the float range: as infinite
+        # as a float can say, and `float()` would raise a bare OverflowError.
+        if finite:
+            raise ValueError(f"`{name}` must be finite, got {_describe(value)}.") from None
+        value = math.inf if value > 0 else -math.inf
     if math.isnan(value):
         raise ValueError(f"`{name}` must be a number, got nan.")
     if finite and math.isinf(value):

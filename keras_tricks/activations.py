@@ -6,18 +6,19 @@ its registered name (`activation="keras_tricks>squareplus"`) saves to `.keras`
 and loads back without `custom_objects`.
 """
 
-
 import keras
 import numpy as np
 from keras import ops
 
-from keras_tricks import _backend, _numerics, _validation
+from keras_tricks import _backend, _numerics
+from keras_tricks._validation import check_float
 
 __all__ = ["squareplus"]
 
 
 def _validate_b(b):
-    return _validation.check_float("b", b, minimum=0.0, min_inclusive=False)
+    """`b` as a Python float: a finite real number > 0 (NumPy scalars too)."""
+    return check_float("b", b, minimum=0.0, min_inclusive=False)
 
 
 @keras.saving.register_keras_serializable(package="keras_tricks")
@@ -49,13 +50,17 @@ def squareplus(x, b=4.0):
     number (tested against an extended-precision reference on a dense grid of
     both signs); results in the subnormal range, which TensorFlow and XLA
     flush to zero on CPUs, are within the smallest normal number. `+inf` maps
-    to `+inf`, `-inf` to 0, and the gradient is finite everywhere, including
-    at `x = 0` (where it is exactly 1/2).
+    to `+inf` and `-inf` to 0, with gradients exactly 1 and 0 there (the
+    limits of f'); the gradient is finite everywhere, including at `x = 0`
+    (where it is exactly 1/2). NaN maps to NaN. An empty tensor (any shape
+    with a zero-sized axis, such as an empty batch) gives an empty result
+    and an empty gradient.
 
     Args:
         x: a tensor of any shape; integer inputs are cast to `floatx()`.
-        b: the curvature at zero, a finite number > 0 (default 4, the
-            paper's choice, which makes f(0) = 1). For float16, bfloat16 and
+        b: the curvature at zero, a finite real number > 0, Python or NumPy
+            (default 4, the paper's choice, which makes f(0) = 1); a wrong
+            type raises `TypeError`, a wrong value `ValueError`. For float16, bfloat16 and
             float32 inputs it must lie in [4 * tiny, eps * max] of float32
             (about [4.7e-38, 4e31]); for float64 in the float64 equivalent.
 
@@ -106,9 +111,9 @@ def _value_and_root(x, b, threshold):
     # Past the threshold f(a) = a is selected rather than computed: a + root
     # would overflow for a > max / 2, and a * 0.5 + root * 0.5 is no defence
     # under XLA, whose simplifier factors it back into (a + root) * 0.5.
-    # `a + root`, not `ops.add`: Keras's TensorFlow `add` takes a second
-    # operand of shape (0, k) for a bias and calls BiasAdd, which fails on an
-    # empty batch.
+    # `+`, not ops.add: Keras's TensorFlow add takes two tensors of the same
+    # shape (0, n) for an input and a bias and calls BiasAdd, which refuses
+    # a 2-D "bias" (an empty batch crashed).
     f_pos = ops.where(small_enough, ops.multiply(a + root, 0.5), a)
     y = ops.where(ops.greater_equal(x, 0), f_pos, ops.divide(quarter_b, f_pos))
     return y, root
@@ -120,10 +125,13 @@ def _value(x, b, threshold):
 
 def _derivative(x, b, threshold):
     y, root = _value_and_root(x, b, threshold)
-    # Past the threshold f'(x) = 1 - b / (8 x^2) rounds to 1 for x > 0; taking
-    # it as 1 there also keeps +inf from giving inf / inf = NaN.
+    # Past the threshold on the positive side f(x) = x and f'(x) = 1 to the
+    # last bit; selecting 1 there also gives f'(+inf) = 1 instead of
+    # inf / inf = NaN. (On the negative side y / root = (b / 4) / a^2 goes to
+    # 0, exactly 0 at -inf.)
+    one = ops.convert_to_tensor(1.0, dtype=x.dtype)
     past = ops.greater_equal(x, ops.convert_to_tensor(threshold, dtype=x.dtype))
-    return ops.where(past, ops.ones_like(y), ops.divide(y, root))
+    return ops.where(past, one, ops.divide(y, root))
 
 
 # One program instead of ~11 eagerly dispatched kernels on JAX (see

@@ -65,6 +65,15 @@ where eps is the machine epsilon of `dtype` and `tolerance` (default 1) is the
 component's own multiplier, for formulas whose rounding error grows with a
 reduction length. NaN must match NaN, inf must match inf.
 
+No check can pass vacuously: every numeric argument is validated before
+anything runs (`tolerance` a finite real number > 0, `epochs` and `tasks`
+positive integers; Python or NumPy numbers, never `bool`), `checks` and
+`policies` must name at least one entry, the `"mask"` check asked for by name
+needs `mask=`, and `assert_close` fails on a difference in the number of
+tensors, in shape (an empty result against a non-empty one included), in the
+NaN/inf pattern (a NaN where the reference is finite) or on `None` against a
+value. A wrong type raises `TypeError`, a wrong value `ValueError`.
+
 Example (the whole of a component's harness test):
 
     import numpy as np
@@ -90,7 +99,8 @@ import keras
 import numpy as np
 from keras import ops, tree
 
-from keras_tricks import _backend, _numerics, _validation
+from keras_tricks import _backend, _numerics
+from keras_tricks._validation import check_bool, check_float, check_int, check_type
 
 __all__ = [
     "ALL_CHECKS",
@@ -129,6 +139,12 @@ def to_numpy(x):
     def convert(t):
         if t is None:
             return None
+        if isinstance(t, (np.ndarray, np.generic, int, float, complex)):
+            # Host values stay as they are: a round trip through a backend
+            # tensor would round float64 to float32 on JAX (1e308 -> inf)
+            # unless x64 is enabled.
+            t = np.asarray(t)
+            return t.astype(np.float32) if t.dtype.name == "bfloat16" else t
         t = ops.convert_to_tensor(t)
         if keras.backend.standardize_dtype(t.dtype) == "bfloat16":
             t = ops.cast(t, "float32")  # NumPy has no native bfloat16
@@ -149,7 +165,53 @@ def dtype_policy(policy):
 
 
 def _check_tolerance(tolerance):
-    return _validation.check_float("tolerance", tolerance, minimum=0.0, min_inclusive=False)
+    # NaN or inf would make every comparison pass; 0 or less every one fail.
+    return check_float("tolerance", tolerance, minimum=0.0, min_inclusive=False)
+
+
+def _check_dtype(dtype):
+    """A float dtype name (or NumPy dtype / type), standardised."""
+    try:
+        name = keras.backend.standardize_dtype(dtype)
+    except (TypeError, ValueError, AttributeError) as e:
+        raise TypeError(
+            f"`dtype` must be a float dtype such as 'float32', got "
+            f"{dtype!r} of type {type(dtype).__name__} ({e})."
+        ) from None
+    if not _numerics.is_float(name):
+        raise ValueError(
+            f"`dtype` must be a float dtype (float16, bfloat16, float32, float64), "
+            f"got {name!r}."
+        )
+    return name
+
+
+def _check_names(name, values, allowed, what):
+    """A non-empty tuple of distinct names out of `allowed`."""
+    if isinstance(values, str) or not isinstance(values, (list, tuple, set, frozenset)):
+        raise TypeError(
+            f"`{name}` must be a list or tuple of {what}, e.g. {allowed[:2]!r}; "
+            f"got {values!r} of type {type(values).__name__}."
+        )
+    for v in values:
+        if not isinstance(v, str):
+            raise TypeError(f"`{name}` must hold strings, got {v!r} of type {type(v).__name__}.")
+    if not values:
+        raise ValueError(
+            f"`{name}` is empty: nothing would be checked. Choose from {allowed}."
+        )
+    unknown = set(values) - set(allowed)
+    if unknown:
+        label = "checks" if name == "checks" else name
+        raise ValueError(f"Unknown {label} {sorted(unknown)}; choose from {allowed}.")
+    return tuple(values)
+
+
+_POLICY_NAMES = ("float32", "float64", "float16", "bfloat16", "mixed_float16", "mixed_bfloat16")
+
+
+def _check_policies(policies):
+    return _check_names("policies", policies, _POLICY_NAMES, "dtype policy names")
 
 
 def assert_close(actual, expected, dtype="float32", tolerance=1.0, what="outputs"):
@@ -157,21 +219,36 @@ def assert_close(actual, expected, dtype="float32", tolerance=1.0, what="outputs
 
     |actual - expected| <= 8 * tolerance * eps(dtype) * (|expected| + rms(expected))
     elementwise; NaN and inf must sit at the same places with the same sign.
-    `tolerance` must be a finite number > 0 (NaN or inf would let any
-    comparison pass).
+
+    Fails (`HarnessFailure`) on a different number of tensors, a different
+    shape (no broadcasting: an empty result never matches a non-empty one,
+    a scalar never matches a shape-(1,) array), a NaN or inf where the other
+    side has a finite value, and `None` against a value. Two empty arrays of
+    the same shape are equal. `dtype` must be a float dtype and `tolerance`
+    a finite number > 0 (`ValueError` otherwise, `TypeError` for a wrong
+    type), so that the comparison cannot pass vacuously.
     """
+    eps = float(_numerics.finfo(_check_dtype(dtype)).eps)
     tolerance = _check_tolerance(tolerance)
+    what = check_type("what", what, str, "a string")
     actual_flat = tree.flatten(to_numpy(actual))
     expected_flat = tree.flatten(to_numpy(expected))
     if len(actual_flat) != len(expected_flat):
         raise HarnessFailure(
             f"{what}: {len(actual_flat)} tensors, expected {len(expected_flat)}."
         )
-    eps = float(_numerics.finfo(dtype).eps)
     for i, (a, e) in enumerate(zip(actual_flat, expected_flat)):
+        label = what if len(actual_flat) == 1 else f"{what}[{i}]"
+        if a is None or e is None:
+            # np.asarray(None, float64) is NaN, which would match a NaN.
+            if a is None and e is None:
+                continue
+            raise HarnessFailure(
+                f"{label}: {'None' if a is None else 'a value'}, expected "
+                f"{'None' if e is None else 'a value'}."
+            )
         a = np.asarray(a, dtype=np.float64)
         e = np.asarray(e, dtype=np.float64)
-        label = what if len(actual_flat) == 1 else f"{what}[{i}]"
         if a.shape != e.shape:
             raise HarnessFailure(f"{label}: shape {a.shape}, expected {e.shape}.")
         finite = np.isfinite(e)
@@ -188,7 +265,8 @@ def assert_close(actual, expected, dtype="float32", tolerance=1.0, what="outputs
             continue
         rms = float(np.sqrt(np.mean(np.square(e[finite]))))
         allowed = _ULPS * tolerance * eps * (np.abs(e) + rms)
-        err = np.where(finite, np.abs(a - e), 0.0)
+        with np.errstate(invalid="ignore"):  # inf - inf where both are inf
+            err = np.where(finite, np.abs(a - e), 0.0)
         bad = err > allowed
         if bad.any():
             worst = np.unravel_index(np.argmax(err - allowed), err.shape)
@@ -662,19 +740,29 @@ def check_layer(
             broadcast over the trailing output axes).
         expected_output_mask: what `compute_mask` must return: `"same"` (the
             input mask, the default), `None`, or an array.
-        checks: a subset of `ALL_CHECKS`.
-        tolerance: multiplier of the rounding tolerance (see module doc).
-        policies: the dtype policies of the `"dtypes"` check.
+        checks: a non-empty subset of `ALL_CHECKS` (a list or tuple). The
+            default runs `"mask"` only when `mask` is given; naming
+            `"mask"` explicitly without a mask is a `ValueError`.
+        tolerance: multiplier of the rounding tolerance (see module doc), a
+            finite number > 0.
+        policies: the dtype policies of the `"dtypes"` check (non-empty).
         expect_compute_dtype_outputs: whether float outputs must have the
             compute dtype of the policy.
 
     Raises:
-        HarnessFailure (an AssertionError) naming the check that failed.
+        HarnessFailure (an AssertionError) naming the check that failed;
+        `TypeError` / `ValueError` for invalid arguments, before anything runs.
     """
+    explicit = checks is not ALL_CHECKS
+    checks = _check_names("checks", checks, ALL_CHECKS, "check names")
     tolerance = _check_tolerance(tolerance)
-    unknown = set(checks) - set(ALL_CHECKS)
-    if unknown:
-        raise ValueError(f"Unknown checks {sorted(unknown)}; choose from {ALL_CHECKS}.")
+    policies = _check_policies(policies)
+    expect_compute_dtype_outputs = check_bool(
+        "expect_compute_dtype_outputs", expect_compute_dtype_outputs)
+    if explicit and "mask" in checks and mask is None:
+        # By default the mask check runs when a mask is given; asked for by
+        # name without one, it would pass without checking anything.
+        raise ValueError("The 'mask' check needs `mask=`; pass a mask or leave 'mask' out of `checks`.")
     case = _LayerCase(layer_cls, init_kwargs, inputs, call_kwargs, mask)
     if "call" in checks:
         _check_layer_call(case, tolerance)
@@ -695,8 +783,12 @@ def check_activation(fn, x, *, tolerance=1.0, checks=ALL_CHECKS):
 
     `fn` must be registered (`register_keras_serializable(package="keras_tricks")`);
     the `.keras` round trips then prove that it loads by its registered name.
+    `tolerance` and `checks` are as for `check_layer`.
     """
-    tolerance = _check_tolerance(tolerance)
+    if not callable(fn):
+        raise TypeError(f"`fn` must be a callable activation, got {fn!r} of type {type(fn).__name__}.")
+    _check_names("checks", checks, ALL_CHECKS, "check names")
+    _check_tolerance(tolerance)
     _registered(fn, getattr(fn, "__name__", repr(fn)))
     name = keras.saving.get_registered_name(fn)
     # `keras.activations.get` resolves only Keras's built-in string names; a
@@ -762,10 +854,9 @@ def check_loss(
     compiled model (identical evaluation after loading); a short `fit()`
     through the loss changes the weights; same value on every device.
     """
+    checks = _check_names("checks", checks, LOSS_CHECKS, "check names")
     tolerance = _check_tolerance(tolerance)
-    unknown = set(checks) - set(LOSS_CHECKS)
-    if unknown:
-        raise ValueError(f"Unknown checks {sorted(unknown)}; choose from {LOSS_CHECKS}.")
+    policies = _check_policies(policies)
     name = getattr(loss, "__name__", type(loss).__name__)
     loss_obj = _make_loss(loss, init_kwargs)
     def eager_value(fn):
@@ -908,10 +999,9 @@ def check_metric(
     dtype policy give a finite result close to float32; config and `.keras`
     round trip of a compiled model; same result on every device.
     """
+    checks = _check_names("checks", checks, METRIC_CHECKS, "check names")
     tolerance = _check_tolerance(tolerance)
-    unknown = set(checks) - set(METRIC_CHECKS)
-    if unknown:
-        raise ValueError(f"Unknown checks {sorted(unknown)}; choose from {METRIC_CHECKS}.")
+    policies = _check_policies(policies)
     name = metric_cls.__name__
     make = lambda: metric_cls(**(init_kwargs or {}))  # noqa: E731
     metric = make()
@@ -996,8 +1086,21 @@ def check_callback(callback_factory, *, model_factory=None, data=None, epochs=2,
     Checks, under each dtype policy: training loss and every weight finite,
     some weight changed, evaluate and predict run with the callback; the
     callback's `get_config`, when it has one, is JSON-serialisable and
-    survives `from_config`.
+    survives `from_config`. `epochs` is a positive integer and `policies` a
+    non-empty list of dtype policy names.
     """
+    if not callable(callback_factory):
+        raise TypeError(
+            "`callback_factory` must be a callable returning a callback, got "
+            f"{callback_factory!r} of type {type(callback_factory).__name__}."
+        )
+    if model_factory is not None and not callable(model_factory):
+        raise TypeError(
+            "`model_factory` must be None or a callable returning a compiled model, got "
+            f"{model_factory!r} of type {type(model_factory).__name__}."
+        )
+    epochs = check_int("epochs", epochs, minimum=1)
+    policies = _check_policies(policies)
     if model_factory is None:
         def model_factory():
             model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8),
@@ -1082,9 +1185,21 @@ def check_strategy(strategy_factory, *, tasks=2, checks=STRATEGY_CHECKS, toleran
       `<task>_weight` for every task, all finite;
     - `"devices"`: on every device Keras sees, the trained weights match the
       CPU's.
+
+    `tasks` is an integer >= 2 (a strategy weighs tasks against each other),
+    `checks` a non-empty subset of `STRATEGY_CHECKS`, `tolerance` a finite
+    number > 0.
     """
-    tolerance = _check_tolerance(tolerance)
     from keras_tricks import multitask
+
+    if not callable(strategy_factory):
+        raise TypeError(
+            "`strategy_factory` must be a callable returning a strategy or its name, got "
+            f"{strategy_factory!r} of type {type(strategy_factory).__name__}."
+        )
+    tasks = check_int("tasks", tasks, minimum=2)
+    checks = _check_names("checks", checks, STRATEGY_CHECKS, "check names")
+    tolerance = _check_tolerance(tolerance)
 
     name = type(multitask.get(strategy_factory())).__name__
     base_mt, x, _, base_logs = _train_multitask(strategy_factory, tasks)

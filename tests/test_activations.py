@@ -219,3 +219,122 @@ def test_values_within_4_eps_under_xla():
     y = model.predict(x[:, None].astype("float32"), batch_size=len(x), verbose=0)[:, 0]
     _assert_within_eps(y.astype(np.float64), _reference(x, 4.0), "float32",
                        "squareplus values under XLA")
+
+
+# --------------------------------------------------- empty inputs, infinities
+
+
+EMPTY_SHAPES = [(0, 3), (2, 0), (0,), (0, 0, 4)]
+
+
+@pytest.mark.parametrize("dtype", ["float16", "float32"])
+@pytest.mark.parametrize("shape", EMPTY_SHAPES)
+def test_empty_inputs_give_empty_values_and_gradients(shape, dtype):
+    # Keras's TensorFlow `add` took (0, 3) + (0, 3) for input + bias and
+    # crashed in BiasAdd.
+    x = ops.convert_to_tensor(np.zeros(shape, dtype))
+    y = squareplus(x)
+    assert tuple(y.shape) == shape
+    assert keras.backend.standardize_dtype(y.dtype) == dtype
+    value, (g,) = testing.value_and_grad(lambda t: ops.sum(ops.cast(squareplus(t), "float32")), x)
+    assert tuple(g.shape) == shape and float(testing.to_numpy(value)) == 0.0
+
+
+def test_dense_with_squareplus_on_an_empty_batch():
+    dense = keras.layers.Dense(2, activation=squareplus)
+    x = np.random.default_rng(0).normal(size=(4, 3)).astype("float32")
+    full = testing.to_numpy(dense(x))
+    empty = dense(np.zeros((0, 3), "float32"))
+    assert tuple(empty.shape) == (0, 2)
+    np.testing.assert_array_equal(testing.to_numpy(dense(x[:0])), full[:0])
+    # Gradient with respect to the weights through an empty batch: zero.
+    _, (grads,) = testing.value_and_grad(
+        lambda w: _dense_sum(dense, w, np.zeros((0, 3), "float32")),
+        [ops.convert_to_tensor(v.value) for v in dense.trainable_variables],
+    )
+    for g, v in zip(grads, dense.trainable_variables):
+        assert tuple(g.shape) == tuple(v.shape)
+        np.testing.assert_array_equal(testing.to_numpy(g), 0.0)
+
+
+def _dense_sum(dense, weights, x):
+    with keras.StatelessScope(state_mapping=list(zip(dense.trainable_variables, weights))):
+        return ops.sum(dense(x))
+
+
+def test_compiled_model_on_an_empty_batch():
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, activation=squareplus),
+                              layers.SquarePlus()])
+    model.compile(optimizer="sgd", loss="mse", jit_compile=keras.backend.backend() != "torch")
+    out = model.predict_on_batch(np.zeros((0, 3), "float32"))
+    assert tuple(np.shape(out)) == (0, 2)
+
+
+def _infinity_case(dtype):
+    x = ops.cast(ops.convert_to_tensor(np.array([np.inf, -np.inf, 1e30, -1e30], "float64")
+                                       .astype("float32" if dtype != "float64" else "float64")),
+                 dtype)
+    y = testing.to_numpy(squareplus(x)).astype(np.float64)
+    _, (g,) = testing.value_and_grad(lambda t: ops.sum(ops.cast(squareplus(t), "float32")), x)
+    return testing.to_numpy(x).astype(np.float64), y, testing.to_numpy(g).astype(np.float64)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_gradient_at_plus_infinity_is_one_and_at_minus_infinity_zero(dtype):
+    _skip_unsupported(dtype)
+    x, y, g = _infinity_case(dtype)
+    # f(+inf) = +inf, f(-inf) = 0; f'(x) -> 1 and 0 (was NaN at +inf: inf / inf).
+    assert y[0] == np.inf and y[1] == 0.0
+    assert g[0] == 1.0 and g[1] == 0.0
+    # Large finite inputs (inf in float16 after the cast): same limits.
+    if np.isfinite(x[2]):
+        assert g[2] == 1.0 and 0.0 <= g[3] < float(_finfo(dtype).eps)
+    assert np.all(np.isfinite(g))
+
+
+@pytest.mark.skipif(keras.backend.backend() == "torch",
+                    reason="jit_compile means XLA on TensorFlow and JAX only")
+def test_gradient_at_infinities_under_xla():
+    # XLA may rewrite the selection; the limits must survive compilation.
+    compiled = _xla(squareplus)
+    x = np.array([np.inf, -np.inf, 2.0, -2.0], "float32")
+    y = testing.to_numpy(compiled(ops.convert_to_tensor(x)))
+    _, (g,) = testing.value_and_grad(lambda t: ops.sum(compiled(t)), x)
+    g = testing.to_numpy(g)
+    assert y[0] == np.inf and y[1] == 0.0
+    assert g[0] == 1.0 and g[1] == 0.0
+    r = np.sqrt(8.0)
+    np.testing.assert_allclose(g[2:], [(1 + 2 / r) / 2, (1 - 2 / r) / 2], rtol=1e-6)
+
+
+def _xla(fn):
+    if keras.backend.backend() == "jax":
+        import jax
+
+        return jax.jit(fn)
+    import tensorflow as tf
+
+    return tf.function(fn, jit_compile=True)
+
+
+@pytest.mark.parametrize("b", [np.float32(2.0), np.float64(2.0), np.int64(2), np.float16(2.0)])
+def test_numpy_scalar_b_is_accepted_and_stored_as_a_python_float(b):
+    x = np.array([-1.0, 0.0, 3.0], "float32")
+    np.testing.assert_allclose(
+        testing.to_numpy(squareplus(x, b=b)), (x + np.sqrt(x.astype(np.float64) ** 2 + 2.0)) / 2,
+        rtol=1e-6)
+    layer = layers.SquarePlus(b=b)
+    assert type(layer.b) is float and layer.b == 2.0
+    import json
+
+    json.dumps(layer.get_config())
+
+
+@pytest.mark.parametrize("bad", [np.bool_(True), np.float32("nan"), np.float64("inf"), np.float32(0.0),
+                                 np.int64(-1)])
+def test_numpy_scalar_b_checked_like_a_python_number(bad):
+    error = TypeError if isinstance(bad, np.bool_) else ValueError
+    with pytest.raises(error, match="`b`"):
+        squareplus(np.ones(2, "float32"), b=bad)
+    with pytest.raises(error, match="`b`"):
+        layers.SquarePlus(b=bad)

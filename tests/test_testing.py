@@ -212,3 +212,200 @@ def test_catches_callback_that_breaks_training():
 def test_unknown_check_names_are_rejected():
     with pytest.raises(ValueError, match="Unknown checks"):
         testing.check_layer(keras.layers.Dense, {"units": 2}, X, checks=("speed",))
+
+
+# ------------------------------------------- no vacuous pass, argument checks
+
+
+@pytest.mark.parametrize("tolerance", [float("nan"), float("inf"), np.float32("nan"),
+                                       np.float64("inf"), 0.0, -1.0, -float("inf")])
+def test_assert_close_refuses_a_tolerance_that_is_not_finite_and_positive(tolerance):
+    # With tolerance=nan or inf every comparison passed: [1, 2] "equalled" [1, 3].
+    with pytest.raises(ValueError, match="`tolerance`"):
+        testing.assert_close([1.0, 2.0], [1.0, 3.0], tolerance=tolerance)
+
+
+@pytest.mark.parametrize("tolerance", ["1", None, True, np.bool_(True), [1.0]])
+def test_assert_close_refuses_a_tolerance_of_the_wrong_type(tolerance):
+    with pytest.raises(TypeError, match="`tolerance`"):
+        testing.assert_close([1.0, 2.0], [1.0, 2.0], tolerance=tolerance)
+
+
+@pytest.mark.parametrize("tolerance", [np.float32(2.0), np.int64(2), 2])
+def test_assert_close_takes_numpy_scalar_tolerances_and_still_compares(tolerance):
+    # 2 x 8 float32 ulps around 1: 2**-20 is inside, 2**-17 (16.8 ulps
+    # of the scale |e| + rms = 2) just outside.
+    testing.assert_close(np.float32(1.0 + 2**-20), np.float32(1.0), tolerance=tolerance)
+    with pytest.raises(HarnessFailure, match=r"beyond the float32 tolerance \(x2"):
+        testing.assert_close(np.float64(1.0 + 2**-17), np.float64(1.0), tolerance=tolerance)
+
+
+@pytest.mark.parametrize("dtype, error", [("int32", ValueError), ("bool", ValueError),
+                                          ("float8", TypeError), (3, TypeError)])
+def test_assert_close_needs_a_float_dtype(dtype, error):
+    with pytest.raises(error, match="`dtype`"):
+        testing.assert_close([1.0], [1.0], dtype=dtype)
+
+
+def test_assert_close_accepts_numpy_dtypes():
+    testing.assert_close([1.0], [1.0], dtype=np.float16)
+    with pytest.raises(HarnessFailure, match="float16 tolerance"):
+        testing.assert_close([1.1], [1.0], dtype=np.dtype("float16"))
+
+
+def test_assert_close_fails_on_shape_mismatch_without_broadcasting():
+    with pytest.raises(HarnessFailure, match=r"shape \(2,\), expected \(2, 1\)"):
+        testing.assert_close(np.ones(2), np.ones((2, 1)))
+    with pytest.raises(HarnessFailure, match=r"shape \(\), expected \(1,\)"):
+        testing.assert_close(np.float32(1.0), np.ones(1, "float32"))
+    with pytest.raises(HarnessFailure, match=r"shape \(3, 2\), expected \(2, 3\)"):
+        testing.assert_close(np.zeros((3, 2)), np.zeros((2, 3)))
+
+
+def test_assert_close_fails_on_nan_or_inf_where_the_reference_is_finite():
+    with pytest.raises(HarnessFailure, match="NaN/inf pattern"):
+        testing.assert_close(np.array([1.0, np.nan]), np.array([1.0, 2.0]))
+    with pytest.raises(HarnessFailure, match="NaN/inf pattern"):
+        testing.assert_close(np.array([np.nan, np.nan]), np.array([1.0, 2.0]))
+    with pytest.raises(HarnessFailure, match="NaN/inf pattern"):
+        testing.assert_close(np.array([np.inf]), np.array([1e308]))
+    with pytest.raises(HarnessFailure, match="NaN/inf pattern"):
+        testing.assert_close(np.array([-np.inf]), np.array([np.inf]))
+    with pytest.raises(HarnessFailure, match="NaN/inf pattern"):
+        testing.assert_close(np.array([1.0]), np.array([np.nan]))
+    # Matching specials are equal, and the finite rest is still compared.
+    testing.assert_close(np.array([np.nan, np.inf, 1.0]), np.array([np.nan, np.inf, 1.0]))
+    with pytest.raises(HarnessFailure, match="beyond"):
+        testing.assert_close(np.array([np.nan, 1.5]), np.array([np.nan, 1.0]))
+
+
+def test_assert_close_empty_against_non_empty_fails_and_empty_equals_empty():
+    with pytest.raises(HarnessFailure, match=r"shape \(0,\), expected \(3,\)"):
+        testing.assert_close(np.zeros(0), np.zeros(3))
+    with pytest.raises(HarnessFailure, match=r"shape \(2, 3\), expected \(0, 3\)"):
+        testing.assert_close(np.zeros((2, 3)), np.zeros((0, 3)))
+    with pytest.raises(HarnessFailure, match="0 tensors, expected 1"):
+        testing.assert_close([], [np.zeros(3)])
+    testing.assert_close(np.zeros((0, 3)), np.zeros((0, 3)))
+
+
+def test_assert_close_none_matches_only_none():
+    with pytest.raises(HarnessFailure, match="None, expected a value"):
+        testing.assert_close([None], [np.float32(1.0)])
+    with pytest.raises(HarnessFailure, match="a value, expected None"):
+        testing.assert_close([np.float32(np.nan)], [None])
+
+
+def test_assert_close_checks_every_tensor_of_a_structure():
+    with pytest.raises(HarnessFailure, match=r"outputs\[1\]"):
+        testing.assert_close([np.ones(2), np.ones(2)], [np.ones(2), 2 * np.ones(2)])
+    with pytest.raises(HarnessFailure, match="2 tensors, expected 3"):
+        testing.assert_close([np.ones(2)] * 2, [np.ones(2)] * 3)
+    with pytest.raises(TypeError, match="`what`"):
+        testing.assert_close(1.0, 1.0, what=3)
+
+
+def _equal():
+    return "equal"
+
+
+Y = np.random.default_rng(4).normal(size=(4, 3)).astype("float32")
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda **kw: testing.check_layer(keras.layers.Dense, {"units": 2}, X, **kw),
+        lambda **kw: testing.check_activation(keras.activations.relu, X, **kw),
+        lambda **kw: testing.check_loss(keras.losses.MeanSquaredError, {}, Y, Y, **kw),
+        lambda **kw: testing.check_metric(keras.metrics.MeanSquaredError, {}, Y, Y, **kw),
+        lambda **kw: testing.check_strategy(_equal, **kw),
+    ],
+    ids=["check_layer", "check_activation", "check_loss", "check_metric", "check_strategy"],
+)
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        ({"tolerance": float("nan")}, ValueError, "`tolerance`"),
+        ({"tolerance": float("inf")}, ValueError, "`tolerance`"),
+        ({"tolerance": 0}, ValueError, "`tolerance`"),
+        ({"tolerance": True}, TypeError, "`tolerance`"),
+        ({"checks": ()}, ValueError, "`checks` is empty"),
+        ({"checks": "call"}, TypeError, "`checks`"),
+        ({"checks": ("speed",)}, ValueError, "Unknown checks"),
+        ({"checks": [1]}, TypeError, "`checks`"),
+    ],
+)
+def test_every_check_function_validates_its_arguments_before_running(call, kwargs, error, match):
+    with pytest.raises(error, match=match):
+        call(**kwargs)
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda **kw: testing.check_layer(keras.layers.Dense, {"units": 2}, X, **kw),
+        lambda **kw: testing.check_loss(keras.losses.MeanSquaredError, {}, Y, Y, **kw),
+        lambda **kw: testing.check_metric(keras.metrics.MeanSquaredError, {}, Y, Y, **kw),
+        lambda **kw: testing.check_callback(keras.callbacks.Callback, **kw),
+    ],
+    ids=["check_layer", "check_loss", "check_metric", "check_callback"],
+)
+@pytest.mark.parametrize(
+    "policies, error, match",
+    [((), ValueError, "`policies` is empty"), ("float32", TypeError, "`policies`"),
+     (("float33",), ValueError, "Unknown policies"), ((None,), TypeError, "`policies`")],
+)
+def test_policies_must_name_at_least_one_known_policy(call, policies, error, match):
+    with pytest.raises(error, match=match):
+        call(policies=policies)
+
+
+def test_mask_check_by_name_needs_a_mask():
+    with pytest.raises(ValueError, match="'mask' check needs `mask=`"):
+        testing.check_layer(keras.layers.LayerNormalization, {}, X, checks=("mask",))
+    with pytest.raises(TypeError, match="`expect_compute_dtype_outputs`"):
+        testing.check_layer(keras.layers.Dense, {"units": 2}, X,
+                            expect_compute_dtype_outputs="yes")
+
+
+@pytest.mark.parametrize("epochs, error", [(0, ValueError), (-1, ValueError), (1.5, TypeError),
+                                           (True, TypeError), (None, TypeError)])
+def test_check_callback_epochs(epochs, error):
+    with pytest.raises(error, match="`epochs`"):
+        testing.check_callback(keras.callbacks.Callback, epochs=epochs)
+
+
+def test_check_callback_factories_must_be_callable():
+    with pytest.raises(TypeError, match="`callback_factory`"):
+        testing.check_callback(keras.callbacks.Callback())
+    with pytest.raises(TypeError, match="`model_factory`"):
+        testing.check_callback(keras.callbacks.Callback, model_factory="dense")
+
+
+@pytest.mark.parametrize("tasks, error", [(1, ValueError), (0, ValueError), (2.0, TypeError),
+                                          (np.bool_(True), TypeError)])
+def test_check_strategy_tasks(tasks, error):
+    with pytest.raises(error, match="`tasks`"):
+        testing.check_strategy(_equal, tasks=tasks)
+
+
+def test_numpy_integer_epochs_and_tasks_are_accepted():
+    testing.check_callback(keras.callbacks.Callback, epochs=np.int64(1), policies=("float32",))
+    testing.check_strategy(_equal, tasks=np.int32(2), checks=("fit",), tolerance=np.float32(64))
+
+
+def test_check_strategy_factory_must_be_callable():
+    with pytest.raises(TypeError, match="`strategy_factory`"):
+        testing.check_strategy("equal")
+
+
+def test_to_numpy_keeps_host_float64_values_on_every_backend():
+    # A float64 reference must not be rounded to float32 (JAX without x64
+    # did so, and 1e308 became inf) before it is compared.
+    x = np.array([1e308, 1.0 + 2**-40])
+    out = testing.to_numpy(x)
+    assert out.dtype == np.float64 and np.array_equal(out, x)
+    assert testing.to_numpy(np.float64(1.0 + 2**-40)) == 1.0 + 2**-40
+    with pytest.raises(HarnessFailure, match="beyond the float64 tolerance"):
+        testing.assert_close(np.float64(1.0 + 2**-40), np.float64(1.0), "float64")

@@ -17,10 +17,13 @@ class SquarePlus(keras.layers.Layer):
     float32 internally and returns the compute dtype.
 
     Args:
-        b: curvature at zero, a finite number > 0 (default 4: f(0) = 1).
+        b: curvature at zero, a finite real number > 0, Python or NumPy
+            (default 4: f(0) = 1); `TypeError` for a wrong type (`bool`
+            included), `ValueError` for a wrong value.
         **kwargs: base `Layer` arguments (`name`, `dtype`, ...).
 
-    Input shape: any. Output shape: same as the input.
+    Input shape: any, empty ones included (an empty batch gives an empty
+    output). Output shape: same as the input.
 
     Example:
     >>> import keras, keras_tricks
