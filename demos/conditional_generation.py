@@ -10,7 +10,7 @@ conditioned on the entity type, and then writes new names of each type.
     PYTHONPATH=$PWD python demos/conditional_generation.py            # about 2-3 min on 2 CPU cores
     PYTHONPATH=$PWD python demos/conditional_generation.py --smoke    # seconds
     PYTHONPATH=$PWD python demos/conditional_generation.py \\
-        --data ../shared/data/text/waimai_10k.csv                     # reviews | sentiment
+        --data your/copy/of/waimai_10k.csv                             # your copy of waimai_10k
 
 `--data` takes any CSV file with a header and the columns `label,text`
 (the class first, then the text), e.g. the waimai_10k delivery reviews (Chinese,
@@ -110,8 +110,8 @@ def load_entity_names():
 
 def load_csv(path):
     if not Path(path).is_file():
-        raise SystemExit(f"--data {path}: no such file (the development corpora live "
-                         "in ../shared/data/ next to the main checkout)")
+        raise SystemExit(f"--data {path}: no such file (give the path of your copy of "
+                         "the corpus, a CSV with a header and label,text rows)")
     texts, labels = [], []
     with open(path, encoding="utf-8") as f:
         reader = csv.reader(f)

@@ -67,11 +67,11 @@ def squareplus(x, b=4.0):
     Returns:
         A tensor of the same shape and dtype as `x` (`floatx()` for integers).
 
-    Example:
+    Examples:
     >>> import keras, keras_tricks
     >>> y = keras_tricks.activations.squareplus(keras.ops.array([-300.0, 0.0, 2.0]))
-    >>> [round(float(v), 6) for v in y]
-    [0.003333, 1.0, 2.414214]
+    >>> tuple(round(float(v), 6) for v in y)
+    (0.003333, 1.0, 2.414214)
     >>> layer = keras.layers.Dense(8, activation=keras_tricks.activations.squareplus)
     """
     b = _validate_b(b)

@@ -750,8 +750,9 @@ def check_layer(
             compute dtype of the policy.
 
     Raises:
-        HarnessFailure (an AssertionError) naming the check that failed;
-        `TypeError` / `ValueError` for invalid arguments, before anything runs.
+        HarnessFailure: (an AssertionError) naming the check that failed.
+        TypeError: for an argument of the wrong type, before anything runs.
+        ValueError: for an argument of a wrong value, before anything runs.
     """
     explicit = checks is not ALL_CHECKS
     checks = _check_names("checks", checks, ALL_CHECKS, "check names")

@@ -526,7 +526,7 @@ class ExponentialMovingAverage(keras.callbacks.Callback):
             `evaluate()`, `predict()` and epoch-end callbacks see.
         weights_after_fit: "ema" (default) or "raw".
 
-    Example:
+    Examples:
     >>> import numpy as np, keras, keras_tricks.callbacks
     >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
     >>> model.compile(optimizer="adam", loss="mse")

@@ -55,7 +55,7 @@ class FloodLevelScheduler(keras.callbacks.Callback):
             name, or None.
         verbose: 1 prints each change of level.
 
-    Example:
+    Examples:
     >>> import keras, keras_tricks
     >>> warm_up = keras_tricks.callbacks.FloodLevelScheduler(
     ...     lambda epoch, level: 0.0 if epoch < 5 else 0.1)

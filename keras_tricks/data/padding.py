@@ -49,7 +49,7 @@ def sequence_padding(inputs, length=None, value=0, seq_dims=1, mode="post",
     Returns:
         A NumPy array of shape `(len(inputs), *length, *trailing_shape)`.
 
-    Example:
+    Examples:
     >>> sequence_padding([[1, 2, 3], [4]])
     array([[1, 2, 3],
            [4, 0, 0]])

@@ -72,9 +72,8 @@ class ConditionalLayerNormalization(keras.layers.Layer):
             (ones), as in LayerNormalization.
         condition_initializer: of `W_g` and `W_b` (default zeros; anything
             else breaks the identity with LayerNormalization at init).
-        beta_regularizer, gamma_regularizer, condition_regularizer,
-        hidden_regularizer: optional regularizers of `beta`, `gamma`,
-            `W_g`/`W_b` and `W_h`.
+        beta_regularizer, gamma_regularizer, condition_regularizer, hidden_regularizer: optional
+            regularizers of `beta`, `gamma`, `W_g`/`W_b` and `W_h`.
         beta_constraint, gamma_constraint: optional constraints.
         **kwargs: base `Layer` arguments (`name`, `dtype`, ...).
 
@@ -88,7 +87,7 @@ class ConditionalLayerNormalization(keras.layers.Layer):
 
     Output shape: the shape of `x`.
 
-    Example:
+    Examples:
     >>> import keras, numpy as np
     >>> from keras_tricks.layers import ConditionalLayerNormalization
     >>> tokens = keras.Input((None,), dtype="int32")

@@ -32,7 +32,7 @@ def decode_spans(scores, threshold=0.0, max_span_length=None):
         end)` rows, `end` inclusive, sorted by batch, type, start, end. This is
         a post-processing function (it runs on the host, outside a model).
 
-    Example:
+    Examples:
     >>> import numpy as np
     >>> s = np.full((1, 2, 3, 3), -5.0)
     >>> s[0, 1, 0, 2] = s[0, 1, 1, 1] = 3.0   # nested spans of type 1

@@ -40,7 +40,7 @@ class EfficientGlobalPointer(SpanScorer):
     Output shape: `(batch, heads, seq_len, seq_len)` logits, float32 under
     float32 and mixed policies (see `GlobalPointer`).
 
-    Example:
+    Examples:
     >>> import keras, numpy as np, keras_tricks
     >>> x = keras.Input((None, 32))
     >>> scores = keras_tricks.layers.EfficientGlobalPointer(heads=9, head_size=16)(x)

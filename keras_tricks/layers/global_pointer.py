@@ -56,7 +56,7 @@ class GlobalPointer(SpanScorer):
     mixed precision customarily outputs float32. An empty sequence or batch
     gives an empty output.
 
-    Example:
+    Examples:
     >>> import keras, numpy as np, keras_tricks
     >>> tokens = keras.Input((None,), dtype="int32")
     >>> x = keras.layers.Embedding(100, 32, mask_zero=True)(tokens)

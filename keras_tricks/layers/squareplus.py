@@ -25,7 +25,7 @@ class SquarePlus(keras.layers.Layer):
     Input shape: any, empty ones included (an empty batch gives an empty
     output). Output shape: same as the input.
 
-    Example:
+    Examples:
     >>> import keras, keras_tricks
     >>> model = keras.Sequential([
     ...     keras.Input((16,)),

@@ -52,7 +52,7 @@ class Flooding(FloodingBase):
     scalar. On one output of a multi-output model, give each output its own
     `Flooding` (its own level) in the `loss` dict or list of `compile()`.
 
-    Example:
+    Examples:
     >>> import keras, keras_tricks
     >>> flood = keras_tricks.losses.Flooding("sparse_categorical_crossentropy", level=0.1)
     >>> model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(3, activation="softmax")])

@@ -54,7 +54,7 @@ class GlobalPointerCrossentropy(keras.losses.Loss):
     y_true: `(batch, heads, n, n)` 0/1 (or soft) labels, 1 at (type, start,
     end). y_pred: `(batch, heads, n, n)` logits. Per-sample loss: `(batch,)`.
 
-    Example:
+    Examples:
     >>> import keras, keras_tricks
     >>> model = keras.Sequential([keras.Input((None, 16)),
     ...                           keras_tricks.layers.GlobalPointer(3, 8)])

@@ -43,7 +43,7 @@ class IndividualFlooding(FloodingBase):
     `(batch, classes)` or `(batch, time, classes)` with a mask; returns a
     scalar (per-sample values with reduction `"none"`).
 
-    Example:
+    Examples:
     >>> import keras, keras_tricks
     >>> loss = keras_tricks.losses.IndividualFlooding("mse", level=0.05)
     >>> model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(1)])

@@ -44,7 +44,7 @@ def multilabel_categorical_crossentropy(y_true, y_pred):
     Returns:
         The loss per row, shape `y_pred.shape[:-1]`, float32 (or float64).
 
-    Example:
+    Examples:
     >>> import numpy as np
     >>> y_true = np.array([[0.0, 1.0, 1.0]])
     >>> y_pred = np.array([[-3.0, 2.0, 4.0]])

@@ -142,7 +142,7 @@ class SparseGlobalPointerCrossentropy(keras.losses.Loss):
     `(batch, heads, n, n)` logits; a mismatch of batch or heads raises a
     `ValueError` naming both shapes. Per-sample loss: `(batch,)`.
 
-    Example:
+    Examples:
     >>> import numpy as np, keras_tricks
     >>> y_true = np.array([[[[0, 1], [2, 2], [-1, -1]]]])   # 2 spans, 1 pad
     >>> y_pred = np.random.default_rng(0).normal(size=(1, 1, 3, 3))

@@ -111,7 +111,7 @@ _DOC = """{what} of predicted spans, micro-averaged over an epoch.
 
     `sample_weight` is not supported (spans are counted, not weighted).
 
-    Example:
+    Examples:
     >>> import keras, keras_tricks
     >>> model = keras.Sequential([keras.Input((None, 16)),
     ...                           keras_tricks.layers.GlobalPointer(3, 8)])

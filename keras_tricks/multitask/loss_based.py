@@ -50,7 +50,7 @@ class Equal(_FixedWeights):
         weights: None (all ones), or one number >= 0 per task: a list in the
             model's output order or a dict keyed by task name.
 
-    Example:
+    Examples:
     >>> from keras import ops
     >>> s = Equal(weights=[1.0, 0.5]).bind(["a", "b"])
     >>> total, w = s.combine(ops.convert_to_tensor([2.0, 4.0]))
@@ -85,7 +85,7 @@ class Initial(Strategy):
         losses: None (measure), or one number > 0 per task (list or dict).
         steps: how many training steps to average over when measuring (>= 1).
 
-    Example:
+    Examples:
     >>> from keras import ops
     >>> s = Initial().bind(["a", "b"])
     >>> _, w = s.combine(ops.convert_to_tensor([2.0, 0.5]))
@@ -147,7 +147,7 @@ class Prior(_FixedWeights):
     Args:
         losses: one number > 0 per task (list in output order or dict by task).
 
-    Example:
+    Examples:
     >>> import numpy as np
     >>> losses = {"digit": prior_loss(np.arange(10), "categorical"),
     ...           "size": prior_loss(np.array([1.0, 3.0]), "regression")}
@@ -235,7 +235,7 @@ class Realtime(Strategy):
         epsilon: floor added to the detached loss, > 0; None for the float32
             machine epsilon (keeps a loss of exactly 0 from dividing by 0).
 
-    Example:
+    Examples:
     >>> from keras import ops
     >>> total, w = Realtime().bind(["a", "b"]).combine(ops.convert_to_tensor([2.0, 0.5]))
     >>> round(float(total), 5)
@@ -277,7 +277,7 @@ class GeneralizedMean(Strategy):
     Args:
         gamma: a finite number.
 
-    Example:
+    Examples:
     >>> from keras import ops
     >>> s = GeneralizedMean(gamma=0.0).bind(["a", "b"])
     >>> round(float(s.combine(ops.convert_to_tensor([1.0, 4.0]))[0]), 5)
@@ -320,7 +320,7 @@ class Uncertainty(Strategy):
     squared-error loss). Logged weights are 1 / (2 sigma_i^2); `sigmas`
     returns sigma.
 
-    Example:
+    Examples:
     >>> from keras import ops
     >>> s = Uncertainty().bind(["a", "b"])
     >>> [float(v) for v in s.combine(ops.convert_to_tensor([2.0, 4.0]))[1]]

@@ -69,7 +69,7 @@ class MultiTaskModel(keras.Model):
             a list of layer names, layers or variables.
         **kwargs: base `keras.Model` arguments (`name`).
 
-    Example:
+    Examples:
     >>> import keras, numpy as np
     >>> from keras_tricks import multitask
     >>> x = keras.Input((8,))
