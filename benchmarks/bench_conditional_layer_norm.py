@@ -111,8 +111,11 @@ def main(argv=None):
     conditional.build([(b, t, d), (b, c)])
 
     backend = keras.backend.backend()
-    print(f"backend {backend}, keras {keras.__version__}, x {(b, t, d)}, cond {(b, c)}, "
-          f"median of {args.reps} forward+backward steps", flush=True)
+    print(
+        f"backend {backend}, keras {keras.__version__}, x {(b, t, d)}, cond {(b, c)}, "
+        f"median of {args.reps} forward+backward steps",
+        flush=True,
+    )
     print(f"{'mode':8s} {'LayerNormalization':>20s} {'Conditional':>14s} {'ratio':>7s}")
     worst = 0.0
     eager_plain, jit_plain = _grad_fn(plain, False)

@@ -98,8 +98,9 @@ class ImageGenerator(DataGenerator):
 
 
 def bench_transport(shm_threshold, steps):
-    gen = ImageGenerator(list(range(16 * steps)), batch_size=16, workers=1,
-                         start_method="fork", shm_threshold=shm_threshold)
+    gen = ImageGenerator(
+        list(range(16 * steps)), batch_size=16, workers=1, start_method="fork", shm_threshold=shm_threshold
+    )
     stream = gen.forfit(random=False)
     try:
         return _time(stream, steps)
@@ -116,10 +117,11 @@ class TokenizingPyDataset(keras.utils.PyDataset):
         return -(-self.n // self.batch_size)
 
     def __getitem__(self, index):
-        samples = [tokenize(i, self.loops) for i in
-                   range(index * self.batch_size, min(self.n, (index + 1) * self.batch_size))]
-        return (sequence_padding([t for t, _ in samples]),
-                np.asarray([y for _, y in samples], "int32"))
+        samples = [
+            tokenize(i, self.loops)
+            for i in range(index * self.batch_size, min(self.n, (index + 1) * self.batch_size))
+        ]
+        return (sequence_padding([t for t, _ in samples]), np.asarray([y for _, y in samples], "int32"))
 
 
 def _cpu_seconds():
@@ -147,8 +149,9 @@ def _time(iterator, n):
 
 
 def bench_datagenerator(workers, n_samples, batch_size, loops, steps):
-    gen = TokenizingGenerator(list(range(n_samples)), batch_size=batch_size, workers=workers,
-                              seed=0, start_method="fork")
+    gen = TokenizingGenerator(
+        list(range(n_samples)), batch_size=batch_size, workers=workers, seed=0, start_method="fork"
+    )
     gen.loops = loops
     stream = gen.forfit(random=False)
     try:
@@ -160,8 +163,9 @@ def bench_datagenerator(workers, n_samples, batch_size, loops, steps):
 def bench_pydataset(n_samples, batch_size, loops, steps):
     from keras.src.trainers.data_adapters.py_dataset_adapter import PyDatasetAdapter
 
-    ds = TokenizingPyDataset(n_samples, batch_size, loops, workers=2, use_multiprocessing=True,
-                             max_queue_size=4)
+    ds = TokenizingPyDataset(
+        n_samples, batch_size, loops, workers=2, use_multiprocessing=True, max_queue_size=4
+    )
     adapter = PyDatasetAdapter(ds, shuffle=False)
     iterator = iter(adapter.get_numpy_iterator())
     try:
@@ -178,9 +182,9 @@ def bench_tf_data(n_samples, batch_size, loops, steps):
         return t, np.int32(y)
 
     ds = tf.data.Dataset.from_generator(
-        lambda: iter(range(n_samples)), output_signature=tf.TensorSpec((), tf.int64))
-    ds = ds.map(lambda i: tf.numpy_function(transform, [i], (tf.int32, tf.int32)),
-                num_parallel_calls=2)
+        lambda: iter(range(n_samples)), output_signature=tf.TensorSpec((), tf.int64)
+    )
+    ds = ds.map(lambda i: tf.numpy_function(transform, [i], (tf.int32, tf.int32)), num_parallel_calls=2)
     ds = ds.padded_batch(batch_size, padded_shapes=([None], []))
     return _time(iter(ds.as_numpy_iterator()), steps)
 
@@ -189,8 +193,12 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a short sanity run")
     parser.add_argument("--ms", type=float, default=3.0, help="milliseconds per sample")
-    parser.add_argument("--transform", choices=("cpu", "sleep"), default="cpu",
-                        help="cpu: the real benchmark; sleep: overlap diagnostic")
+    parser.add_argument(
+        "--transform",
+        choices=("cpu", "sleep"),
+        default="cpu",
+        help="cpu: the real benchmark; sleep: overlap diagnostic",
+    )
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--steps", type=int, default=None, help="batches timed per pipeline")
     parser.add_argument("--repeats", type=int, default=None, help="rounds (best is kept)")
@@ -202,51 +210,67 @@ def main():
     start = time.thread_time() if args.transform == "cpu" else time.perf_counter()
     for i in range(args.batch_size):
         tokenize(i, loops)
-    per_sample = ((time.thread_time() if args.transform == "cpu" else time.perf_counter())
-                  - start) / args.batch_size * 1000
-    print(f"keras {keras.__version__} ({keras.backend.backend()}), {os.cpu_count()} CPUs, "
-          f"load average {os.getloadavg()[0]:.1f}; {args.transform} transform "
-          f"{per_sample:.1f} ms/sample, "
-          f"batch {args.batch_size}, {steps} batches per pipeline, best of {repeats} rounds")
+    per_sample = (
+        ((time.thread_time() if args.transform == "cpu" else time.perf_counter()) - start)
+        / args.batch_size
+        * 1000
+    )
+    print(
+        f"keras {keras.__version__} ({keras.backend.backend()}), {os.cpu_count()} CPUs, "
+        f"load average {os.getloadavg()[0]:.1f}; {args.transform} transform "
+        f"{per_sample:.1f} ms/sample, "
+        f"batch {args.batch_size}, {steps} batches per pipeline, best of {repeats} rounds"
+    )
 
     pipelines = {
-        f"DataGenerator workers={w}": (lambda w=w: bench_datagenerator(
-            w, n_samples, args.batch_size, loops, steps)) for w in (0, 1, 2)}
+        f"DataGenerator workers={w}": (
+            lambda w=w: bench_datagenerator(w, n_samples, args.batch_size, loops, steps)
+        )
+        for w in (0, 1, 2)
+    }
     pipelines["PyDataset workers=2 multiprocessing"] = lambda: bench_pydataset(
-        n_samples, args.batch_size, loops, steps)
+        n_samples, args.batch_size, loops, steps
+    )
     pipelines["tf.data map num_parallel_calls=2"] = lambda: bench_tf_data(
-        n_samples, args.batch_size, loops, steps)
+        n_samples, args.batch_size, loops, steps
+    )
     # Round-robin repeats, best of each: other load on the machine only ever
     # slows a pipeline down, so the best round is the least disturbed one.
     rows = {name: (0.0, 0.0, float("inf")) for name in pipelines}
     for _ in range(repeats):
         for name, run in pipelines.items():
             steady, epoch, cpu = run()
-            rows[name] = (max(rows[name][0], steady), max(rows[name][1], epoch),
-                          min(rows[name][2], cpu))
+            rows[name] = (max(rows[name][0], steady), max(rows[name][1], epoch), min(rows[name][2], cpu))
 
     base = rows["DataGenerator workers=0"][0]
-    print(f"\n{'pipeline':38s} {'steady b/s':>11s} {'epoch b/s':>10s} {'vs workers=0':>13s} "
-          f"{'CPU ms/batch':>13s}")
+    print(
+        f"\n{'pipeline':38s} {'steady b/s':>11s} {'epoch b/s':>10s} {'vs workers=0':>13s} "
+        f"{'CPU ms/batch':>13s}"
+    )
     for name, (steady, epoch, cpu) in rows.items():
-        print(f"{name:38s} {steady:11.2f} {epoch:10.2f} {steady / base:12.2f}x "
-              f"{cpu * 1000:13.1f}")
+        print(f"{name:38s} {steady:11.2f} {epoch:10.2f} {steady / base:12.2f}x {cpu * 1000:13.1f}")
     w1, w2 = rows["DataGenerator workers=1"][0], rows["DataGenerator workers=2"][0]
     py, tfd = rows["PyDataset workers=2 multiprocessing"], rows["tf.data map num_parallel_calls=2"]
     print()
     print(f"speed-up, 2 workers over 0 (steady):     {w2 / base:.2f}x  (target >= 1.7x)")
     print(f"per-batch time, 1 worker over in-process: {base / w1:.2f}x  (target <= 1.1x)")
-    print(f"2 workers vs PyDataset(workers=2):       {w2 / py[0]:.2f}x steady, "
-          f"{rows['DataGenerator workers=2'][1] / py[1]:.2f}x epoch  (target >= 1)")
-    print(f"2 workers vs tf.data(parallel=2):        {w2 / tfd[0]:.2f}x steady, "
-          f"{rows['DataGenerator workers=2'][1] / tfd[1]:.2f}x epoch  (target >= 1)")
+    print(
+        f"2 workers vs PyDataset(workers=2):       {w2 / py[0]:.2f}x steady, "
+        f"{rows['DataGenerator workers=2'][1] / py[1]:.2f}x epoch  (target >= 1)"
+    )
+    print(
+        f"2 workers vs tf.data(parallel=2):        {w2 / tfd[0]:.2f}x steady, "
+        f"{rows['DataGenerator workers=2'][1] / tfd[1]:.2f}x epoch  (target >= 1)"
+    )
 
     print("\ntransport of 12 MiB batches (workers=1, build cost ~nil):")
     for label, threshold in (("shared memory", 1 << 16), ("pickled through the pipe", None)):
         best = max(bench_transport(threshold, steps)[0] for _ in range(repeats))
         print(f"  {label:26s} {best:8.1f} batches/s")
-    print(f"load average now {os.getloadavg()[0]:.1f} (above ~2 the machine is shared and the "
-          "speed-ups read low)")
+    print(
+        f"load average now {os.getloadavg()[0]:.1f} (above ~2 the machine is shared and the "
+        "speed-ups read low)"
+    )
 
 
 if __name__ == "__main__":

@@ -33,19 +33,20 @@ CONFIGS = ("plain", "keras_use_ema", "keras_tricks_ema")
 
 def build(config, features):
     keras.utils.set_random_seed(0)
-    model = keras.Sequential([
-        keras.Input((features,)),
-        keras.layers.Dense(1024, activation="relu"),
-        keras.layers.Dense(512, activation="relu"),
-        keras.layers.Dense(256, activation="relu"),
-        keras.layers.Dense(10),
-    ])
+    model = keras.Sequential(
+        [
+            keras.Input((features,)),
+            keras.layers.Dense(1024, activation="relu"),
+            keras.layers.Dense(512, activation="relu"),
+            keras.layers.Dense(256, activation="relu"),
+            keras.layers.Dense(10),
+        ]
+    )
     if config == "keras_use_ema":
         optimizer = keras.optimizers.Adam(1e-3, use_ema=True, ema_momentum=0.999)
     else:
         optimizer = keras.optimizers.Adam(1e-3)
-    model.compile(optimizer=optimizer, loss=keras.losses.SparseCategoricalCrossentropy(
-        from_logits=True))
+    model.compile(optimizer=optimizer, loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     callbacks = [ExponentialMovingAverage(momentum=0.999)] if config == "keras_tricks_ema" else []
     return model, callbacks
 
@@ -82,8 +83,7 @@ def optimizer_step_times(model_by_config, repeats):
     backend = keras.backend.backend()
     template = model_by_config["plain"][0].trainable_variables
     rng = np.random.default_rng(1)
-    grads = [keras.ops.convert_to_tensor(rng.normal(size=v.shape).astype("float32") * 1e-3)
-             for v in template]
+    grads = [keras.ops.convert_to_tensor(rng.normal(size=v.shape).astype("float32") * 1e-3) for v in template]
     fns = {}
     for config in CONFIGS:
         variables = [keras.Variable(keras.ops.convert_to_numpy(v)) for v in template]
@@ -101,19 +101,21 @@ def optimizer_step_times(model_by_config, repeats):
                 @tf.function(jit_compile=True)
                 def step():
                     opt.apply(grads, variables)
+
                 return step
+
             fns[config] = make()
         elif backend == "jax":
             import jax
 
             stateless = jax.jit(opt.stateless_apply, donate_argnums=(0, 2))
-            state = {"opt": [v.value for v in opt.variables],
-                     "tv": [v.value for v in variables]}
+            state = {"opt": [v.value for v in opt.variables], "tv": [v.value for v in variables]}
 
             def step(stateless=stateless, state=state):
                 tv, ov = stateless(state["opt"], grads, state["tv"])
                 state["opt"], state["tv"] = ov, tv
                 jax.block_until_ready(tv)
+
             fns[config] = step
         else:
             fns[config] = lambda opt=opt, variables=variables: opt.apply(grads, variables)
@@ -129,8 +131,9 @@ def optimizer_step_times(model_by_config, repeats):
 
 
 def nbytes(variables):
-    return sum(int(np.prod(v.shape)) * np.dtype(keras.backend.standardize_dtype(v.dtype)).itemsize
-               for v in variables)
+    return sum(
+        int(np.prod(v.shape)) * np.dtype(keras.backend.standardize_dtype(v.dtype)).itemsize for v in variables
+    )
 
 
 def main(argv=None):
@@ -141,9 +144,13 @@ def main(argv=None):
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="a fast sanity run")
-    parser.add_argument("--threads", type=int, default=0,
-                        help="PyTorch intra-op threads (0: leave the default); on a "
-                             "CPU-limited container torch may start one per host core")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="PyTorch intra-op threads (0: leave the default); on a "
+        "CPU-limited container torch may start one per host core",
+    )
     args = parser.parse_args(argv)
     if args.threads and keras.backend.backend() == "torch":
         import torch
@@ -163,19 +170,29 @@ def main(argv=None):
         for config in CONFIGS:
             model, callbacks = build(config, args.features)
             timer = StepTimer()
-            model.fit(x, y, batch_size=args.batch_size, epochs=1 + args.epochs, verbose=0,
-                      callbacks=callbacks + [timer])
+            model.fit(
+                x,
+                y,
+                batch_size=args.batch_size,
+                epochs=1 + args.epochs,
+                verbose=0,
+                callbacks=callbacks + [timer],
+            )
             times[config] += timer.step_times()
             models[config] = (model, callbacks)
 
     params = models["plain"][0].count_params()
     param_bytes = nbytes(models["plain"][0].trainable_variables)
     base = nbytes(models["plain"][0].optimizer.variables)
-    print(f"backend {keras.backend.backend()}, MLP with {params} parameters "
-          f"({param_bytes / 2**20:.2f} MiB float32), batch {args.batch_size}, "
-          f"{steps} steps/epoch x {args.epochs} epochs x {args.repeats} rounds")
-    print(f"{'configuration':<18} {'ms/step':>8} {'vs plain':>9} {'vs use_ema':>11} "
-          f"{'optimizer MiB':>14} {'extra vs plain':>15}")
+    print(
+        f"backend {keras.backend.backend()}, MLP with {params} parameters "
+        f"({param_bytes / 2**20:.2f} MiB float32), batch {args.batch_size}, "
+        f"{steps} steps/epoch x {args.epochs} epochs x {args.repeats} rounds"
+    )
+    print(
+        f"{'configuration':<18} {'ms/step':>8} {'vs plain':>9} {'vs use_ema':>11} "
+        f"{'optimizer MiB':>14} {'extra vs plain':>15}"
+    )
     median = {c: statistics.median(t) for c, t in times.items()}
     for config in CONFIGS:
         model = models[config][0]
@@ -184,20 +201,26 @@ def main(argv=None):
         if config == "keras_tricks_ema":
             # Non-trainable extras (variables="all") live outside
             # optimizer.variables; none here, but count them anyway.
-            extra += nbytes(model.optimizer.average_variables[len(model.optimizer._averages):])
-        print(f"{config:<18} {median[config] * 1e3:8.3f} {median[config] / median['plain']:9.3f}x "
-              f"{median[config] / median['keras_use_ema']:10.3f}x {opt_bytes / 2**20:14.3f} "
-              f"{extra:>10d} B = {extra / param_bytes:.4f} copies")
+            extra += nbytes(model.optimizer.average_variables[len(model.optimizer._averages) :])
+        print(
+            f"{config:<18} {median[config] * 1e3:8.3f} {median[config] / median['plain']:9.3f}x "
+            f"{median[config] / median['keras_use_ema']:10.3f}x {opt_bytes / 2**20:14.3f} "
+            f"{extra:>10d} B = {extra / param_bytes:.4f} copies"
+        )
     opt_median = optimizer_step_times(models, 30 if args.quick else 200)
-    print("optimizer update alone (fixed gradients, compiled): " + ", ".join(
-        f"{c} {opt_median[c] * 1e3:.3f} ms" for c in CONFIGS)
+    print(
+        "optimizer update alone (fixed gradients, compiled): "
+        + ", ".join(f"{c} {opt_median[c] * 1e3:.3f} ms" for c in CONFIGS)
         + f"; ours / Keras use_ema = "
-          f"{opt_median['keras_tricks_ema'] / opt_median['keras_use_ema']:.3f}x")
+        f"{opt_median['keras_tricks_ema'] / opt_median['keras_use_ema']:.3f}x"
+    )
     ours = models["keras_tricks_ema"][0].optimizer
-    print(f"keras_tricks averages: {len(ours.average_variables)} variables, "
-          f"{nbytes(ours.average_variables)} B (weights: {param_bytes} B); "
-          f"ratio to Keras use_ema: {median['keras_tricks_ema'] / median['keras_use_ema']:.3f}x "
-          "(target <= 1.05x)")
+    print(
+        f"keras_tricks averages: {len(ours.average_variables)} variables, "
+        f"{nbytes(ours.average_variables)} B (weights: {param_bytes} B); "
+        f"ratio to Keras use_ema: {median['keras_tricks_ema'] / median['keras_use_ema']:.3f}x "
+        "(target <= 1.05x)"
+    )
 
 
 if __name__ == "__main__":

@@ -39,9 +39,14 @@ def mlp_case(quick):
 
     def model():
         keras.utils.set_random_seed(0)
-        return keras.Sequential([keras.Input((d,)), keras.layers.Dense(512, activation="relu"),
-                                 keras.layers.Dense(512, activation="relu"),
-                                 keras.layers.Dense(c)])
+        return keras.Sequential(
+            [
+                keras.Input((d,)),
+                keras.layers.Dense(512, activation="relu"),
+                keras.layers.Dense(512, activation="relu"),
+                keras.layers.Dense(c),
+            ]
+        )
 
     return "MLP 512x512, batch 256", model, x, y, 256
 
@@ -99,8 +104,10 @@ def bench(case, repeats, steps):
     for name, ts in times.items():
         med = statistics.median(ts)
         out[name] = med / base
-        print(f"{name:<22} {1e3 * med:>8.2f} {med / base:>6.3f}x "
-              f"{1e3 * min(ts):>8.2f} {min(ts) / fastest:>6.3f}x")
+        print(
+            f"{name:<22} {1e3 * med:>8.2f} {med / base:>6.3f}x "
+            f"{1e3 * min(ts):>8.2f} {min(ts) / fastest:>6.3f}x"
+        )
     return out
 
 

@@ -104,24 +104,32 @@ def main(argv=None):
     reps = 3 if args.quick else args.reps
     rng = np.random.default_rng(0)
     b = args.batch
-    print(f"backend {keras.backend.backend()}, batch {b}, hidden {HIDDEN}, {HEADS} types, "
-          f"head_size {HEAD_SIZE}; median of {reps} train steps (forward + backward + SGD)")
+    print(
+        f"backend {keras.backend.backend()}, batch {b}, hidden {HIDDEN}, {HEADS} types, "
+        f"head_size {HEAD_SIZE}; median of {reps} train steps (forward + backward + SGD)"
+    )
 
     print("\n1. heads vs the bare floor (Dense + q.k einsum)")
     print(f"{'seq_len':>8}{'floor ms':>10}{'GP ms':>10}{'GP/floor':>10}{'EGP ms':>10}{'EGP/floor':>11}")
     for n in lengths:
         x = rng.normal(size=(b, n, HIDDEN)).astype("float32")
         mask = np.ones((b, n), bool)
-        mask[: b // 2, n - n // 4:] = False
+        mask[: b // 2, n - n // 4 :] = False
         y = np.zeros((b, 1), "float32")
-        t = {k: step_time(head_model(k, n), x if k == "floor" else [x, mask], y, reps)
-             for k in ("floor", "gp", "egp")}
-        print(f"{n:>8}{t['floor'] * 1e3:>10.1f}{t['gp'] * 1e3:>10.1f}"
-              f"{t['gp'] / t['floor']:>10.2f}{t['egp'] * 1e3:>10.1f}{t['egp'] / t['floor']:>11.2f}")
+        t = {
+            k: step_time(head_model(k, n), x if k == "floor" else [x, mask], y, reps)
+            for k in ("floor", "gp", "egp")
+        }
+        print(
+            f"{n:>8}{t['floor'] * 1e3:>10.1f}{t['gp'] * 1e3:>10.1f}"
+            f"{t['gp'] / t['floor']:>10.2f}{t['egp'] * 1e3:>10.1f}{t['egp'] / t['floor']:>11.2f}"
+        )
 
     print("\n2. span losses: sparse (span lists) vs dense labels")
-    print(f"{'seq_len':>8}{'dense ms':>10}{'sparse ms':>11}{'sparse/dense':>14}"
-          f"{'dense labels':>14}{'sparse labels':>15}")
+    print(
+        f"{'seq_len':>8}{'dense ms':>10}{'sparse ms':>11}{'sparse/dense':>14}"
+        f"{'dense labels':>14}{'sparse labels':>15}"
+    )
     for n in lengths:
         logits = rng.normal(size=(b, HEADS, n, n)).astype("float32")
         logits[..., np.tril_indices(n, -1)[0], np.tril_indices(n, -1)[1]] = _numerics.mask_value("float32")
@@ -136,15 +144,19 @@ def main(argv=None):
                     dense[bi, h, s, e] = 1
         td = step_time(loss_model(losses.GlobalPointerCrossentropy(), n), logits, dense, reps)
         ts = step_time(loss_model(losses.SparseGlobalPointerCrossentropy(), n), logits, spans, reps)
-        print(f"{n:>8}{td * 1e3:>10.1f}{ts * 1e3:>11.1f}{ts / td:>14.2f}"
-              f"{dense.nbytes / 2**20:>11.2f} MiB{spans.nbytes / 2**10:>11.2f} KiB")
+        print(
+            f"{n:>8}{td * 1e3:>10.1f}{ts * 1e3:>11.1f}{ts / td:>14.2f}"
+            f"{dense.nbytes / 2**20:>11.2f} MiB{spans.nbytes / 2**10:>11.2f} KiB"
+        )
 
     print("\n3. parameters (10 types, hidden 768, head_size 64)")
     x = keras.Input((None, HIDDEN))
     gp, egp = layers.GlobalPointer(HEADS, HEAD_SIZE), layers.EfficientGlobalPointer(HEADS, HEAD_SIZE)
     gp(x), egp(x)
-    print(f"GlobalPointer {gp.count_params():,}   EfficientGlobalPointer {egp.count_params():,}"
-          f"   ratio {egp.count_params() / gp.count_params():.3f}")
+    print(
+        f"GlobalPointer {gp.count_params():,}   EfficientGlobalPointer {egp.count_params():,}"
+        f"   ratio {egp.count_params() / gp.count_params():.3f}"
+    )
 
 
 if __name__ == "__main__":

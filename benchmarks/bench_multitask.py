@@ -72,8 +72,7 @@ import numpy as np  # noqa: E402
 from keras_tricks import multitask  # noqa: E402
 
 LOSS_BASED = ("equal", "initial", "prior", "realtime", "generalized_mean", "uncertainty", "dwa")
-GRADIENT_BASED = ("grad_norm_normalization", "gradnorm", "mgda", "pcgrad", "cagrad",
-                  "primary_auxiliary")
+GRADIENT_BASED = ("grad_norm_normalization", "gradnorm", "mgda", "pcgrad", "cagrad", "primary_auxiliary")
 REFERENCES = ("ref: 1 backward", "ref: k backward")
 MEMORY_CONFIGS = ("equal", "ref: k backward", "mgda", "cagrad")
 
@@ -103,8 +102,12 @@ def make_model(k, features, trunk, head, classes=10):
 
 
 def make_losses(k):
-    return [keras.losses.SparseCategoricalCrossentropy(from_logits=True) if is_classifier(i)
-            else keras.losses.MeanSquaredError() for i in range(k)]
+    return [
+        keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+        if is_classifier(i)
+        else keras.losses.MeanSquaredError()
+        for i in range(k)
+    ]
 
 
 def make_data(k, samples, features, classes=10):
@@ -117,7 +120,7 @@ def make_data(k, samples, features, classes=10):
         if is_classifier(i):
             y[name] = np.digitize(z[:, i], np.quantile(z[:, i], np.linspace(0, 1, classes + 1)[1:-1]))
         else:
-            y[name] = (z[:, i:i + 1] + 0.1 * rng.normal(size=(samples, 1))).astype("float32")
+            y[name] = (z[:, i : i + 1] + 0.1 * rng.normal(size=(samples, 1))).astype("float32")
     return x, y
 
 
@@ -176,8 +179,7 @@ class Reference(keras.Model):
         if self.backward == "k":
             grads = None
             for loss in losses:
-                g = tape.gradient(loss, sources,
-                                  unconnected_gradients=tf.UnconnectedGradients.ZERO)
+                g = tape.gradient(loss, sources, unconnected_gradients=tf.UnconnectedGradients.ZERO)
                 grads = g if grads is None else [a + b for a, b in zip(grads, g)]
             del tape
         else:
@@ -194,8 +196,7 @@ class Reference(keras.Model):
         x, y, _ = keras.utils.unpack_x_y_sample_weight(data)
 
         def forward(trainable_values):
-            preds, new_non_trainable = self.stateless_call(
-                trainable_values, non_trainable, x, training=True)
+            preds, new_non_trainable = self.stateless_call(trainable_values, non_trainable, x, training=True)
             return jnp.stack(self._per_task_losses(y, preds)), (preds, new_non_trainable)
 
         losses, pullback, (preds, non_trainable) = jax.vjp(forward, trainable, has_aux=True)
@@ -208,10 +209,8 @@ class Reference(keras.Model):
                 grads = g if grads is None else jax.tree_util.tree_map(jnp.add, grads, g)
         else:
             (grads,) = pullback(jnp.ones((k,), losses.dtype))
-        trainable, optimizer_vars = self.optimizer.stateless_apply(
-            optimizer_vars, grads, trainable)
-        logs, metrics_vars = self._update_metrics_variables(
-            metrics_vars, jnp.sum(losses), x, y, preds, None)
+        trainable, optimizer_vars = self.optimizer.stateless_apply(optimizer_vars, grads, trainable)
+        logs, metrics_vars = self._update_metrics_variables(metrics_vars, jnp.sum(losses), x, y, preds, None)
         return logs, (trainable, non_trainable, optimizer_vars, metrics_vars)
 
     def _torch_step(self, data):
@@ -227,8 +226,7 @@ class Reference(keras.Model):
         if self.backward == "k":
             grads = None
             for i, loss in enumerate(losses):
-                found = torch.autograd.grad(loss, params, retain_graph=i < len(losses) - 1,
-                                            allow_unused=True)
+                found = torch.autograd.grad(loss, params, retain_graph=i < len(losses) - 1, allow_unused=True)
                 found = [torch.zeros_like(p) if g is None else g for p, g in zip(params, found)]
                 grads = found if grads is None else [a + b for a, b in zip(grads, found)]
         else:
@@ -247,9 +245,11 @@ def build_config(config, k, args):
         trainer = Reference(model, make_losses(k), backward="k")
     else:
         trainer = multitask.MultiTaskModel(model, strategy=make_strategy(config, k))
-    trainer.compile(optimizer=keras.optimizers.Adam(1e-3), loss=make_losses(k)
-                    if isinstance(trainer, multitask.MultiTaskModel) else None,
-                    jit_compile=args.jit_compile)
+    trainer.compile(
+        optimizer=keras.optimizers.Adam(1e-3),
+        loss=make_losses(k) if isinstance(trainer, multitask.MultiTaskModel) else None,
+        jit_compile=args.jit_compile,
+    )
     return trainer
 
 
@@ -277,8 +277,15 @@ class StepTimer(keras.callbacks.Callback):
 
 def fit_steps(trainer, x, y, batch, steps, callbacks=()):
     n = batch * steps
-    trainer.fit(x[:n], {t: v[:n] for t, v in y.items()}, batch_size=batch, epochs=1,
-                shuffle=False, verbose=0, callbacks=list(callbacks))
+    trainer.fit(
+        x[:n],
+        {t: v[:n] for t, v in y.items()},
+        batch_size=batch,
+        epochs=1,
+        shuffle=False,
+        verbose=0,
+        callbacks=list(callbacks),
+    )
 
 
 def time_configs(configs, k, x, y, args):
@@ -287,8 +294,7 @@ def time_configs(configs, k, x, y, args):
         start = time.perf_counter()
         trainers[config] = build_config(config, k, args)
         fit_steps(trainers[config], x, y, args.batch_size, args.warmup_steps)
-        print(f"  built and warmed up {config!r} in {time.perf_counter() - start:.1f} s",
-              flush=True)
+        print(f"  built and warmed up {config!r} in {time.perf_counter() - start:.1f} s", flush=True)
     times = {c: [] for c in configs}
     rounds = {c: [] for c in configs}
     for r in range(args.repeats):
@@ -335,6 +341,7 @@ def compiled(fn, inputs, args):
     def eager():
         with torch.no_grad():
             return fn(*inputs)
+
     return eager
 
 
@@ -356,22 +363,33 @@ def profile(trainers, k, args):
         if config not in GRADIENT_BASED:
             continue
         variables = trainer.trainable_variables
-        grads = [[keras.ops.convert_to_tensor(
-            (rng.normal(size=v.shape) * 1e-2).astype("float32")) for v in variables]
-            for _ in range(k)]
+        grads = [
+            [
+                keras.ops.convert_to_tensor((rng.normal(size=v.shape) * 1e-2).astype("float32"))
+                for v in variables
+            ]
+            for _ in range(k)
+        ]
         losses = keras.ops.convert_to_tensor(rng.uniform(0.5, 2.0, size=k).astype("float32"))
         shared = [id(v) in trainer._shared_ids for v in variables]
-        flat = [np.concatenate([keras.ops.convert_to_numpy(g[v]).ravel()
-                                for v in range(len(variables)) if shared[v]]) for g in grads]
-        gram = keras.ops.convert_to_tensor(np.array(
-            [[float(a @ b) for b in flat] for a in flat], dtype="float32"))
+        flat = [
+            np.concatenate(
+                [keras.ops.convert_to_numpy(g[v]).ravel() for v in range(len(variables)) if shared[v]]
+            )
+            for g in grads
+        ]
+        gram = keras.ops.convert_to_tensor(
+            np.array([[float(a @ b) for b in flat] for a in flat], dtype="float32")
+        )
         strategy = trainer.strategy
         weights_fn = compiled(lambda l, g, s=strategy: s.task_weights(l, g), (losses, gram), args)
         combine_fn = compiled(
-            lambda l, g, t=trainer: t.combine_task_gradients(l, g, variables)[0],
-            (losses, grads), args)
-        rows[config] = (median_time(weights_fn, args.profile_reps),
-                        median_time(combine_fn, args.profile_reps))
+            lambda l, g, t=trainer: t.combine_task_gradients(l, g, variables)[0], (losses, grads), args
+        )
+        rows[config] = (
+            median_time(weights_fn, args.profile_reps),
+            median_time(combine_fn, args.profile_reps),
+        )
     return rows
 
 
@@ -403,8 +421,15 @@ def memory_child(config, k, args):
 def memory(k, args, argv):
     results = {}
     for config in MEMORY_CONFIGS:
-        command = [sys.executable, os.path.abspath(__file__), *argv,
-                   "--memory-child", config, "--memory-k", str(k)]
+        command = [
+            sys.executable,
+            os.path.abspath(__file__),
+            *argv,
+            "--memory-child",
+            config,
+            "--memory-k",
+            str(k),
+        ]
         out = subprocess.run(command, capture_output=True, text=True, env=os.environ.copy())
         lines = [l for l in out.stdout.splitlines() if l.startswith("{")]
         if out.returncode != 0 or not lines:
@@ -434,12 +459,14 @@ def main(argv=None):
     parser.add_argument("--repeats", type=int, default=3, help="interleaved rounds")
     parser.add_argument("--profile-reps", type=int, default=50)
     parser.add_argument("--strategies", nargs="+", default=list(LOSS_BASED + GRADIENT_BASED))
-    parser.add_argument("--jit-compile", type=parse_jit, default="auto",
-                        help="auto (Keras's default) | true | false")
+    parser.add_argument(
+        "--jit-compile", type=parse_jit, default="auto", help="auto (Keras's default) | true | false"
+    )
     parser.add_argument("--no-memory", action="store_true")
     parser.add_argument("--no-profile", action="store_true")
-    parser.add_argument("--threads", type=int, default=0,
-                        help="PyTorch intra-op threads (0: leave the default)")
+    parser.add_argument(
+        "--threads", type=int, default=0, help="PyTorch intra-op threads (0: leave the default)"
+    )
     parser.add_argument("--quick", action="store_true", help="a fast sanity run")
     parser.add_argument("--memory-child", help=argparse.SUPPRESS)
     parser.add_argument("--memory-k", type=int, help=argparse.SUPPRESS)
@@ -462,23 +489,35 @@ def main(argv=None):
 
     configs = list(REFERENCES) + [s for s in LOSS_BASED + GRADIENT_BASED if s in args.strategies]
     load = os.getloadavg()[0]
-    print(f"backend {backend} (jit_compile={args.jit_compile!r}), batch {args.batch_size}, "
-          f"trunk {args.features} -> {' -> '.join(map(str, args.trunk))}, heads {args.head}; "
-          f"{args.steps} timed steps x {args.repeats} rounds; load average {load:.2f} "
-          f"on {os.cpu_count()} CPUs", flush=True)
+    print(
+        f"backend {backend} (jit_compile={args.jit_compile!r}), batch {args.batch_size}, "
+        f"trunk {args.features} -> {' -> '.join(map(str, args.trunk))}, heads {args.head}; "
+        f"{args.steps} timed steps x {args.repeats} rounds; load average {load:.2f} "
+        f"on {os.cpu_count()} CPUs",
+        flush=True,
+    )
     for k in args.tasks:
         x, y = make_data(k, args.batch_size * max(args.steps, args.warmup_steps), args.features)
         medians, best, trainers = time_configs(configs, k, x, y, args)
         model = trainers["equal"].model
-        shared = sum(int(np.prod(v.shape)) for v in trainers["equal"].trainable_variables
-                     if id(v) in trainers["equal"]._shared_ids)
-        print(f"\nk = {k}: {model.count_params():,} parameters ({shared:,} shared); "
-              f"load average now {os.getloadavg()[0]:.2f}")
+        shared = sum(
+            int(np.prod(v.shape))
+            for v in trainers["equal"].trainable_variables
+            if id(v) in trainers["equal"]._shared_ids
+        )
+        print(
+            f"\nk = {k}: {model.count_params():,} parameters ({shared:,} shared); "
+            f"load average now {os.getloadavg()[0]:.2f}"
+        )
         ref_k, equal = medians["ref: k backward"], medians["equal"]
-        print("ms/step: median over all timed steps; best: the fastest round's median "
-              "(steadier under load from other processes); ratios of each")
-        print(f"{'configuration':<26} {'ms/step':>8} {'best':>7} {'/ equal':>8} {'best':>7} "
-              f"{'/ ref k':>8} {'best':>7} {'target':>7}")
+        print(
+            "ms/step: median over all timed steps; best: the fastest round's median "
+            "(steadier under load from other processes); ratios of each"
+        )
+        print(
+            f"{'configuration':<26} {'ms/step':>8} {'best':>7} {'/ equal':>8} {'best':>7} "
+            f"{'/ ref k':>8} {'best':>7} {'target':>7}"
+        )
         for config in configs:
             m, b = medians[config], best[config]
             vs_ref = vs_ref_best = target = ""
@@ -487,35 +526,48 @@ def main(argv=None):
                 vs_ref_best = f"{b / best['ref: k backward']:6.3f}x"
             if config in GRADIENT_BASED:
                 target = "ok" if m / ref_k <= 1.15 else "MISS"
-            print(f"{config:<26} {m * 1e3:8.2f} {b * 1e3:7.2f} {m / equal:7.3f}x "
-                  f"{b / best['equal']:6.3f}x {vs_ref:>8} {vs_ref_best:>7} {target:>7}")
+            print(
+                f"{config:<26} {m * 1e3:8.2f} {b * 1e3:7.2f} {m / equal:7.3f}x "
+                f"{b / best['equal']:6.3f}x {vs_ref:>8} {vs_ref_best:>7} {target:>7}"
+            )
         if not args.no_profile:
             rows = profile(trainers, k, args)
             if rows:
-                print(f"profile (compiled like the step; median of {args.profile_reps}): "
-                      "overhead of a gradient-based step over `ref: k backward`")
-                print(f"{'strategy':<26} {'step - ref':>10} {'task_weights':>13} "
-                      f"{'combine (all)':>14} {'rest':>8}   (ms)")
+                print(
+                    f"profile (compiled like the step; median of {args.profile_reps}): "
+                    "overhead of a gradient-based step over `ref: k backward`"
+                )
+                print(
+                    f"{'strategy':<26} {'step - ref':>10} {'task_weights':>13} "
+                    f"{'combine (all)':>14} {'rest':>8}   (ms)"
+                )
                 for config, (weights, combine) in rows.items():
                     extra = medians[config] - ref_k
-                    print(f"{config:<26} {extra * 1e3:10.2f} {weights * 1e3:13.3f} "
-                          f"{combine * 1e3:14.3f} {(extra - combine) * 1e3:8.2f}")
-                print("(combine (all) = Gram matrix + task_weights + weighted sum per "
-                      "variable; rest = step - ref - combine: logging, loss bookkeeping, "
-                      "loss-scale and cast overheads)")
+                    print(
+                        f"{config:<26} {extra * 1e3:10.2f} {weights * 1e3:13.3f} "
+                        f"{combine * 1e3:14.3f} {(extra - combine) * 1e3:8.2f}"
+                    )
+                print(
+                    "(combine (all) = Gram matrix + task_weights + weighted sum per "
+                    "variable; rest = step - ref - combine: logging, loss bookkeeping, "
+                    "loss-scale and cast overheads)"
+                )
         del trainers
         if not args.no_memory and k == max(args.tasks):
             results = memory(k, args, argv)
             if results:
                 params = next(iter(results.values()))["params"]
-                print(f"\npeak memory, k = {k} (Linux VmHWM, the peak resident set size; a "
-                      f"fresh process per configuration; {params:,} parameters = "
-                      f"{params * 4 / 2**20:.1f} MiB float32):")
-                print(f"{'configuration':<26} {'step peak - before (MiB)':>25} "
-                      f"{'process peak (MiB)':>19}")
+                print(
+                    f"\npeak memory, k = {k} (Linux VmHWM, the peak resident set size; a "
+                    f"fresh process per configuration; {params:,} parameters = "
+                    f"{params * 4 / 2**20:.1f} MiB float32):"
+                )
+                print(f"{'configuration':<26} {'step peak - before (MiB)':>25} {'process peak (MiB)':>19}")
                 for config, r in results.items():
-                    print(f"{config:<26} {(r['peak_kib'] - r['before_kib']) / 1024:25.1f} "
-                          f"{r['peak_kib'] / 1024:19.1f}")
+                    print(
+                        f"{config:<26} {(r['peak_kib'] - r['before_kib']) / 1024:25.1f} "
+                        f"{r['peak_kib'] / 1024:19.1f}"
+                    )
 
 
 if __name__ == "__main__":

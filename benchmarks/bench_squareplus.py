@@ -109,8 +109,10 @@ def main():
     for mode in modes:
         for backward in (False, True):
             label = f"{mode:5s} {'fwd+bwd' if backward else 'fwd':7s}"
-            row = {name: _time(_compiled(fn, backward, mode == "jit"), x, args.repeats)
-                   for name, fn in FUNCTIONS.items()}
+            row = {
+                name: _time(_compiled(fn, backward, mode == "jit"), x, args.repeats)
+                for name, fn in FUNCTIONS.items()
+            }
             results[label] = row
             cells = "  ".join(f"{name} {t * 1e3:7.2f} ms" for name, t in row.items())
             print(f"{label}  {cells}")

@@ -51,8 +51,12 @@ SPECIALS = ["<pad>", "<s>", "</s>", "<unk>"]
 
 # WNUT17's six types folded into wikigold's four.
 WNUT_TO_CONLL = {
-    "person": "PER", "location": "LOC", "corporation": "ORG", "group": "ORG",
-    "product": "MISC", "creative-work": "MISC",
+    "person": "PER",
+    "location": "LOC",
+    "corporation": "ORG",
+    "group": "ORG",
+    "product": "MISC",
+    "creative-work": "MISC",
 }
 
 
@@ -98,8 +102,7 @@ def _conll_mentions(path, sep=None):
 
 def load_entity_names():
     mentions = _conll_mentions(DATA / "wikigold" / "wikigold.conll.txt")
-    for name in ("wnut17_wnut17train.conll", "wnut17_emerging.dev.conll",
-                 "wnut17_emerging.test.annotated"):
+    for name in ("wnut17_wnut17train.conll", "wnut17_emerging.dev.conll", "wnut17_emerging.test.annotated"):
         for text, kind in _conll_mentions(DATA / "wnut17" / name, sep="\t"):
             mentions.append((text, WNUT_TO_CONLL[kind]))
     # One copy of each (name, type): the model should learn the shape of the
@@ -110,8 +113,10 @@ def load_entity_names():
 
 def load_csv(path):
     if not Path(path).is_file():
-        raise SystemExit(f"--data {path}: no such file (give the path of your copy of "
-                         "the corpus, a CSV with a header and label,text rows)")
+        raise SystemExit(
+            f"--data {path}: no such file (give the path of your copy of "
+            "the corpus, a CSV with a header and label,text rows)"
+        )
     texts, labels = [], []
     with open(path, encoding="utf-8") as f:
         reader = csv.reader(f)
@@ -158,8 +163,7 @@ class PositionEmbedding(layers.Layer):
     """x + a learned vector per position."""
 
     def build(self, input_shape):
-        self.table = self.add_weight(shape=tuple(input_shape[1:]), initializer="zeros",
-                                     name="table")
+        self.table = self.add_weight(shape=tuple(input_shape[1:]), initializer="zeros", name="table")
 
     def call(self, x):
         return x + ops.cast(self.table, x.dtype)
@@ -185,13 +189,11 @@ class CharBatches(DataGenerator):
                 targets = x[:, 1:]
                 # A tuple, not a list: TensorFlow's generator adapter takes
                 # lists for tensors to stack.
-                yield ((x[:, :-1], np.array(labels, "int32")), targets,
-                       (targets != PAD).astype("float32"))
+                yield ((x[:, :-1], np.array(labels, "int32")), targets, (targets != PAD).astype("float32"))
                 ids, labels = [], []
 
 
-def build_model(vocab_size, n_classes, max_len, dim, heads, blocks, cond_dim, dropout=0.1,
-                seed=0):
+def build_model(vocab_size, n_classes, max_len, dim, heads, blocks, cond_dim, dropout=0.1, seed=0):
     """Pre-LN causal Transformer; every LayerNorm is conditional on the class."""
     init = keras.initializers.GlorotUniform(seed=seed)
     tokens = keras.Input((max_len,), dtype="int32", name="tokens")
@@ -201,9 +203,9 @@ def build_model(vocab_size, n_classes, max_len, dim, heads, blocks, cond_dim, dr
     x = PositionEmbedding(name="positions")(x)
     for i in range(blocks):
         h = ConditionalLayerNormalization(name=f"cln_attention_{i}")([x, cond])
-        h = layers.MultiHeadAttention(heads, dim // heads, dropout=dropout,
-                                      kernel_initializer=init,
-                                      name=f"attention_{i}")(h, h, use_causal_mask=True)
+        h = layers.MultiHeadAttention(
+            heads, dim // heads, dropout=dropout, kernel_initializer=init, name=f"attention_{i}"
+        )(h, h, use_causal_mask=True)
         x = x + h
         h = ConditionalLayerNormalization(name=f"cln_ffn_{i}")([x, cond])
         h = layers.Dense(4 * dim, activation="gelu", kernel_initializer=init, name=f"ffn_in_{i}")(h)
@@ -219,12 +221,13 @@ def token_log_likelihood(model, ids, labels, batch_size):
     inputs, targets = ids[:, :-1], ids[:, 1:]
     total, count = 0.0, 0
     for start in range(0, len(ids), batch_size):
-        logits = model.predict_on_batch([inputs[start:start + batch_size],
-                                         labels[start:start + batch_size]])
+        logits = model.predict_on_batch(
+            [inputs[start : start + batch_size], labels[start : start + batch_size]]
+        )
         logits = np.asarray(logits, np.float64)
         logits -= logits.max(-1, keepdims=True)
         logp = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
-        tgt = targets[start:start + batch_size]
+        tgt = targets[start : start + batch_size]
         picked = np.take_along_axis(logp, tgt[..., None], -1)[..., 0]
         real = tgt != PAD
         total += float(picked[real].sum())
@@ -264,16 +267,23 @@ def generate(model, vocab, label, n, max_len, temperature, rng):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", help="CSV file with a header and columns label,text "
-                        "(default: entity mentions of demos/data/ wikigold + WNUT17)")
+    parser.add_argument(
+        "--data",
+        help="CSV file with a header and columns label,text "
+        "(default: entity mentions of demos/data/ wikigold + WNUT17)",
+    )
     parser.add_argument("--smoke", action="store_true", help="tiny, fast run (tests)")
     parser.add_argument("--epochs", type=int, default=16)
     parser.add_argument("--dim", type=int, default=96)
     parser.add_argument("--blocks", type=int, default=2)
     parser.add_argument("--heads", type=int, default=4)
     parser.add_argument("--cond-dim", type=int, default=16)
-    parser.add_argument("--max-len", type=int, default=None,
-                        help="characters per text incl. start/end (default 26 names, 40 --data)")
+    parser.add_argument(
+        "--max-len",
+        type=int,
+        default=None,
+        help="characters per text incl. start/end (default 26 names, 40 --data)",
+    )
     parser.add_argument("--max-vocab", type=int, default=2000)
     parser.add_argument("--max-examples", type=int, default=None)
     parser.add_argument("--batch-size", type=int, default=64)
@@ -311,31 +321,50 @@ def main(argv=None):
     val_labels, train_labels = label_ids[:n_val], label_ids[n_val:]
     counts = collections.Counter(labels)
     print(f"data: {source}")
-    print(f"  {len(texts)} texts ({len(train_ids)} train / {n_val} validation), "
-          f"{len(vocab)} symbols, classes: "
-          + ", ".join(f"{c} ({counts[c]})" for c in classes), flush=True)
+    print(
+        f"  {len(texts)} texts ({len(train_ids)} train / {n_val} validation), "
+        f"{len(vocab)} symbols, classes: " + ", ".join(f"{c} ({counts[c]})" for c in classes),
+        flush=True,
+    )
 
-    model = build_model(len(vocab), len(classes), max_len - 1, args.dim, args.heads,
-                        args.blocks, args.cond_dim, seed=args.seed)
+    model = build_model(
+        len(vocab),
+        len(classes),
+        max_len - 1,
+        args.dim,
+        args.heads,
+        args.blocks,
+        args.cond_dim,
+        seed=args.seed,
+    )
     n_cln = sum(isinstance(l, ConditionalLayerNormalization) for l in model.layers)
-    print(f"model: {args.blocks}-block causal Transformer, dim {args.dim}, "
-          f"{n_cln} ConditionalLayerNormalization layers on a {args.cond_dim}-d class "
-          f"embedding, {model.count_params():,} parameters", flush=True)
+    print(
+        f"model: {args.blocks}-block causal Transformer, dim {args.dim}, "
+        f"{n_cln} ConditionalLayerNormalization layers on a {args.cond_dim}-d class "
+        f"embedding, {model.count_params():,} parameters",
+        flush=True,
+    )
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate=3e-3),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
     )
     train = CharBatches(
-        [(vocab.encode(texts[n_val + i], max_len, pad=False), int(train_labels[i]))
-         for i in range(len(train_ids))],
-        max_len, batch_size=args.batch_size, seed=args.seed,
+        [
+            (vocab.encode(texts[n_val + i], max_len, pad=False), int(train_labels[i]))
+            for i in range(len(train_ids))
+        ],
+        max_len,
+        batch_size=args.batch_size,
+        seed=args.seed,
     )
     # Pad targets carry zero weight; each real character counts once.
     val_weights = (val_ids[:, 1:] != PAD).astype("float32")
     model.fit(
-        train.forfit(), steps_per_epoch=len(train),
+        train.forfit(),
+        steps_per_epoch=len(train),
         validation_data=([val_ids[:, :-1], val_labels], val_ids[:, 1:], val_weights),
-        epochs=args.epochs, verbose=2,
+        epochs=args.epochs,
+        verbose=2,
     )
 
     # Shuffled: each validation text with the condition of another one.
@@ -346,10 +375,15 @@ def main(argv=None):
     for k, name in enumerate(classes):
         sel = val_labels == k
         if sel.any():
-            others = (k + 1 + rng.integers(0, len(classes) - 1, sel.sum())) % len(classes) \
-                if len(classes) > 1 else np.full(sel.sum(), k)
-            per_class[name] = (perplexity(model, val_ids[sel], val_labels[sel], 256),
-                               perplexity(model, val_ids[sel], others.astype("int32"), 256))
+            others = (
+                (k + 1 + rng.integers(0, len(classes) - 1, sel.sum())) % len(classes)
+                if len(classes) > 1
+                else np.full(sel.sum(), k)
+            )
+            per_class[name] = (
+                perplexity(model, val_ids[sel], val_labels[sel], 256),
+                perplexity(model, val_ids[sel], others.astype("int32"), 256),
+            )
 
     print("\nvalidation perplexity per character (lower is better)")
     print(f"  {'condition':34s} {'perplexity':>10s}")
@@ -388,8 +422,7 @@ def main(argv=None):
     except ImportError:
         print("\n(matplotlib not installed: no plot)")
     print(f"total time {time.perf_counter() - start:.0f} s")
-    return {"perplexity_true": ppl_true, "perplexity_shuffled": ppl_shuffled,
-            "per_class": per_class}
+    return {"perplexity_true": ppl_true, "perplexity_shuffled": ppl_shuffled, "per_class": per_class}
 
 
 if __name__ == "__main__":

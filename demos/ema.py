@@ -29,20 +29,21 @@ def load_digits(seed):
 
     x, y = sk_digits(return_X_y=True)
     x = (x / 16.0).astype("float32")
-    return train_test_split(x, y.astype("int32"), test_size=0.3, random_state=seed,
-                            stratify=y)
+    return train_test_split(x, y.astype("int32"), test_size=0.3, random_state=seed, stratify=y)
 
 
 def build_model(seed, lr):
     keras.utils.set_random_seed(seed)
-    model = keras.Sequential([
-        keras.Input((64,)),
-        keras.layers.Dense(256, activation="relu"),
-        keras.layers.Dropout(0.3),
-        keras.layers.Dense(256, activation="relu"),
-        keras.layers.Dropout(0.3),
-        keras.layers.Dense(10),
-    ])
+    model = keras.Sequential(
+        [
+            keras.Input((64,)),
+            keras.layers.Dense(256, activation="relu"),
+            keras.layers.Dropout(0.3),
+            keras.layers.Dense(256, activation="relu"),
+            keras.layers.Dropout(0.3),
+            keras.layers.Dense(10),
+        ]
+    )
     model.compile(
         optimizer=keras.optimizers.SGD(lr, momentum=0.9),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
@@ -80,22 +81,32 @@ def main(argv=None):
     model = build_model(args.seed, args.lr)
     ema = ExponentialMovingAverage(momentum=args.momentum)
     raw = RawAccuracy(ema, x_val, y_val)
-    print(f"digits: {len(x_train)} train / {len(x_val)} validation, "
-          f"{model.count_params()} parameters, backend {keras.backend.backend()}, "
-          f"EMA momentum {args.momentum}")
+    print(
+        f"digits: {len(x_train)} train / {len(x_val)} validation, "
+        f"{model.count_params()} parameters, backend {keras.backend.backend()}, "
+        f"EMA momentum {args.momentum}"
+    )
     start = time.time()
-    history = model.fit(x_train, y_train, epochs=args.epochs, batch_size=args.batch_size,
-                        validation_data=(x_val, y_val), callbacks=[ema, raw], verbose=0)
+    history = model.fit(
+        x_train,
+        y_train,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        validation_data=(x_val, y_val),
+        callbacks=[ema, raw],
+        verbose=0,
+    )
     ema_acc = history.history["val_accuracy"]
     print(f"\n{'epoch':>5}  {'raw val acc':>11}  {'EMA val acc':>11}")
     for epoch, (r, e) in enumerate(zip(raw.history, ema_acc), 1):
         print(f"{epoch:5d}  {r:11.4f}  {e:11.4f}")
     last = max(1, len(ema_acc) // 4)
-    print(f"\nmean over the last {last} epochs: raw {np.mean(raw.history[-last:]):.4f}, "
-          f"EMA {np.mean(ema_acc[-last:]):.4f}; std raw "
-          f"{np.std(raw.history[-last:]):.4f}, EMA {np.std(ema_acc[-last:]):.4f}")
-    print(f"final: raw {raw.history[-1]:.4f}, EMA {ema_acc[-1]:.4f} "
-          f"({time.time() - start:.1f} s)")
+    print(
+        f"\nmean over the last {last} epochs: raw {np.mean(raw.history[-last:]):.4f}, "
+        f"EMA {np.mean(ema_acc[-last:]):.4f}; std raw "
+        f"{np.std(raw.history[-last:]):.4f}, EMA {np.std(ema_acc[-last:]):.4f}"
+    )
+    print(f"final: raw {raw.history[-1]:.4f}, EMA {ema_acc[-1]:.4f} ({time.time() - start:.1f} s)")
 
     import matplotlib
 

@@ -39,10 +39,10 @@ def load(noise, seed):
 
     x, y = load_digits(return_X_y=True)
     x = (x / 16.0).astype("float32")
-    x_rest, x_test, y_rest, y_test = train_test_split(x, y, test_size=0.25, random_state=seed,
-                                                      stratify=y)
-    x_train, x_val, y_train, y_val = train_test_split(x_rest, y_rest, test_size=0.2,
-                                                      random_state=seed, stratify=y_rest)
+    x_rest, x_test, y_rest, y_test = train_test_split(x, y, test_size=0.25, random_state=seed, stratify=y)
+    x_train, x_val, y_train, y_val = train_test_split(
+        x_rest, y_rest, test_size=0.2, random_state=seed, stratify=y_rest
+    )
     rng = np.random.default_rng(seed)
 
     def flip(labels):
@@ -65,17 +65,19 @@ def make_loss(method, level):
 
 def train(method, level, train_data, eval_data, epochs, batch_size, seed):
     keras.utils.set_random_seed(seed)
-    model = keras.Sequential([
-        keras.Input((64,)),
-        keras.layers.Dense(256, activation="relu"),
-        keras.layers.Dense(256, activation="relu"),
-        keras.layers.Dense(10, activation="softmax"),
-    ])
-    model.compile(keras.optimizers.Adam(2e-3), loss=make_loss(method, level),
-                  metrics=["accuracy"])
+    model = keras.Sequential(
+        [
+            keras.Input((64,)),
+            keras.layers.Dense(256, activation="relu"),
+            keras.layers.Dense(256, activation="relu"),
+            keras.layers.Dense(10, activation="softmax"),
+        ]
+    )
+    model.compile(keras.optimizers.Adam(2e-3), loss=make_loss(method, level), metrics=["accuracy"])
     cbs = [] if method == "none" else [callbacks.FloodLevelScheduler()]
-    history = model.fit(*train_data, validation_data=eval_data, epochs=epochs,
-                        batch_size=batch_size, verbose=0, callbacks=cbs)
+    history = model.fit(
+        *train_data, validation_data=eval_data, epochs=epochs, batch_size=batch_size, verbose=0, callbacks=cbs
+    )
     return model, history.history
 
 
@@ -84,8 +86,7 @@ def main(argv=None):
     parser.add_argument("--smoke", action="store_true", help="tiny run for tests")
     parser.add_argument("--epochs", type=int, default=None)
     parser.add_argument("--noise", type=float, default=0.2)
-    parser.add_argument("--levels", type=float, nargs="+",
-                        default=[0.1, 0.2, 0.3, 0.45])
+    parser.add_argument("--levels", type=float, nargs="+", default=[0.1, 0.2, 0.3, 0.45])
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output", default=os.path.join(HERE, "output"))
     args = parser.parse_args(argv)
@@ -95,9 +96,12 @@ def main(argv=None):
     start = time.time()
 
     train_data, val_data, test_data = load(args.noise, args.seed)
-    print(f"digits: {len(train_data[0])} train / {len(val_data[0])} val (labels "
-          f"{args.noise:.0%} flipped) / {len(test_data[0])} test (clean); "
-          f"backend {keras.backend.backend()}, {epochs} epochs", flush=True)
+    print(
+        f"digits: {len(train_data[0])} train / {len(val_data[0])} val (labels "
+        f"{args.noise:.0%} flipped) / {len(test_data[0])} test (clean); "
+        f"backend {keras.backend.backend()}, {epochs} epochs",
+        flush=True,
+    )
 
     # The validation search for b, for each flooded objective: one run per
     # level, scored on the noisy validation split only. Each run also records
@@ -107,11 +111,17 @@ def main(argv=None):
         model, h = train(method, level, train_data, test_data, epochs, batch_size, args.seed)
         val = model.evaluate(*val_data, verbose=0, return_dict=True)
         train_logs = model.evaluate(*train_data, verbose=0, return_dict=True)
-        return dict(history=h, val_loss=val["loss"], val_acc=val["accuracy"],
-                    train_loss=train_logs["loss"], train_acc=train_logs["accuracy"],
-                    test_loss=h["val_loss"][-1], test_acc=h["val_accuracy"][-1],
-                    best_test_loss=min(h["val_loss"]),
-                    flooded=h.get("flood_fraction", [0.0])[-1])
+        return dict(
+            history=h,
+            val_loss=val["loss"],
+            val_acc=val["accuracy"],
+            train_loss=train_logs["loss"],
+            train_acc=train_logs["accuracy"],
+            test_loss=h["val_loss"][-1],
+            test_acc=h["val_accuracy"][-1],
+            best_test_loss=min(h["val_loss"]),
+            flooded=h.get("flood_fraction", [0.0])[-1],
+        )
 
     results = {"no flooding": run("none", 0.0)}
     print(f"trained without flooding ({time.time() - start:.0f}s)")
@@ -121,8 +131,11 @@ def main(argv=None):
         best = None
         for level in levels:
             r = run(method, level)
-            print(f"{method:<10} {level:>6g} {r['val_acc']:>8.4f} {r['val_loss']:>9.4f} "
-                  f"{r['train_acc']:>10.4f}  ({time.time() - start:.0f}s)", flush=True)
+            print(
+                f"{method:<10} {level:>6g} {r['val_acc']:>8.4f} {r['val_loss']:>9.4f} "
+                f"{r['train_acc']:>10.4f}  ({time.time() - start:.0f}s)",
+                flush=True,
+            )
             score = (r["val_acc"], -r["val_loss"])
             if best is None or score > best[0]:
                 best = (score, level, r)
@@ -130,12 +143,16 @@ def main(argv=None):
     print("chosen: " + ", ".join(list(results)[1:]))
 
     print("\nfinal models (train = noisy training labels, test = clean labels)")
-    print(f"{'':<16} {'train loss':>10} {'train acc':>9} {'test loss':>9} {'test acc':>8} "
-          f"{'min test loss':>13} {'flooded':>8}")
+    print(
+        f"{'':<16} {'train loss':>10} {'train acc':>9} {'test loss':>9} {'test acc':>8} "
+        f"{'min test loss':>13} {'flooded':>8}"
+    )
     for label, r in results.items():
-        print(f"{label:<16} {r['train_loss']:>10.4f} {r['train_acc']:>9.4f} "
-              f"{r['test_loss']:>9.4f} {r['test_acc']:>8.4f} {r['best_test_loss']:>13.4f} "
-              f"{r['flooded']:>8.2f}")
+        print(
+            f"{label:<16} {r['train_loss']:>10.4f} {r['train_acc']:>9.4f} "
+            f"{r['test_loss']:>9.4f} {r['test_acc']:>8.4f} {r['best_test_loss']:>13.4f} "
+            f"{r['flooded']:>8.2f}"
+        )
 
     os.makedirs(args.output, exist_ok=True)
     path = os.path.join(args.output, "flooding_curves.png")
@@ -148,8 +165,9 @@ def main(argv=None):
     for (label, r), color in zip(results.items(), ("tab:gray", "tab:blue", "tab:orange")):
         ax[0].plot(r["history"]["loss"], color=color, label=label)
         ax[1].plot(r["history"]["val_loss"], color=color, label=label)
-    ax[0].set(title="training loss (noisy labels, plain cross-entropy)", xlabel="epoch",
-              ylabel="loss", yscale="log")
+    ax[0].set(
+        title="training loss (noisy labels, plain cross-entropy)", xlabel="epoch", ylabel="loss", yscale="log"
+    )
     ax[1].set(title="test loss (clean labels)", xlabel="epoch", ylabel="loss")
     for a in ax:
         a.legend()

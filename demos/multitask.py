@@ -54,8 +54,19 @@ from keras_tricks import multitask  # noqa: E402
 HERE = os.path.dirname(os.path.abspath(__file__))
 TASKS = ("digit", "parity", "ink")
 STRATEGIES = (
-    "equal", "initial", "prior", "realtime", "generalized_mean", "uncertainty", "dwa",
-    "grad_norm_normalization", "gradnorm", "mgda", "pcgrad", "cagrad", "primary_auxiliary",
+    "equal",
+    "initial",
+    "prior",
+    "realtime",
+    "generalized_mean",
+    "uncertainty",
+    "dwa",
+    "grad_norm_normalization",
+    "gradnorm",
+    "mgda",
+    "pcgrad",
+    "cagrad",
+    "primary_auxiliary",
 )
 # (column title, task, metric, higher is better)
 METRICS = (
@@ -101,11 +112,13 @@ def build_model(ink_mean):
 
 def make_strategy(name, y_train):
     if name == "prior":
-        return multitask.Prior({
-            "digit": multitask.prior_loss(y_train["digit"], "categorical"),
-            "parity": multitask.prior_loss(y_train["parity"], "binary"),
-            "ink": multitask.prior_loss(y_train["ink"], "regression"),
-        })
+        return multitask.Prior(
+            {
+                "digit": multitask.prior_loss(y_train["digit"], "categorical"),
+                "parity": multitask.prior_loss(y_train["parity"], "binary"),
+                "ink": multitask.prior_loss(y_train["ink"], "regression"),
+            }
+        )
     if name == "pcgrad":
         return multitask.PCGrad(seed=0)
     # primary_auxiliary: "digit" (index 0, the default) is the primary task.
@@ -141,8 +154,9 @@ def run_strategy(name, data, args):
     mt = multitask.MultiTaskModel(model, strategy=make_strategy(name, y_train))
     mt.compile(optimizer=keras.optimizers.Adam(args.learning_rate), loss=losses())
     start = time.perf_counter()
-    history = mt.fit(x_train, y_train, epochs=args.epochs, batch_size=args.batch_size,
-                     shuffle=True, verbose=0)
+    history = mt.fit(
+        x_train, y_train, epochs=args.epochs, batch_size=args.batch_size, shuffle=True, verbose=0
+    )
     seconds = time.perf_counter() - start
     logs = history.history
     predictions = mt.predict(x_test, batch_size=512, verbose=0)
@@ -158,14 +172,17 @@ def run_strategy(name, data, args):
 def format_table(results):
     """One row per strategy; `*` marks the best value of each metric column and of time."""
     names = list(results)
-    columns = [(title, (lambda r, t=task, m=metric: r["metrics"][(t, m)]), high)
-               for title, task, metric, high in METRICS]
+    columns = [
+        (title, (lambda r, t=task, m=metric: r["metrics"][(t, m)]), high)
+        for title, task, metric, high in METRICS
+    ]
     columns.append(("train s", lambda r: r["seconds"], False))
     ranks = mean_ranks(results)
     texts = {}
-    for title, get, high in columns[:-1]:
-        texts[title] = {n: (f"{get(results[n]):.4f}" if "acc" in title else f"{get(results[n]):.2f}")
-                        for n in names}
+    for title, get, _high in columns[:-1]:
+        texts[title] = {
+            n: (f"{get(results[n]):.4f}" if "acc" in title else f"{get(results[n]):.2f}") for n in names
+        }
     texts["rank"] = {n: f"{ranks[n]:.1f}" for n in names}
     texts["train s"] = {n: f"{results[n]['seconds']:.1f}" for n in names}
     best = {}  # compared as printed, so that equal-looking values are marked alike
@@ -244,12 +261,13 @@ def main(argv=None):
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--learning-rate", type=float, default=1e-3)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--strategies", default=",".join(STRATEGIES),
-                        help="comma-separated names (default: all 13)")
-    parser.add_argument("--output", default=os.path.join(HERE, "output"),
-                        help="folder for multitask.png")
-    parser.add_argument("--smoke", action="store_true",
-                        help="2 epochs on 300 training images: seconds, for the tests")
+    parser.add_argument(
+        "--strategies", default=",".join(STRATEGIES), help="comma-separated names (default: all 13)"
+    )
+    parser.add_argument("--output", default=os.path.join(HERE, "output"), help="folder for multitask.png")
+    parser.add_argument(
+        "--smoke", action="store_true", help="2 epochs on 300 training images: seconds, for the tests"
+    )
     args = parser.parse_args(argv)
     names = [s.strip() for s in args.strategies.split(",") if s.strip()]
     unknown = [n for n in names if n not in STRATEGIES]
@@ -263,12 +281,16 @@ def main(argv=None):
         args.epochs = min(args.epochs, 2)
         x_train, y_train = x_train[:300], {t: v[:300] for t, v in y_train.items()}
     data = ((x_train, y_train), test)
-    print(f"keras {keras.__version__} on {keras.backend.backend()}, keras_tricks "
-          f"{keras_tricks.__version__}; digits: {len(x_train)} train / {len(test[0])} test; "
-          f"{args.epochs} epochs, batch {args.batch_size}, Adam({args.learning_rate})")
-    prior = [multitask.prior_loss(y_train["digit"], "categorical"),
-             multitask.prior_loss(y_train["parity"], "binary"),
-             multitask.prior_loss(y_train["ink"], "regression")]
+    print(
+        f"keras {keras.__version__} on {keras.backend.backend()}, keras_tricks "
+        f"{keras_tricks.__version__}; digits: {len(x_train)} train / {len(test[0])} test; "
+        f"{args.epochs} epochs, batch {args.batch_size}, Adam({args.learning_rate})"
+    )
+    prior = [
+        multitask.prior_loss(y_train["digit"], "categorical"),
+        multitask.prior_loss(y_train["parity"], "binary"),
+        multitask.prior_loss(y_train["ink"], "regression"),
+    ]
     print("label-prior losses (digit, parity, ink): " + ", ".join(f"{p:.4g}" for p in prior))
 
     results = {}
@@ -276,14 +298,19 @@ def main(argv=None):
     for n in names:
         r = results[n] = run_strategy(n, data, args)
         m = r["metrics"]
-        print(f"  {n:<24} digit {m[('digit', 'accuracy')]:.4f}  parity "
-              f"{m[('parity', 'accuracy')]:.4f}  ink MAE {m[('ink', 'mae')]:6.2f}  "
-              f"({r['seconds']:.1f} s)", flush=True)
+        print(
+            f"  {n:<24} digit {m[('digit', 'accuracy')]:.4f}  parity "
+            f"{m[('parity', 'accuracy')]:.4f}  ink MAE {m[('ink', 'mae')]:6.2f}  "
+            f"({r['seconds']:.1f} s)",
+            flush=True,
+        )
     total = time.perf_counter() - total
 
-    print(f"\ntest metrics ({len(test[0])} images), final task weights (mean over the last "
-          "epoch), training time; rank = mean rank over digit acc, parity acc and ink MAE "
-          "(1 = best); * = best in column")
+    print(
+        f"\ntest metrics ({len(test[0])} images), final task weights (mean over the last "
+        "epoch), training time; rank = mean rank over digit acc, parity acc and ink MAE "
+        "(1 = best); * = best in column"
+    )
     print(format_table(results))
     os.makedirs(args.output, exist_ok=True)
     path = os.path.join(args.output, "multitask.png")

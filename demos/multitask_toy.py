@@ -81,9 +81,9 @@ def plot(trajectories, starts, scale, path):
     n = 200
     grid = np.linspace(-10, 10, n)
     xx, yy = np.meshgrid(grid, grid)
-    mean_loss = np.array(
-        [toy.losses((a, b), scale).mean() for a, b in zip(xx.ravel(), yy.ravel())]
-    ).reshape(n, n)
+    mean_loss = np.array([toy.losses((a, b), scale).mean() for a, b in zip(xx.ravel(), yy.ravel())]).reshape(
+        n, n
+    )
     pareto = toy.pareto_set(141)
     fig, axes = plt.subplots(1, len(trajectories), figsize=(4 * len(trajectories), 4.2))
     for ax, (name, trajs) in zip(np.atleast_1d(axes), trajectories.items()):
@@ -105,8 +105,12 @@ def plot(trajectories, starts, scale, path):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--setting", choices=["cagrad", "nash"], default="cagrad",
-                   help="the CAGrad paper's (3 starts, 100k steps) or Nash-MTL's (5 starts, 35k steps, L1 x 0.1)")
+    p.add_argument(
+        "--setting",
+        choices=["cagrad", "nash"],
+        default="cagrad",
+        help="the CAGrad paper's (3 starts, 100k steps) or Nash-MTL's (5 starts, 35k steps, L1 x 0.1)",
+    )
     p.add_argument("--steps", type=int, default=None)
     p.add_argument("--lr", type=float, default=toy.LEARNING_RATE)
     p.add_argument("--smoke", action="store_true", help="2000 steps at lr 0.05")
@@ -134,8 +138,11 @@ def main(argv=None):
             end = traj[-1]
             dist = toy.distance_to_pareto(end)
             rows.append((name, x0, end, dist))
-            print(f"{name:18s} from {str(x0):13s} -> ({end[0]:8.4f}, {end[1]:8.4f})  "
-                  f"distance to the Pareto set {dist:8.4f}   [{time.time() - t0:.1f}s]", flush=True)
+            print(
+                f"{name:18s} from {str(x0):13s} -> ({end[0]:8.4f}, {end[1]:8.4f})  "
+                f"distance to the Pareto set {dist:8.4f}   [{time.time() - t0:.1f}s]",
+                flush=True,
+            )
     print("\nend points (distance to the Pareto set):")
     print(f"{'method':18s} " + " ".join(f"{str(x0):>22s}" for x0 in starts))
     for name in methods:

@@ -85,7 +85,8 @@ _NATIVE_NOISE = re.compile(
     r"All log messages before absl::InitializeLog|cudart_stub\.cc|"
     r"cuda_platform\.cc.*cuInit|cpu_feature_guard\.cc|"
     r"To enable the following instructions: |"
-    r"Unable to register cu(DNN|FFT|BLAS) factory|computation placer already registered")
+    r"Unable to register cu(DNN|FFT|BLAS) factory|computation placer already registered"
+)
 
 
 @contextlib.contextmanager
@@ -107,8 +108,11 @@ def _quiet_native_start_up():
             os.dup2(saved, 2)
             os.close(saved)
             tmp.seek(0)
-            kept = [line for line in tmp.read().decode("utf-8", "replace").splitlines(True)
-                    if not _NATIVE_NOISE.search(line)]
+            kept = [
+                line
+                for line in tmp.read().decode("utf-8", "replace").splitlines(True)
+                if not _NATIVE_NOISE.search(line)
+            ]
             if kept:
                 sys.stderr.write("".join(kept))
                 sys.stderr.flush()
@@ -176,12 +180,17 @@ def read_jsonlines(path):
                 continue
             obj = json.loads(line)
             if "tokens" in obj:  # GENIA style, end exclusive
-                spans = sorted({(m["start"], m["end"] - 1, m["entity_type"])
-                                for m in obj["entity_mentions"]})
+                spans = sorted({(m["start"], m["end"] - 1, m["entity_type"]) for m in obj["entity_mentions"]})
                 sentences.append(Sentence(obj["tokens"], spans, obj.get("doc_id", 0)))
             elif "text" in obj:  # CLUENER style, characters, end inclusive
-                spans = sorted({(s, e, kind) for kind, mentions in obj.get("label", {}).items()
-                                for ranges in mentions.values() for s, e in ranges})
+                spans = sorted(
+                    {
+                        (s, e, kind)
+                        for kind, mentions in obj.get("label", {}).items()
+                        for ranges in mentions.values()
+                        for s, e in ranges
+                    }
+                )
                 sentences.append(Sentence(list(obj["text"]), spans, 0))
             else:
                 raise ValueError(f"{path}: unknown JSON record keys {sorted(obj)}")
@@ -241,7 +250,7 @@ class Vocab:
         words = np.zeros((len(sentences), n), "int32")
         chars = np.zeros((len(sentences), n, MAX_CHARS), "int32")
         for b, s in enumerate(sentences):
-            for i, w in enumerate(s.tokens[:min(n, limit or n)]):
+            for i, w in enumerate(s.tokens[: min(n, limit or n)]):
                 words[b, i] = self.words.get(norm_word(w), 1)
                 ids = [self.chars.get(c, 1) for c in w[:MAX_CHARS]]
                 chars[b, i, : len(ids)] = ids
@@ -259,12 +268,12 @@ class NerBatches(DataGenerator):
     `target`: "spans" (GlobalPointer span lists padded with -1), "bio" (tag
     ids) or None (inputs only)."""
 
-    def __init__(self, sentences, vocab, batch_size, target, max_len=None,
-                 bio_flatten=False, max_spans=None, **kwargs):
+    def __init__(
+        self, sentences, vocab, batch_size, target, max_len=None, bio_flatten=False, max_spans=None, **kwargs
+    ):
         order = np.argsort([len(s.tokens) for s in sentences], kind="stable")
-        self.indices = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
-        super().__init__([[sentences[i] for i in idx] for idx in self.indices],
-                         batch_size=1, **kwargs)
+        self.indices = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+        super().__init__([[sentences[i] for i in idx] for idx in self.indices], batch_size=1, **kwargs)
         self.vocab, self.target = vocab, target
         self.max_len = max_len
         self.bio_flatten = bio_flatten
@@ -301,7 +310,7 @@ class NerBatches(DataGenerator):
                 for start, end, t in spans:
                     if t in self.vocab.types and end < cut:
                         y[b, start] = self.vocab.tags.index(f"B-{t}")
-                        y[b, start + 1:end + 1] = self.vocab.tags.index(f"I-{t}")
+                        y[b, start + 1 : end + 1] = self.vocab.tags.index(f"I-{t}")
         return x, y
 
 
@@ -329,8 +338,12 @@ def build_model(vocab, head, args):
         loss = kt_losses.SparseGlobalPointerCrossentropy()
     model = keras.Model([words, chars], out)
     # No XLA: every length bucket would compile its own program.
-    model.compile(optimizer=keras.optimizers.Adam(args.lr), loss=loss,
-                  jit_compile=args.jit, run_eagerly=getattr(args, "eager", False))
+    model.compile(
+        optimizer=keras.optimizers.Adam(args.lr),
+        loss=loss,
+        jit_compile=args.jit,
+        run_eagerly=getattr(args, "eager", False),
+    )
     return model
 
 
@@ -359,8 +372,7 @@ def central_window(starts, size, start, end):
     return best
 
 
-def predict_spans(model, head, sentences, vocab, window=None, max_span_length=None,
-                  batch_size=64):
+def predict_spans(model, head, sentences, vocab, window=None, max_span_length=None, batch_size=64):
     """Predicted `(start, end_inclusive, type)` sets, one per sentence.
 
     `window`: the trained length T, or None to score every sentence whole.
@@ -374,7 +386,7 @@ def predict_spans(model, head, sentences, vocab, window=None, max_span_length=No
         size = window or n
         starts.append(window_starts(n, size))
         for k, a in enumerate(starts[-1]):
-            pieces.append(Sentence(s.tokens[a:a + size], [], s.doc))
+            pieces.append(Sentence(s.tokens[a : a + size], [], s.doc))
             owners.append((i, k, a))
     data = NerBatches(pieces, vocab, batch_size, target=None)
     found = [set() for _ in sentences]
@@ -389,8 +401,9 @@ def predict_spans(model, head, sentences, vocab, window=None, max_span_length=No
                     if central_window(starts[i], size, a + j, a + j) == k:
                         tags[i][a + j] = vocab.tags[t]
             else:
-                for _, h, st, e in kt_layers.decode_spans(out[row:row + 1],
-                                                          max_span_length=max_span_length):
+                for _, h, st, e in kt_layers.decode_spans(
+                    out[row : row + 1], max_span_length=max_span_length
+                ):
                     if e < n and central_window(starts[i], size, a + st, a + e) == k:
                         found[i].add((a + int(st), a + int(e), vocab.types[int(h)]))
     if head == "bio":
@@ -420,8 +433,7 @@ class KeepBest(keras.callbacks.Callback):
         self.verbose = True
 
     def on_epoch_end(self, epoch, logs=None):
-        found = predict_spans(self.model, self.head, self.dev, self.vocab,
-                              self.window, self.max_span_length)
+        found = predict_spans(self.model, self.head, self.dev, self.vocab, self.window, self.max_span_length)
         f1 = prf(self.gold, found)[2]
         self.curve.append(f1)
         if self.verbose:
@@ -439,21 +451,43 @@ def run_head(head, train, dev, test, vocab, args, nested):
     model = build_model(vocab, head, args)
     target = "bio" if head == "bio" else "spans"
     window = trained_length(train, args.max_len)
-    data = NerBatches(train, vocab, args.batch_size, target, max_len=args.max_len,
-                      bio_flatten=nested, workers=args.workers, seed=args.seed)
+    data = NerBatches(
+        train,
+        vocab,
+        args.batch_size,
+        target,
+        max_len=args.max_len,
+        bio_flatten=nested,
+        workers=args.workers,
+        seed=args.seed,
+    )
     keep = KeepBest(head, dev, vocab, window, args.max_span_length)
     keep.verbose = bool(args.verbose)
     start = time.time()
     with data:  # one worker pool for every epoch, stopped on exit
         # shuffle=False: the generator reshuffles its buckets itself (and Keras
         # would only warn that it ignores shuffle=True for a generator).
-        model.fit(data.forfit(), steps_per_epoch=len(data), epochs=args.epochs,
-                  callbacks=[keep], verbose=args.verbose, shuffle=False)
+        model.fit(
+            data.forfit(),
+            steps_per_epoch=len(data),
+            epochs=args.epochs,
+            callbacks=[keep],
+            verbose=args.verbose,
+            shuffle=False,
+        )
     seconds = time.time() - start
     found = predict_spans(model, head, test, vocab, window, args.max_span_length)
     p, r, f = prf([set(s.spans) for s in test], found)
-    return {"head": head, "p": p, "r": r, "f1": f, "seconds": seconds,
-            "params": model.count_params(), "curve": keep.curve, "test_spans": found}
+    return {
+        "head": head,
+        "p": p,
+        "r": r,
+        "f1": f,
+        "seconds": seconds,
+        "params": model.count_params(),
+        "curve": keep.curve,
+        "test_spans": found,
+    }
 
 
 def _shown(path):
@@ -481,8 +515,10 @@ def load_data(args):
         cap = max(32, args.max_train // 4)
         dev = dev if args.dev else dev[:cap]
         test = test if args.test else test[:cap]
-    where = {"dev": _shown(args.dev) if args.dev else "split from train",
-             "test": _shown(args.test) if args.test else "split from train"}
+    where = {
+        "dev": _shown(args.dev) if args.dev else "split from train",
+        "test": _shown(args.test) if args.test else "split from train",
+    }
     return train, dev, test, where
 
 
@@ -495,9 +531,12 @@ def _positive_or_none(text):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--train", default=DEFAULT_DATA,
-                    help="CoNLL, CLUENER or GENIA-format file, e.g. your copy of CLUENER's "
-                         "train.json (default: the bundled wikigold)")
+    ap.add_argument(
+        "--train",
+        default=DEFAULT_DATA,
+        help="CoNLL, CLUENER or GENIA-format file, e.g. your copy of CLUENER's "
+        "train.json (default: the bundled wikigold)",
+    )
     ap.add_argument("--dev", help="dev file, used whole (default: split from --train)")
     ap.add_argument("--test", help="test file, used whole (default: split from --train)")
     ap.add_argument("--head", choices=["global", "efficient"], default="global")
@@ -511,31 +550,65 @@ def main(argv=None):
     ap.add_argument("--lstm", type=int, default=100)
     ap.add_argument("--head-size", type=int, default=64)
     ap.add_argument("--dropout", type=float, default=0.3)
-    ap.add_argument("--max-len", type=int, default=128,
-                    help="cut training sentences to this many tokens (0: no cut); longer "
-                         "dev/test sentences are predicted in windows of the trained length")
-    ap.add_argument("--max-span-length", type=_positive_or_none, default=None,
-                    help="drop predicted spans longer than this (GlobalPointer heads)")
-    ap.add_argument("--max-train", type=int, default=0,
-                    help="use at most this many training sentences (a --dev/--test file "
-                         "is still used whole)")
+    ap.add_argument(
+        "--max-len",
+        type=int,
+        default=128,
+        help="cut training sentences to this many tokens (0: no cut); longer "
+        "dev/test sentences are predicted in windows of the trained length",
+    )
+    ap.add_argument(
+        "--max-span-length",
+        type=_positive_or_none,
+        default=None,
+        help="drop predicted spans longer than this (GlobalPointer heads)",
+    )
+    ap.add_argument(
+        "--max-train",
+        type=int,
+        default=0,
+        help="use at most this many training sentences (a --dev/--test file is still used whole)",
+    )
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--workers", type=int, default=1, help="batch-encoding worker processes")
-    ap.add_argument("--verbose", type=int, choices=[0, 1, 2], default=None,
-                    help="progress bar (1), a line per epoch (2), none (0); default 1 "
-                         "on a terminal, else 2")
-    ap.add_argument("--out", "--output", dest="out", default=os.path.join(HERE, "output"),
-                    help="folder for the dev-curve plot (default demos/output)")
+    ap.add_argument(
+        "--verbose",
+        type=int,
+        choices=[0, 1, 2],
+        default=None,
+        help="progress bar (1), a line per epoch (2), none (0); default 1 on a terminal, else 2",
+    )
+    ap.add_argument(
+        "--out",
+        "--output",
+        dest="out",
+        default=os.path.join(HERE, "output"),
+        help="folder for the dev-curve plot (default demos/output)",
+    )
     ap.add_argument("--jit", action="store_true", help="compile with XLA")
-    ap.add_argument("--eager", action="store_true",
-                    help="run eagerly (no graph tracing: faster for a step or two)")
-    ap.add_argument("--smoke", action="store_true",
-                    help="tiny run for tests (seconds): 1 epoch, 32 training sentences, "
-                         "--max-len 16, a tiny model, run eagerly")
+    ap.add_argument(
+        "--eager", action="store_true", help="run eagerly (no graph tracing: faster for a step or two)"
+    )
+    ap.add_argument(
+        "--smoke",
+        action="store_true",
+        help="tiny run for tests (seconds): 1 epoch, 32 training sentences, "
+        "--max-len 16, a tiny model, run eagerly",
+    )
     args = ap.parse_args(argv)
     if args.smoke:  # new defaults; flags given explicitly still win
-        ap.set_defaults(epochs=1, lstm=8, word_dim=8, char_dim=8, char_filters=8,
-                        head_size=8, workers=0, max_train=32, max_len=16, eager=True)
+        ap.set_defaults(
+            epochs=1,
+            lstm=8,
+            word_dim=8,
+            char_dim=8,
+            char_filters=8,
+            head_size=8,
+            workers=0,
+            max_train=32,
+            max_len=16,
+            eager=True,
+        )
         args = ap.parse_args(argv)
     if args.verbose is None:
         args.verbose = 1 if sys.stdout.isatty() else 2
@@ -545,45 +618,56 @@ def main(argv=None):
     vocab = Vocab(train)
     n_gold = sum(len(s.spans) for s in test)
     bio_ok = sum(len(outermost(s.spans)) for s in test)
-    print(f"keras_tricks {keras_tricks.__version__}, Keras {keras.__version__}, "
-          f"backend {keras.backend.backend()}")
-    print(f"data: train {_shown(args.train)}: {len(train)} sentences; "
-          f"dev {where['dev']}: {len(dev)}; test {where['test']}: {len(test)}; "
-          f"{len(vocab.types)} types {vocab.types}, "
-          f"{n_gold} test entities" + (f" (nested: a BIO tagger can represent {bio_ok})"
-                                       if nested else ""))
+    print(
+        f"keras_tricks {keras_tricks.__version__}, Keras {keras.__version__}, "
+        f"backend {keras.backend.backend()}"
+    )
+    print(
+        f"data: train {_shown(args.train)}: {len(train)} sentences; "
+        f"dev {where['dev']}: {len(dev)}; test {where['test']}: {len(test)}; "
+        f"{len(vocab.types)} types {vocab.types}, "
+        f"{n_gold} test entities" + (f" (nested: a BIO tagger can represent {bio_ok})" if nested else "")
+    )
     window = trained_length(train, args.max_len)
     long_dev = sum(len(s.tokens) > window for s in dev)
     long_test = sum(len(s.tokens) > window for s in test)
     if long_dev or long_test:
-        print(f"positions: trained on positions 0..{window - 1}; {long_dev} dev and "
-              f"{long_test} test sentences are longer and are predicted in overlapping "
-              f"windows of {window} tokens (stride {max(1, window // 2)}), each span or tag "
-              f"taken from the window where it is most central")
+        print(
+            f"positions: trained on positions 0..{window - 1}; {long_dev} dev and "
+            f"{long_test} test sentences are longer and are predicted in overlapping "
+            f"windows of {window} tokens (stride {max(1, window // 2)}), each span or tag "
+            f"taken from the window where it is most central"
+        )
     else:
-        print(f"positions: trained on positions 0..{window - 1}; every dev/test "
-              f"sentence fits, none is windowed")
+        print(
+            f"positions: trained on positions 0..{window - 1}; every dev/test sentence fits, none is windowed"
+        )
     if args.max_span_length:
-        print(f"spans longer than {args.max_span_length} tokens are dropped "
-              f"(--max-span-length)")
+        print(f"spans longer than {args.max_span_length} tokens are dropped (--max-span-length)")
     sys.stdout.flush()
 
     heads = [args.head] + ([] if args.no_baseline else ["bio"])
     results = []
     for head in heads:
-        name = {"global": "GlobalPointer", "efficient": "EfficientGlobalPointer",
-                "bio": "softmax BIO"}[head]
+        name = {"global": "GlobalPointer", "efficient": "EfficientGlobalPointer", "bio": "softmax BIO"}[head]
         print(f"\n== {name} head ==", flush=True)
         results.append(run_head(head, train, dev, test, vocab, args, nested))
-        results[-1].update(name=name, window=window, windowed_test=long_test,
-                           n_train=len(train), n_dev=len(dev), n_test=len(test))
+        results[-1].update(
+            name=name,
+            window=window,
+            windowed_test=long_test,
+            n_train=len(train),
+            n_dev=len(dev),
+            n_test=len(test),
+        )
 
-    print("\nEntity-level micro scores on the held-out test split "
-          "(exact span and type; best dev epoch):")
+    print("\nEntity-level micro scores on the held-out test split (exact span and type; best dev epoch):")
     print(f"{'head':<24}{'precision':>10}{'recall':>10}{'F1':>10}{'params':>10}{'train s':>10}")
     for r in results:
-        print(f"{r['name']:<24}{r['p']:>10.4f}{r['r']:>10.4f}{r['f1']:>10.4f}"
-              f"{r['params']:>10d}{r['seconds']:>10.1f}")
+        print(
+            f"{r['name']:<24}{r['p']:>10.4f}{r['r']:>10.4f}{r['f1']:>10.4f}"
+            f"{r['params']:>10d}{r['seconds']:>10.1f}"
+        )
     try:
         import matplotlib
 

@@ -38,12 +38,14 @@ ACTIVATIONS = {
 
 
 def build(activation, hidden):
-    return keras.Sequential([
-        keras.Input((64,)),
-        keras.layers.Dense(hidden, activation=activation),
-        keras.layers.Dense(hidden, activation=activation),
-        keras.layers.Dense(10),
-    ])
+    return keras.Sequential(
+        [
+            keras.Input((64,)),
+            keras.layers.Dense(hidden, activation=activation),
+            keras.layers.Dense(hidden, activation=activation),
+            keras.layers.Dense(10),
+        ]
+    )
 
 
 def main():
@@ -58,11 +60,11 @@ def main():
 
     x, y = load_digits(return_X_y=True)
     x = (x / 16.0).astype("float32")
-    x_train, x_test, y_train, y_test = train_test_split(
-        x, y, test_size=0.3, random_state=0, stratify=y
+    x_train, x_test, y_train, y_test = train_test_split(x, y, test_size=0.3, random_state=0, stratify=y)
+    print(
+        f"keras {keras.__version__} on {keras.backend.backend()}, keras_tricks "
+        f"{keras_tricks.__version__}; digits: {len(x_train)} train / {len(x_test)} test"
     )
-    print(f"keras {keras.__version__} on {keras.backend.backend()}, keras_tricks "
-          f"{keras_tricks.__version__}; digits: {len(x_train)} train / {len(x_test)} test")
 
     print(f"\n{'activation':26s}{'test accuracy (mean ± sd)':>28s}{'s/run':>9s}   per seed")
     for name, activation in ACTIVATIONS.items():

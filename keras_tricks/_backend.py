@@ -32,9 +32,7 @@ def value_and_grad(fn, *args):
             for t in flat:
                 tape.watch(t)
             value = call(flat)
-        grads = tape.gradient(
-            value, flat, unconnected_gradients=tf.UnconnectedGradients.ZERO
-        )
+        grads = tape.gradient(value, flat, unconnected_gradients=tf.UnconnectedGradients.ZERO)
     elif backend == "jax":
         import jax
 
@@ -45,9 +43,7 @@ def value_and_grad(fn, *args):
         flat = [t.detach().clone().requires_grad_(True) for t in flat]
         value = call(flat)
         grads = torch.autograd.grad(value, flat, allow_unused=True)
-        grads = [
-            torch.zeros_like(t) if g is None else g for t, g in zip(flat, grads)
-        ]
+        grads = [torch.zeros_like(t) if g is None else g for t, g in zip(flat, grads)]
         value = value.detach()
     else:
         raise NotImplementedError(f"Unsupported Keras backend {backend!r}.")

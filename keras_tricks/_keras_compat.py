@@ -46,8 +46,13 @@ def get_keras_mask(x: Any) -> Any:
     return _get(x)
 
 
-def reduce_weighted_values(values: Any, sample_weight: Any = None, mask: Any = None,
-                           reduction: str | None = "sum_over_batch_size", dtype: Any = None) -> Any:
+def reduce_weighted_values(
+    values: Any,
+    sample_weight: Any = None,
+    mask: Any = None,
+    reduction: str | None = "sum_over_batch_size",
+    dtype: Any = None,
+) -> Any:
     """The reduction `keras.losses.Loss.__call__` applies (sample weights,
     masks, reduction, `tf.distribute` scaling), so that a wrapped loss is
     reduced exactly as Keras reduces it."""

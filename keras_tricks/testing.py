@@ -180,8 +180,7 @@ def _check_dtype(dtype):
         ) from None
     if not _numerics.is_float(name):
         raise ValueError(
-            f"`dtype` must be a float dtype (float16, bfloat16, float32, float64), "
-            f"got {name!r}."
+            f"`dtype` must be a float dtype (float16, bfloat16, float32, float64), got {name!r}."
         )
     return name
 
@@ -197,9 +196,7 @@ def _check_names(name, values, allowed, what):
         if not isinstance(v, str):
             raise TypeError(f"`{name}` must hold strings, got {v!r} of type {type(v).__name__}.")
     if not values:
-        raise ValueError(
-            f"`{name}` is empty: nothing would be checked. Choose from {allowed}."
-        )
+        raise ValueError(f"`{name}` is empty: nothing would be checked. Choose from {allowed}.")
     unknown = set(values) - set(allowed)
     if unknown:
         label = "checks" if name == "checks" else name
@@ -234,9 +231,7 @@ def assert_close(actual, expected, dtype="float32", tolerance=1.0, what="outputs
     actual_flat = tree.flatten(to_numpy(actual))
     expected_flat = tree.flatten(to_numpy(expected))
     if len(actual_flat) != len(expected_flat):
-        raise HarnessFailure(
-            f"{what}: {len(actual_flat)} tensors, expected {len(expected_flat)}."
-        )
+        raise HarnessFailure(f"{what}: {len(actual_flat)} tensors, expected {len(expected_flat)}.")
     for i, (a, e) in enumerate(zip(actual_flat, expected_flat)):
         label = what if len(actual_flat) == 1 else f"{what}[{i}]"
         if a is None or e is None:
@@ -285,8 +280,7 @@ def _assert_finite(values, what):
         v = np.asarray(v)
         if v.dtype.kind == "f" and not np.all(np.isfinite(v)):
             raise HarnessFailure(
-                f"{what}: {int(np.sum(~np.isfinite(v)))} non-finite values "
-                f"(tensor {i}, shape {v.shape})."
+                f"{what}: {int(np.sum(~np.isfinite(v)))} non-finite values (tensor {i}, shape {v.shape})."
             )
 
 
@@ -344,7 +338,7 @@ def _check_config_json(config, what):
     try:
         json.dumps(config)
     except TypeError as e:
-        raise HarnessFailure(f"{what}.get_config() is not JSON-serialisable: {e}")
+        raise HarnessFailure(f"{what}.get_config() is not JSON-serialisable: {e}") from e
 
 
 @contextlib.contextmanager
@@ -462,10 +456,7 @@ class _LayerCase:
             model_inputs = [sym, mask_in]
             aligned = _align_mask(self.inputs, self.mask)
             if isinstance(x, (list, tuple)):
-                x = [
-                    t if m is None else _AttachMask()([t, mask_in])
-                    for t, m in zip(x, aligned)
-                ]
+                x = [t if m is None else _AttachMask()([t, mask_in]) for t, m in zip(x, aligned)]
             else:
                 x = _AttachMask()([x, mask_in])
         outputs = layer(x, **self.call_kwargs)
@@ -500,12 +491,9 @@ def _check_layer_call(case, tolerance):
     model = case.functional_model(layer)
     for sym_out, real in zip(tree.flatten(model.outputs), expected_shapes):
         sym_shape = tuple(sym_out.shape)
-        if len(sym_shape) != len(real) or any(
-            s is not None and s != r for s, r in zip(sym_shape, real)
-        ):
+        if len(sym_shape) != len(real) or any(s is not None and s != r for s, r in zip(sym_shape, real)):
             raise HarnessFailure(
-                f"{case.name}: symbolic output shape {sym_shape} does not match "
-                f"the eager shape {real}."
+                f"{case.name}: symbolic output shape {sym_shape} does not match the eager shape {real}."
             )
     symbolic = model(case.model_inputs())
     assert_close(symbolic, eager, "float32", tolerance, "symbolic (functional) call")
@@ -558,9 +546,7 @@ def _layer_grads(layer, case, inputs):
         return total
 
     weights = [ops.convert_to_tensor(v.value) for v in variables]
-    float_inputs = [
-        ops.convert_to_tensor(np.asarray(flat_inputs[i])) for i in float_positions
-    ]
+    float_inputs = [ops.convert_to_tensor(np.asarray(flat_inputs[i])) for i in float_positions]
     return value_and_grad(objective, weights, float_inputs)
 
 
@@ -586,7 +572,10 @@ def _check_layer_dtypes(case, tolerance, policies, expect_compute_dtype_outputs)
                         f"expected the compute dtype {compute_dtype}."
                     )
         assert_close(
-            outputs, case.reference_outputs, compute_dtype, tolerance,
+            outputs,
+            case.reference_outputs,
+            compute_dtype,
+            tolerance,
             f"{case.name} outputs under {policy} vs float32",
         )
         value, grads = _layer_grads(layer, case, case.inputs)
@@ -602,8 +591,7 @@ def _check_layer_serialization(case):
     clone = case.layer_cls.from_config(config)
     if clone.get_config() != config:
         raise HarnessFailure(
-            f"{case.name}: from_config(get_config()) changed the config:\n"
-            f"{config}\n->\n{clone.get_config()}"
+            f"{case.name}: from_config(get_config()) changed the config:\n{config}\n->\n{clone.get_config()}"
         )
     case.call(clone)
     clone.set_weights(case.weights)
@@ -618,9 +606,7 @@ def _check_layer_serialization(case):
     restored = [l for l in loaded.layers if isinstance(l, case.layer_cls)]
     if not restored:
         raise HarnessFailure(f"{case.name}: the loaded model holds no {case.name}.")
-    _assert_identical(
-        loaded(case.model_inputs()), expected, f"{case.name} .keras save/load round trip"
-    )
+    _assert_identical(loaded(case.model_inputs()), expected, f"{case.name} .keras save/load round trip")
 
 
 def _check_layer_fit(case, epochs=3):
@@ -636,8 +622,12 @@ def _check_layer_fit(case, epochs=3):
     before = [np.array(w) for w in model.get_weights()]
     batch = len(tree.flatten(case.inputs)[0])
     history = model.fit(
-        case.model_inputs(), targets, epochs=epochs,
-        batch_size=max(1, batch // 2), verbose=0, shuffle=False,
+        case.model_inputs(),
+        targets,
+        epochs=epochs,
+        batch_size=max(1, batch // 2),
+        verbose=0,
+        shuffle=False,
     )
     losses = np.asarray(history.history["loss"])
     if not np.all(np.isfinite(losses)):
@@ -659,8 +649,11 @@ def _check_layer_devices(case, tolerance):
             layer = case.make_built()
             outputs = to_numpy(case.call(layer))
         assert_close(
-            outputs, case.reference_outputs, _tolerance_dtype_for_device(device),
-            tolerance, f"{case.name} on {device} vs default device",
+            outputs,
+            case.reference_outputs,
+            _tolerance_dtype_for_device(device),
+            tolerance,
+            f"{case.name} on {device} vs default device",
         )
 
 
@@ -692,18 +685,17 @@ def _check_layer_mask(case, tolerance, output_mask, expected_output_mask):
         valid = valid.reshape(valid.shape + (1,) * (a.ndim - valid.ndim))
         valid = np.broadcast_to(valid, a.shape)
         assert_close(
-            a[valid], b[valid], "float32", tolerance,
+            a[valid],
+            b[valid],
+            "float32",
+            tolerance,
             f"{case.name} unmasked outputs[{i}] with different padding",
         )
-    computed = layer.compute_mask(
-        _as_tensors(case.inputs), _as_mask_tensors(_align_mask(case.inputs, mask))
-    )
+    computed = layer.compute_mask(_as_tensors(case.inputs), _as_mask_tensors(_align_mask(case.inputs, mask)))
     expected = mask if expected_output_mask == "same" else expected_output_mask
     if expected is None or computed is None:
         if (expected is None) != (computed is None):
-            raise HarnessFailure(
-                f"{case.name}.compute_mask returned {computed}, expected {expected}."
-            )
+            raise HarnessFailure(f"{case.name}.compute_mask returned {computed}, expected {expected}.")
         return
     for c, e in zip(tree.flatten(to_numpy(computed)), tree.flatten(expected)):
         if not np.array_equal(np.asarray(c, bool), np.asarray(e, bool)):
@@ -758,8 +750,7 @@ def check_layer(
     checks = _check_names("checks", checks, ALL_CHECKS, "check names")
     tolerance = _check_tolerance(tolerance)
     policies = _check_policies(policies)
-    expect_compute_dtype_outputs = check_bool(
-        "expect_compute_dtype_outputs", expect_compute_dtype_outputs)
+    expect_compute_dtype_outputs = check_bool("expect_compute_dtype_outputs", expect_compute_dtype_outputs)
     if explicit and "mask" in checks and mask is None:
         # By default the mask check runs when a mask is given; asked for by
         # name without one, it would pass without checking anything.
@@ -796,13 +787,9 @@ def check_activation(fn, x, *, tolerance=1.0, checks=ALL_CHECKS):
     # registered function is found by `get_registered_object` and, in saved
     # configs, by deserialisation (exercised by the `.keras` round trips).
     if keras.saving.get_registered_object(name) is not fn:
-        raise HarnessFailure(
-            f"keras.saving.get_registered_object({name!r}) does not return {fn!r}."
-        )
-    check_layer(keras.layers.Activation, {"activation": fn}, x,
-                tolerance=tolerance, checks=checks)
-    check_layer(keras.layers.Dense, {"units": 3, "activation": fn}, x,
-                tolerance=tolerance, checks=checks)
+        raise HarnessFailure(f"keras.saving.get_registered_object({name!r}) does not return {fn!r}.")
+    check_layer(keras.layers.Activation, {"activation": fn}, x, tolerance=tolerance, checks=checks)
+    check_layer(keras.layers.Dense, {"units": 3, "activation": fn}, x, tolerance=tolerance, checks=checks)
 
 
 # --------------------------------------------------------------------------
@@ -828,8 +815,12 @@ def _loss_model(y_pred, policy=None, trainable=False):
 def _evaluate_loss(model, loss, y_true, y_pred, sample_weight, jit):
     model.compile(optimizer="sgd", loss=loss, jit_compile=jit)
     return model.evaluate(
-        y_pred, y_true, sample_weight=sample_weight,
-        batch_size=len(y_pred), verbose=0, return_dict=True,
+        y_pred,
+        y_true,
+        sample_weight=sample_weight,
+        batch_size=len(y_pred),
+        verbose=0,
+        return_dict=True,
     )["loss"]
 
 
@@ -860,6 +851,7 @@ def check_loss(
     policies = _check_policies(policies)
     name = getattr(loss, "__name__", type(loss).__name__)
     loss_obj = _make_loss(loss, init_kwargs)
+
     def eager_value(fn):
         """The reduced loss as `evaluate()` computes it, eagerly."""
         if isinstance(fn, keras.losses.Loss):
@@ -881,21 +873,24 @@ def check_loss(
     if "call" in checks:
         for jit in sorted({False, _jit_compile()}):
             value = _evaluate_loss(
-                _loss_model(y_pred), _make_loss(loss, init_kwargs), y_true, y_pred,
-                sample_weight, jit,
+                _loss_model(y_pred),
+                _make_loss(loss, init_kwargs),
+                y_true,
+                y_pred,
+                sample_weight,
+                jit,
             )
-            assert_close(value, reference, "float32", tolerance,
-                         f"{name} in evaluate(jit_compile={jit}) vs eager")
+            assert_close(
+                value, reference, "float32", tolerance, f"{name} in evaluate(jit_compile={jit}) vs eager"
+            )
 
     if "dtypes" in checks:
         for policy in policies:
             model = _loss_model(y_pred, policy)
             compute_dtype = model.layers[-1].dtype_policy.compute_dtype
-            value = _evaluate_loss(model, _make_loss(loss, init_kwargs), y_true, y_pred,
-                                   sample_weight, False)
+            value = _evaluate_loss(model, _make_loss(loss, init_kwargs), y_true, y_pred, sample_weight, False)
             _assert_finite(value, f"{name} under {policy}")
-            assert_close(value, reference, compute_dtype, tolerance,
-                         f"{name} under {policy} vs float32")
+            assert_close(value, reference, compute_dtype, tolerance, f"{name} under {policy} vs float32")
             loss_fn = _make_loss(loss, init_kwargs)
 
             def objective(pred):
@@ -916,24 +911,30 @@ def check_loss(
             if clone.get_config() != config:
                 raise HarnessFailure(f"{name}: from_config(get_config()) changed the config.")
         model = _loss_model(y_pred)
-        expected = _evaluate_loss(model, _make_loss(loss, init_kwargs), y_true, y_pred,
-                                  sample_weight, False)
+        expected = _evaluate_loss(model, _make_loss(loss, init_kwargs), y_true, y_pred, sample_weight, False)
         with _temp_dir() as tmp:
             path = os.path.join(tmp, "model.keras")
             model.save(path)
             loaded = keras.saving.load_model(path)
-        got = loaded.evaluate(y_pred, y_true, sample_weight=sample_weight,
-                              batch_size=len(y_pred), verbose=0, return_dict=True)["loss"]
-        _assert_identical(np.float64(got), np.float64(expected),
-                          f"{name}: evaluate() after .keras save/load")
+        got = loaded.evaluate(
+            y_pred, y_true, sample_weight=sample_weight, batch_size=len(y_pred), verbose=0, return_dict=True
+        )["loss"]
+        _assert_identical(np.float64(got), np.float64(expected), f"{name}: evaluate() after .keras save/load")
 
     if "fit" in checks:
         keras.utils.set_random_seed(0)
         model = _loss_model(y_pred, trainable=True)
         model.compile(optimizer=keras.optimizers.Adam(1e-2), loss=_make_loss(loss, init_kwargs))
         before = [np.array(w) for w in model.get_weights()]
-        history = model.fit(y_pred, y_true, sample_weight=sample_weight, epochs=2,
-                            batch_size=max(1, len(y_pred) // 2), verbose=0, shuffle=False)
+        history = model.fit(
+            y_pred,
+            y_true,
+            sample_weight=sample_weight,
+            epochs=2,
+            batch_size=max(1, len(y_pred) // 2),
+            verbose=0,
+            shuffle=False,
+        )
         losses = np.asarray(history.history["loss"])
         if not np.all(np.isfinite(losses)):
             raise HarnessFailure(f"{name}: fit() produced non-finite loss {losses}.")
@@ -946,8 +947,9 @@ def check_loss(
         for device in _backend.list_devices():
             with keras.device(device):
                 value = eager_value(_make_loss(loss, init_kwargs))
-            assert_close(value, reference, _tolerance_dtype_for_device(device),
-                         tolerance, f"{name} on {device}")
+            assert_close(
+                value, reference, _tolerance_dtype_for_device(device), tolerance, f"{name} on {device}"
+            )
 
 
 # --------------------------------------------------------------------------
@@ -974,8 +976,7 @@ def _zero_loss(y_true, y_pred):
 
 def _evaluate_metric(model, metric, y_true, y_pred, jit, batches=2):
     model.compile(loss=_zero_loss, metrics=[metric], jit_compile=jit)
-    logs = model.evaluate(y_pred, y_true, batch_size=-(-len(y_pred) // batches),
-                          verbose=0, return_dict=True)
+    logs = model.evaluate(y_pred, y_true, batch_size=-(-len(y_pred) // batches), verbose=0, return_dict=True)
     return logs[metric.name]
 
 
@@ -1012,15 +1013,24 @@ def check_metric(
         assert_close(reference, expected, "float32", tolerance, f"{name} vs expected")
 
     if "call" in checks:
-        assert_close(_metric_result(make(), y_true, y_pred, splits=3), reference,
-                     "float32", tolerance, f"{name} accumulated over 3 batches")
+        assert_close(
+            _metric_result(make(), y_true, y_pred, splits=3),
+            reference,
+            "float32",
+            tolerance,
+            f"{name} accumulated over 3 batches",
+        )
         metric.reset_state()
-        assert_close(_metric_result(metric, y_true, y_pred), reference, "float32",
-                     tolerance, f"{name} after reset_state()")
+        assert_close(
+            _metric_result(metric, y_true, y_pred),
+            reference,
+            "float32",
+            tolerance,
+            f"{name} after reset_state()",
+        )
         for jit in sorted({False, _jit_compile()}):
             value = _evaluate_metric(_loss_model(y_pred), make(), y_true, y_pred, jit)
-            assert_close(value, reference, "float32", tolerance,
-                         f"{name} in evaluate(jit_compile={jit})")
+            assert_close(value, reference, "float32", tolerance, f"{name} in evaluate(jit_compile={jit})")
 
     if "dtypes" in checks:
         for policy in policies:
@@ -1028,8 +1038,7 @@ def check_metric(
             compute_dtype = model.layers[-1].dtype_policy.compute_dtype
             value = _evaluate_metric(model, make(), y_true, y_pred, False)
             _assert_finite(value, f"{name} under {policy}")
-            assert_close(value, reference, compute_dtype, tolerance,
-                         f"{name} under {policy} vs float32")
+            assert_close(value, reference, compute_dtype, tolerance, f"{name} under {policy} vs float32")
 
     if "serialization" in checks:
         _registered_if_ours(metric, name)
@@ -1038,27 +1047,29 @@ def check_metric(
         clone = metric_cls.from_config(config)
         if clone.get_config() != config:
             raise HarnessFailure(f"{name}: from_config(get_config()) changed the config.")
-        assert_close(_metric_result(clone, y_true, y_pred), reference, "float32",
-                     tolerance, f"{name} from_config")
+        assert_close(
+            _metric_result(clone, y_true, y_pred), reference, "float32", tolerance, f"{name} from_config"
+        )
         model = _loss_model(y_pred)
         value = _evaluate_metric(model, make(), y_true, y_pred, False)
         with _temp_dir() as tmp:
             path = os.path.join(tmp, "model.keras")
             model.save(path)
             loaded = keras.saving.load_model(path)
-        logs = loaded.evaluate(y_pred, y_true, batch_size=-(-len(y_pred) // 2),
-                               verbose=0, return_dict=True)
+        logs = loaded.evaluate(y_pred, y_true, batch_size=-(-len(y_pred) // 2), verbose=0, return_dict=True)
         if name not in str(list(logs)) and metric.name not in logs:
             raise HarnessFailure(f"{name}: the loaded model does not report the metric ({list(logs)}).")
-        _assert_identical(np.float64(logs[metric.name]), np.float64(value),
-                          f"{name}: evaluate() after .keras save/load")
+        _assert_identical(
+            np.float64(logs[metric.name]), np.float64(value), f"{name}: evaluate() after .keras save/load"
+        )
 
     if "devices" in checks:
         for device in _backend.list_devices():
             with keras.device(device):
                 value = _metric_result(make(), y_true, y_pred)
-            assert_close(value, reference, _tolerance_dtype_for_device(device),
-                         tolerance, f"{name} on {device}")
+            assert_close(
+                value, reference, _tolerance_dtype_for_device(device), tolerance, f"{name} on {device}"
+            )
 
 
 # --------------------------------------------------------------------------
@@ -1073,8 +1084,7 @@ def _tiny_regression(seed=0, n=64, features=4):
     return x, y
 
 
-def check_callback(callback_factory, *, model_factory=None, data=None, epochs=2,
-                   policies=POLICIES):
+def check_callback(callback_factory, *, model_factory=None, data=None, epochs=2, policies=POLICIES):
     """Run a short `fit()`, `evaluate()` and `predict()` with a callback.
 
     Args:
@@ -1103,11 +1113,12 @@ def check_callback(callback_factory, *, model_factory=None, data=None, epochs=2,
     epochs = check_int("epochs", epochs, minimum=1)
     policies = _check_policies(policies)
     if model_factory is None:
+
         def model_factory():
-            model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8),
-                                      keras.layers.Dense(1)])
+            model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8), keras.layers.Dense(1)])
             model.compile(optimizer=keras.optimizers.Adam(1e-2), loss="mse")
             return model
+
     x, y = data if data is not None else _tiny_regression()
     for policy in policies:
         with dtype_policy(policy):
@@ -1116,8 +1127,9 @@ def check_callback(callback_factory, *, model_factory=None, data=None, epochs=2,
             callback = callback_factory()
             name = type(callback).__name__
             before = [np.array(w) for w in model.get_weights()]
-            history = model.fit(x, y, epochs=epochs, batch_size=16, verbose=0,
-                                callbacks=[callback], validation_data=(x, y))
+            history = model.fit(
+                x, y, epochs=epochs, batch_size=16, verbose=0, callbacks=[callback], validation_data=(x, y)
+            )
             losses = np.asarray(history.history["loss"])
             if not np.all(np.isfinite(losses)):
                 raise HarnessFailure(f"{name} under {policy}: non-finite loss {losses}.")
@@ -1125,8 +1137,9 @@ def check_callback(callback_factory, *, model_factory=None, data=None, epochs=2,
             if all(np.array_equal(a, b) for a, b in zip(model.get_weights(), before)):
                 raise HarnessFailure(f"{name} under {policy}: fit() changed no weight.")
             model.evaluate(x, y, verbose=0, callbacks=[callback])
-            _assert_finite(model.predict(x, verbose=0, callbacks=[callback]),
-                           f"{name} under {policy}: predictions")
+            _assert_finite(
+                model.predict(x, verbose=0, callbacks=[callback]), f"{name} under {policy}: predictions"
+            )
     if hasattr(callback, "get_config"):
         config = callback.get_config()
         _check_config_json(config, name)
@@ -1141,8 +1154,10 @@ STRATEGY_CHECKS = ("call", "dtypes", "serialization", "fit", "devices")
 def _multitask_case(k, seed=0, n=32):
     rng = np.random.default_rng(seed)
     x = rng.normal(size=(n, 5)).astype("float32")
-    ys = [(x @ rng.normal(size=(5, 1)) * 2.0**i + 0.1 * rng.normal(size=(n, 1))).astype("float32")
-          for i in range(k)]
+    ys = [
+        (x @ rng.normal(size=(5, 1)) * 2.0**i + 0.1 * rng.normal(size=(n, 1))).astype("float32")
+        for i in range(k)
+    ]
     inputs = keras.Input((5,))
     h = keras.layers.Dense(6, activation="tanh", name="trunk")(inputs)
     model = keras.Model(inputs, [keras.layers.Dense(1, name=f"task{i}")(h) for i in range(k)])
@@ -1151,11 +1166,10 @@ def _multitask_case(k, seed=0, n=32):
     return model, x, ys
 
 
-def _train_multitask(strategy_factory, k, *, jit=False, eager=False, policy="float32", steps=2,
-                     device=None):
+def _train_multitask(strategy_factory, k, *, jit=False, eager=False, policy="float32", steps=2, device=None):
     from keras_tricks import multitask
 
-    with dtype_policy(policy), (keras.device(device) if device else contextlib.nullcontext()):
+    with dtype_policy(policy), keras.device(device) if device else contextlib.nullcontext():
         model, x, ys = _multitask_case(k)
         mt = multitask.MultiTaskModel(model, strategy=strategy_factory())
         optimizer = keras.optimizers.SGD(0.05)
@@ -1221,8 +1235,13 @@ def check_strategy(strategy_factory, *, tasks=2, checks=STRATEGY_CHECKS, toleran
             mt, _, _, logs = _train_multitask(strategy_factory, tasks, **kwargs)
             assert_close(mt.get_weights(), base, "float32", tolerance, f"{name}: {label} weights")
             for key in base_logs:
-                assert_close(np.asarray(logs[key]), np.asarray(base_logs[key]), "float32", tolerance,
-                             f"{name}: {label} log {key}")
+                assert_close(
+                    np.asarray(logs[key]),
+                    np.asarray(base_logs[key]),
+                    "float32",
+                    tolerance,
+                    f"{name}: {label} log {key}",
+                )
     if "dtypes" in checks:
         for policy in ("mixed_float16", "mixed_bfloat16"):
             mt, _, _, logs = _train_multitask(strategy_factory, tasks, policy=policy, steps=3)
@@ -1242,13 +1261,23 @@ def check_strategy(strategy_factory, *, tasks=2, checks=STRATEGY_CHECKS, toleran
             path = os.path.join(tmp, "multitask.keras")
             base_mt.save(path)
             loaded = keras.saving.load_model(path)
-        _assert_identical(loaded.predict(x, verbose=0), base_mt.predict(x, verbose=0),
-                          f"{name}: predictions after .keras round trip")
-        _assert_identical([to_numpy(v) for v in loaded.strategy.variables],
-                          [to_numpy(v) for v in base_mt.strategy.variables],
-                          f"{name}: strategy state after .keras round trip")
+        _assert_identical(
+            loaded.predict(x, verbose=0),
+            base_mt.predict(x, verbose=0),
+            f"{name}: predictions after .keras round trip",
+        )
+        _assert_identical(
+            [to_numpy(v) for v in loaded.strategy.variables],
+            [to_numpy(v) for v in base_mt.strategy.variables],
+            f"{name}: strategy state after .keras round trip",
+        )
     if "devices" in checks:
         for device in _backend.list_devices()[1:]:
             mt, _, _, _ = _train_multitask(strategy_factory, tasks, device=device)
-            assert_close(mt.get_weights(), base, _tolerance_dtype_for_device(device), tolerance,
-                         f"{name}: weights on {device}")
+            assert_close(
+                mt.get_weights(),
+                base,
+                _tolerance_dtype_for_device(device),
+                tolerance,
+                f"{name}: weights on {device}",
+            )

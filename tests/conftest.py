@@ -12,10 +12,7 @@ import pytest  # noqa: E402
 def pytest_report_header(config):
     from keras_tricks import _backend
 
-    return (
-        f"keras {keras.__version__}, backend {keras.backend.backend()}, "
-        f"devices {_backend.list_devices()}"
-    )
+    return f"keras {keras.__version__}, backend {keras.backend.backend()}, devices {_backend.list_devices()}"
 
 
 @pytest.fixture(autouse=True)

@@ -23,13 +23,13 @@ def configure_two_cpus(mode):
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     if mode == "dataparallel":
         os.environ["XLA_FLAGS"] = (
-            os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=2")
+            os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=2"
+        )
     if mode == "mirrored":
         import tensorflow as tf
 
         cpu = tf.config.list_physical_devices("CPU")[0]
-        tf.config.set_logical_device_configuration(
-            cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
     if ROOT not in sys.path:
         sys.path.insert(0, ROOT)
 
@@ -41,8 +41,9 @@ def run_worker(script, mode, tmp_path, env_extra=None):
 
     out = str(tmp_path / f"{mode}.npz")
     env = dict(os.environ, KERAS_BACKEND=_backend.name(), **(env_extra or {}))
-    proc = subprocess.run([sys.executable, script, mode, out], env=env, cwd=ROOT,
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, script, mode, out], env=env, cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return np.load(out)
 
@@ -61,8 +62,9 @@ def distributed_tests(script, check):
     def mirrored(tmp_path):
         check(run_worker(script, "mirrored", tmp_path))
 
-    @pytest.mark.skipif(_backend.name() != "jax",
-                        reason="keras.distribution.DataParallel is implemented for JAX")
+    @pytest.mark.skipif(
+        _backend.name() != "jax", reason="keras.distribution.DataParallel is implemented for JAX"
+    )
     def data_parallel(tmp_path):
         check(run_worker(script, "dataparallel", tmp_path))
 

@@ -51,7 +51,10 @@ def _counts(junit_path):
 def _keras_version(env):
     out = subprocess.run(
         [sys.executable, "-c", "import keras; print(keras.__version__)"],
-        env=env, cwd=ROOT, capture_output=True, text=True,
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
     )
     return out.stdout.strip() or f"(import failed: {out.stderr.strip()[-300:]})"
 
@@ -60,8 +63,9 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backends", default=",".join(BACKENDS))
     parser.add_argument("--tier", choices=sorted(MARKERS), default="all")
-    parser.add_argument("--expect-keras", metavar="VERSION",
-                        help="fail unless this Keras version is the one imported")
+    parser.add_argument(
+        "--expect-keras", metavar="VERSION", help="fail unless this Keras version is the one imported"
+    )
     parser.add_argument("pytest_args", nargs="*")
     args = parser.parse_args(argv)
     backends = [b.strip() for b in args.backends.split(",") if b.strip()]
@@ -76,16 +80,30 @@ def main(argv=None):
             junit = os.path.join(tmp, f"{backend}.xml")
             explicit_paths = any(not a.startswith("-") for a in args.pytest_args)
             paths = [] if explicit_paths else ["tests", "keras_tricks"]
-            cmd = [sys.executable, "-m", "pytest", *paths, "--doctest-modules",
-                   "-p", "no:cacheprovider", f"--junitxml={junit}", "-o", "junit_family=xunit2",
-                   "-m", MARKERS[args.tier][backend], *args.pytest_args]
+            cmd = [
+                sys.executable,
+                "-m",
+                "pytest",
+                *paths,
+                "--doctest-modules",
+                "-p",
+                "no:cacheprovider",
+                f"--junitxml={junit}",
+                "-o",
+                "junit_family=xunit2",
+                "-m",
+                MARKERS[args.tier][backend],
+                *args.pytest_args,
+            ]
             env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="2")
             version = _keras_version(env)
             if args.expect_keras and version != args.expect_keras:
                 problems.append(f"{backend}: expected Keras {args.expect_keras}, imported {version}")
                 continue
-            print(f"\n=== KERAS_BACKEND={backend}, keras {version}, tier {args.tier}: "
-                  f"{' '.join(cmd[1:])}", flush=True)
+            print(
+                f"\n=== KERAS_BACKEND={backend}, keras {version}, tier {args.tier}: {' '.join(cmd[1:])}",
+                flush=True,
+            )
             start = time.monotonic()
             rc = subprocess.call(cmd, cwd=ROOT, env=env)
             print(f"=== {backend}: {time.monotonic() - start:.0f} s", flush=True)

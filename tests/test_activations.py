@@ -48,8 +48,20 @@ def _grid(dtype, per_sign=4000):
     largest = float(info.max)
     mags = np.logspace(np.log10(smallest), np.log10(largest), per_sign)
     linear = np.linspace(-16.0, 16.0, 2001)
-    special = [0.0, smallest, float(info.tiny), float(info.eps), 1.0, 2.0, 255.0,
-               256.0, 300.0, 1000.0, 65504.0, largest]
+    special = [
+        0.0,
+        smallest,
+        float(info.tiny),
+        float(info.eps),
+        1.0,
+        2.0,
+        255.0,
+        256.0,
+        300.0,
+        1000.0,
+        65504.0,
+        largest,
+    ]
     values = np.concatenate([mags, -mags, linear, special, -np.asarray(special)])
     with np.errstate(over="ignore"):
         values = values.astype(NP_DTYPES[dtype])
@@ -81,9 +93,7 @@ def _assert_within_eps(actual, exact, dtype, what, ulps=4.0):
     actual = np.asarray(actual, dtype=np.longdouble)
     assert np.all(np.isfinite(actual)), f"{what}: non-finite values"
     tiny = np.longdouble(float(info.tiny))
-    allowed = np.where(
-        np.abs(exact) >= tiny, ulps * np.longdouble(float(info.eps)) * np.abs(exact), tiny
-    )
+    allowed = np.where(np.abs(exact) >= tiny, ulps * np.longdouble(float(info.eps)) * np.abs(exact), tiny)
     err = np.abs(actual - exact)
     worst = int(np.argmax(err / allowed))
     assert np.all(err <= allowed), (
@@ -131,8 +141,9 @@ def test_hand_computed_points():
     x = np.array([0.0, 2.0, -300.0, 300.0], dtype="float32")
     y = testing.to_numpy(squareplus(x))
     np.testing.assert_allclose(
-        y, [1.0, 1.0 + np.sqrt(2.0), 2.0 / (np.sqrt(90004.0) + 300.0),
-            (300.0 + np.sqrt(90004.0)) / 2], rtol=2e-7,
+        y,
+        [1.0, 1.0 + np.sqrt(2.0), 2.0 / (np.sqrt(90004.0) + 300.0), (300.0 + np.sqrt(90004.0)) / 2],
+        rtol=2e-7,
     )
     assert testing.to_numpy(squareplus(ops.convert_to_tensor(np.array([0.0], "float32")), b=9.0))[0] == 1.5
 
@@ -146,9 +157,7 @@ def test_gradient_at_zero_is_one_half_and_matches_finite_differences():
     def f(v):
         return testing.to_numpy(squareplus(ops.convert_to_tensor(v, dtype=dtype))).astype(np.float64)
 
-    _, (g,) = testing.value_and_grad(
-        lambda t: ops.sum(squareplus(t)), ops.convert_to_tensor(x, dtype=dtype)
-    )
+    _, (g,) = testing.value_and_grad(lambda t: ops.sum(squareplus(t)), ops.convert_to_tensor(x, dtype=dtype))
     g = testing.to_numpy(g)
     assert g[3] == 0.5
     fd = (f(x + h) - f(x - h)) / (2 * h)
@@ -194,11 +203,13 @@ def test_b_outside_the_range_of_the_dtype_is_a_value_error():
 def test_registered_name_resolves_and_dense_saves(tmp_path):
     assert keras.saving.get_registered_name(squareplus) == "keras_tricks>squareplus"
     assert keras.saving.get_registered_object("keras_tricks>squareplus") is squareplus
-    model = keras.Sequential([
-        keras.Input((3,)),
-        keras.layers.Dense(4, activation=activations.squareplus),
-        layers.SquarePlus(b=2.0),
-    ])
+    model = keras.Sequential(
+        [
+            keras.Input((3,)),
+            keras.layers.Dense(4, activation=activations.squareplus),
+            layers.SquarePlus(b=2.0),
+        ]
+    )
     x = np.random.default_rng(0).normal(size=(5, 3)).astype("float32")
     path = tmp_path / "m.keras"
     model.save(path)
@@ -208,8 +219,9 @@ def test_registered_name_resolves_and_dense_saves(tmp_path):
     np.testing.assert_array_equal(testing.to_numpy(loaded(x)), testing.to_numpy(model(x)))
 
 
-@pytest.mark.skipif(keras.backend.backend() == "torch",
-                    reason="jit_compile means XLA on TensorFlow and JAX only")
+@pytest.mark.skipif(
+    keras.backend.backend() == "torch", reason="jit_compile means XLA on TensorFlow and JAX only"
+)
 def test_values_within_4_eps_under_xla():
     # XLA's algebraic simplifier rewrites expressions (e.g. factors
     # a * c + b * c into (a + b) * c), so accuracy must hold compiled too.
@@ -217,8 +229,7 @@ def test_values_within_4_eps_under_xla():
     model = keras.Sequential([keras.Input((1,)), layers.SquarePlus()])
     model.compile(jit_compile=True)
     y = model.predict(x[:, None].astype("float32"), batch_size=len(x), verbose=0)[:, 0]
-    _assert_within_eps(y.astype(np.float64), _reference(x, 4.0), "float32",
-                       "squareplus values under XLA")
+    _assert_within_eps(y.astype(np.float64), _reference(x, 4.0), "float32", "squareplus values under XLA")
 
 
 # --------------------------------------------------- empty inputs, infinities
@@ -263,17 +274,23 @@ def _dense_sum(dense, weights, x):
 
 
 def test_compiled_model_on_an_empty_batch():
-    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, activation=squareplus),
-                              layers.SquarePlus()])
+    model = keras.Sequential(
+        [keras.Input((3,)), keras.layers.Dense(2, activation=squareplus), layers.SquarePlus()]
+    )
     model.compile(optimizer="sgd", loss="mse", jit_compile=keras.backend.backend() != "torch")
     out = model.predict_on_batch(np.zeros((0, 3), "float32"))
     assert tuple(np.shape(out)) == (0, 2)
 
 
 def _infinity_case(dtype):
-    x = ops.cast(ops.convert_to_tensor(np.array([np.inf, -np.inf, 1e30, -1e30], "float64")
-                                       .astype("float32" if dtype != "float64" else "float64")),
-                 dtype)
+    x = ops.cast(
+        ops.convert_to_tensor(
+            np.array([np.inf, -np.inf, 1e30, -1e30], "float64").astype(
+                "float32" if dtype != "float64" else "float64"
+            )
+        ),
+        dtype,
+    )
     y = testing.to_numpy(squareplus(x)).astype(np.float64)
     _, (g,) = testing.value_and_grad(lambda t: ops.sum(ops.cast(squareplus(t), "float32")), x)
     return testing.to_numpy(x).astype(np.float64), y, testing.to_numpy(g).astype(np.float64)
@@ -292,8 +309,9 @@ def test_gradient_at_plus_infinity_is_one_and_at_minus_infinity_zero(dtype):
     assert np.all(np.isfinite(g))
 
 
-@pytest.mark.skipif(keras.backend.backend() == "torch",
-                    reason="jit_compile means XLA on TensorFlow and JAX only")
+@pytest.mark.skipif(
+    keras.backend.backend() == "torch", reason="jit_compile means XLA on TensorFlow and JAX only"
+)
 def test_gradient_at_infinities_under_xla():
     # XLA may rewrite the selection; the limits must survive compilation.
     compiled = _xla(squareplus)
@@ -321,8 +339,8 @@ def _xla(fn):
 def test_numpy_scalar_b_is_accepted_and_stored_as_a_python_float(b):
     x = np.array([-1.0, 0.0, 3.0], "float32")
     np.testing.assert_allclose(
-        testing.to_numpy(squareplus(x, b=b)), (x + np.sqrt(x.astype(np.float64) ** 2 + 2.0)) / 2,
-        rtol=1e-6)
+        testing.to_numpy(squareplus(x, b=b)), (x + np.sqrt(x.astype(np.float64) ** 2 + 2.0)) / 2, rtol=1e-6
+    )
     layer = layers.SquarePlus(b=b)
     assert type(layer.b) is float and layer.b == 2.0
     import json
@@ -330,8 +348,9 @@ def test_numpy_scalar_b_is_accepted_and_stored_as_a_python_float(b):
     json.dumps(layer.get_config())
 
 
-@pytest.mark.parametrize("bad", [np.bool_(True), np.float32("nan"), np.float64("inf"), np.float32(0.0),
-                                 np.int64(-1)])
+@pytest.mark.parametrize(
+    "bad", [np.bool_(True), np.float32("nan"), np.float64("inf"), np.float32(0.0), np.int64(-1)]
+)
 def test_numpy_scalar_b_checked_like_a_python_number(bad):
     error = TypeError if isinstance(bad, np.bool_) else ValueError
     with pytest.raises(error, match="`b`"):

@@ -7,8 +7,8 @@ import pytest
 
 from keras_tricks import activations, layers, testing
 
-
 # --- item 17: the harness cannot pass vacuously --------------------------------
+
 
 @pytest.mark.parametrize("tolerance", [float("nan"), float("inf"), 0.0, -1.0])
 def test_assert_close_refuses_vacuous_tolerances(tolerance):
@@ -27,14 +27,13 @@ def test_assert_close_still_fails_on_real_differences():
 
 def test_harness_checks_refuse_vacuous_tolerances():
     with pytest.raises(ValueError, match="tolerance"):
-        testing.check_activation(activations.squareplus, np.zeros((2, 3), "float32"),
-                                 tolerance=float("nan"))
+        testing.check_activation(activations.squareplus, np.zeros((2, 3), "float32"), tolerance=float("nan"))
     with pytest.raises(ValueError, match="tolerance"):
-        testing.check_layer(layers.SquarePlus, {}, np.zeros((2, 3), "float32"),
-                            tolerance=float("inf"))
+        testing.check_layer(layers.SquarePlus, {}, np.zeros((2, 3), "float32"), tolerance=float("inf"))
 
 
 # --- items 7 and 18: squareplus on empty inputs, at +-inf, NumPy scalars --------
+
 
 def test_squareplus_on_empty_batches():
     x = np.zeros((0, 3), "float32")
@@ -86,9 +85,9 @@ def test_squareplus_takes_numpy_scalars():
 
 # --- item 18: ConditionalLayerNormalization takes NumPy scalars ------------------
 
+
 def test_cln_takes_numpy_scalars_and_names_bad_arguments():
-    layer = layers.ConditionalLayerNormalization(epsilon=np.float32(1e-3),
-                                                 hidden_units=np.int64(4))
+    layer = layers.ConditionalLayerNormalization(epsilon=np.float32(1e-3), hidden_units=np.int64(4))
     assert layer.epsilon == pytest.approx(1e-3) and layer.hidden_units == 4
     with pytest.raises(TypeError, match="epsilon"):
         layers.ConditionalLayerNormalization(epsilon="1e-3")
@@ -101,6 +100,7 @@ def test_cln_takes_numpy_scalars_and_names_bad_arguments():
 
 
 # --- item 19: bert4keras's conditional LayerNormalization weights ---------------
+
 
 def _bert4keras_cln(x, cond, weights, epsilon, center, scale, hidden_units, act):
     """float64 NumPy transcription of the published math of bert4keras 0.11's
@@ -120,7 +120,7 @@ def _bert4keras_cln(x, cond, weights, epsilon, center, scale, hidden_units, act)
     if center:
         out = out - out.mean(-1, keepdims=True)
     if scale:
-        out = out / np.sqrt((out ** 2).mean(-1, keepdims=True) + epsilon) * gamma
+        out = out / np.sqrt((out**2).mean(-1, keepdims=True) + epsilon) * gamma
     if center:
         out = out + beta
     return out
@@ -138,8 +138,8 @@ def test_cln_loads_bert4keras_weights(hidden_units):
     weights += [rng.normal(size=(c_dim, 8)) * 0.3, rng.normal(size=(c_dim, 8)) * 0.3]
     expected = _bert4keras_cln(x, cond, weights, 1e-12, True, True, hidden_units, np.tanh)
     layer = layers.ConditionalLayerNormalization(
-        epsilon=1e-12, hidden_units=hidden_units,
-        **({"hidden_activation": "tanh"} if hidden_units else {}))
+        epsilon=1e-12, hidden_units=hidden_units, **({"hidden_activation": "tanh"} if hidden_units else {})
+    )
     layer.build([x.shape, cond.shape])
     layer.set_bert4keras_weights([w.astype("float32") for w in weights])
     got = testing.to_numpy(layer([x.astype("float32"), cond.astype("float32")]))

@@ -28,8 +28,13 @@ def test_passes_keras_loss_and_metric():
     y_pred = rng.normal(size=(8, 5)).astype("float32")
     y_true = rng.integers(0, 2, size=(8, 5)).astype("float32")
     testing.check_loss(keras.losses.BinaryCrossentropy, {"from_logits": True}, y_true, y_pred)
-    testing.check_metric(keras.metrics.BinaryAccuracy, {"threshold": 0.0}, y_true, y_pred,
-                         expected=np.mean((y_pred > 0) == (y_true > 0.5)))
+    testing.check_metric(
+        keras.metrics.BinaryAccuracy,
+        {"threshold": 0.0},
+        y_true,
+        y_pred,
+        expected=np.mean((y_pred > 0) == (y_true > 0.5)),
+    )
 
 
 def test_assert_close_scales_with_the_dtype():
@@ -138,8 +143,7 @@ def test_catches_wrong_compute_output_shape():
 @keras.saving.register_keras_serializable(package="keras_tricks", name="selftest_HalfVariables")
 class HalfVariables(keras.layers.Layer):
     def build(self, input_shape):
-        self.w = self.add_weight(shape=(input_shape[-1],), initializer="ones",
-                                 dtype=self.compute_dtype)
+        self.w = self.add_weight(shape=(input_shape[-1],), initializer="ones", dtype=self.compute_dtype)
 
     def call(self, x):
         return x * ops.cast(self.w, x.dtype)
@@ -217,8 +221,9 @@ def test_unknown_check_names_are_rejected():
 # ------------------------------------------- no vacuous pass, argument checks
 
 
-@pytest.mark.parametrize("tolerance", [float("nan"), float("inf"), np.float32("nan"),
-                                       np.float64("inf"), 0.0, -1.0, -float("inf")])
+@pytest.mark.parametrize(
+    "tolerance", [float("nan"), float("inf"), np.float32("nan"), np.float64("inf"), 0.0, -1.0, -float("inf")]
+)
 def test_assert_close_refuses_a_tolerance_that_is_not_finite_and_positive(tolerance):
     # With tolerance=nan or inf every comparison passed: [1, 2] "equalled" [1, 3].
     with pytest.raises(ValueError, match="`tolerance`"):
@@ -240,8 +245,9 @@ def test_assert_close_takes_numpy_scalar_tolerances_and_still_compares(tolerance
         testing.assert_close(np.float64(1.0 + 2**-17), np.float64(1.0), tolerance=tolerance)
 
 
-@pytest.mark.parametrize("dtype, error", [("int32", ValueError), ("bool", ValueError),
-                                          ("float8", TypeError), (3, TypeError)])
+@pytest.mark.parametrize(
+    "dtype, error", [("int32", ValueError), ("bool", ValueError), ("float8", TypeError), (3, TypeError)]
+)
 def test_assert_close_needs_a_float_dtype(dtype, error):
     with pytest.raises(error, match="`dtype`"):
         testing.assert_close([1.0], [1.0], dtype=dtype)
@@ -353,8 +359,12 @@ def test_every_check_function_validates_its_arguments_before_running(call, kwarg
 )
 @pytest.mark.parametrize(
     "policies, error, match",
-    [((), ValueError, "`policies` is empty"), ("float32", TypeError, "`policies`"),
-     (("float33",), ValueError, "Unknown policies"), ((None,), TypeError, "`policies`")],
+    [
+        ((), ValueError, "`policies` is empty"),
+        ("float32", TypeError, "`policies`"),
+        (("float33",), ValueError, "Unknown policies"),
+        ((None,), TypeError, "`policies`"),
+    ],
 )
 def test_policies_must_name_at_least_one_known_policy(call, policies, error, match):
     with pytest.raises(error, match=match):
@@ -365,12 +375,13 @@ def test_mask_check_by_name_needs_a_mask():
     with pytest.raises(ValueError, match="'mask' check needs `mask=`"):
         testing.check_layer(keras.layers.LayerNormalization, {}, X, checks=("mask",))
     with pytest.raises(TypeError, match="`expect_compute_dtype_outputs`"):
-        testing.check_layer(keras.layers.Dense, {"units": 2}, X,
-                            expect_compute_dtype_outputs="yes")
+        testing.check_layer(keras.layers.Dense, {"units": 2}, X, expect_compute_dtype_outputs="yes")
 
 
-@pytest.mark.parametrize("epochs, error", [(0, ValueError), (-1, ValueError), (1.5, TypeError),
-                                           (True, TypeError), (None, TypeError)])
+@pytest.mark.parametrize(
+    "epochs, error",
+    [(0, ValueError), (-1, ValueError), (1.5, TypeError), (True, TypeError), (None, TypeError)],
+)
 def test_check_callback_epochs(epochs, error):
     with pytest.raises(error, match="`epochs`"):
         testing.check_callback(keras.callbacks.Callback, epochs=epochs)
@@ -383,8 +394,9 @@ def test_check_callback_factories_must_be_callable():
         testing.check_callback(keras.callbacks.Callback, model_factory="dense")
 
 
-@pytest.mark.parametrize("tasks, error", [(1, ValueError), (0, ValueError), (2.0, TypeError),
-                                          (np.bool_(True), TypeError)])
+@pytest.mark.parametrize(
+    "tasks, error", [(1, ValueError), (0, ValueError), (2.0, TypeError), (np.bool_(True), TypeError)]
+)
 def test_check_strategy_tasks(tasks, error):
     with pytest.raises(error, match="`tasks`"):
         testing.check_strategy(_equal, tasks=tasks)

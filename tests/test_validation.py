@@ -36,8 +36,9 @@ def test_check_type_returns_the_value_and_names_the_argument():
 # ------------------------------------------------------------------ check_bool
 
 
-@pytest.mark.parametrize("value, expected", [(True, True), (False, False),
-                                             (np.bool_(True), True), (np.bool_(False), False)])
+@pytest.mark.parametrize(
+    "value, expected", [(True, True), (False, False), (np.bool_(True), True), (np.bool_(False), False)]
+)
 def test_check_bool_accepts_python_and_numpy_booleans(value, expected):
     result = check_bool("flag", value)
     assert result is expected  # a Python bool, not np.bool_
@@ -64,8 +65,9 @@ def test_check_int_refuses_bool(value):
         check_int("units", value)
 
 
-@pytest.mark.parametrize("value", [3.0, np.float32(3.0), "3", None, [3], complex(3, 0),
-                                   float("nan"), float("inf")])
+@pytest.mark.parametrize(
+    "value", [3.0, np.float32(3.0), "3", None, [3], complex(3, 0), float("nan"), float("inf")]
+)
 def test_check_int_refuses_non_integers_with_a_type_error(value):
     with pytest.raises(TypeError, match=r"`units` must be an integer"):
         check_int("units", value)
@@ -122,8 +124,9 @@ def test_check_float_refuses_bool(value):
         check_float("epsilon", value)
 
 
-@pytest.mark.parametrize("value", ["1e-3", None, [1.0], complex(1, 0), np.complex64(1),
-                                   np.array([1.0]), object()])
+@pytest.mark.parametrize(
+    "value", ["1e-3", None, [1.0], complex(1, 0), np.complex64(1), np.array([1.0]), object()]
+)
 def test_check_float_refuses_non_numbers_with_a_type_error(value):
     with pytest.raises(TypeError, match=r"`epsilon` must be a real number"):
         check_float("epsilon", value)
@@ -136,8 +139,7 @@ def test_check_float_always_refuses_nan(value, finite):
         check_float("epsilon", value, finite=finite)
 
 
-@pytest.mark.parametrize("value", [float("inf"), -float("inf"), np.float32("inf"),
-                                   np.float64("-inf")])
+@pytest.mark.parametrize("value", [float("inf"), -float("inf"), np.float32("inf"), np.float64("-inf")])
 def test_check_float_refuses_infinities_unless_allowed(value):
     with pytest.raises(ValueError, match=r"`timeout` must be finite"):
         check_float("timeout", value)

@@ -17,8 +17,7 @@ _WEIGHTS = ("ema", "raw")
 def _validate_momentum(momentum):
     if isinstance(momentum, bool) or not isinstance(momentum, numbers.Real):
         raise ValueError(
-            f"`momentum` must be a number in [0, 1), got {momentum!r} "
-            f"of type {type(momentum).__name__}."
+            f"`momentum` must be a number in [0, 1), got {momentum!r} of type {type(momentum).__name__}."
         )
     momentum = float(momentum)
     if not (0.0 <= momentum < 1.0) or math.isnan(momentum):
@@ -112,13 +111,13 @@ class ExponentialMovingAverageOptimizer(keras.optimizers.Optimizer):
             )
         if not isinstance(inner_optimizer, keras.optimizers.Optimizer):
             raise ValueError(
-                "`inner_optimizer` must be a keras.optimizers.Optimizer, got "
-                f"{inner_optimizer!r}."
+                f"`inner_optimizer` must be a keras.optimizers.Optimizer, got {inner_optimizer!r}."
             )
         if getattr(inner_optimizer, "use_ema", False):
             raise ValueError(
                 "The optimizer already has `use_ema=True`: two EMAs would fight "
-                "over the weights at the end of fit(). Drop `use_ema` from it.")
+                "over the weights at the end of fit(). Drop `use_ema` from it."
+            )
         super().__init__(learning_rate=0.0, name=name)
         self.inner_optimizer = inner_optimizer
         self.momentum = _validate_momentum(momentum)
@@ -127,8 +126,7 @@ class ExponentialMovingAverageOptimizer(keras.optimizers.Optimizer):
         if _backend.name() == "tensorflow":
             # Our variables must be mirrored exactly like the wrapped ones.
             self._distribution_strategy = inner_optimizer._distribution_strategy
-        self._set_state(averaged=[], averages=[], extra=[], extra_averages=[],
-                        pending={}, backup=None)
+        self._set_state(averaged=[], averages=[], extra=[], extra_averages=[], pending={}, backup=None)
 
     @keras.src.utils.tracking.no_automatic_dependency_tracking
     def _set_state(self, **attrs):
@@ -158,10 +156,8 @@ class ExponentialMovingAverageOptimizer(keras.optimizers.Optimizer):
         if not self.inner_optimizer.built:
             self.inner_optimizer.build(var_list)
         with _eager_scope(), _strategy_scope(self._strategy()):
-            self._ema_step = self.add_variable(
-                (), initializer="zeros", dtype="int", name="ema_step")
-            self._ema_debias = self.add_variable(
-                (), initializer="zeros", dtype="float32", name="ema_debias")
+            self._ema_step = self.add_variable((), initializer="zeros", dtype="int", name="ema_step")
+            self._ema_debias = self.add_variable((), initializer="zeros", dtype="float32", name="ema_debias")
             averages = [self._new_average(v, track=True) for v in var_list]
         self._set_state(averaged=var_list, averages=averages)
         super().build(var_list)
@@ -176,12 +172,17 @@ class ExponentialMovingAverageOptimizer(keras.optimizers.Optimizer):
         # unbiased; with bias correction it must start from zero.
         if track:
             avg = self.add_variable(
-                variable.shape, initializer="zeros", dtype="float32",
-                name=variable.path.replace("/", "_") + "_average")
+                variable.shape,
+                initializer="zeros",
+                dtype="float32",
+                name=variable.path.replace("/", "_") + "_average",
+            )
         else:
             avg = keras.Variable(
-                np.zeros(variable.shape, "float32"), trainable=False,
-                name=variable.path.replace("/", "_") + "_average")
+                np.zeros(variable.shape, "float32"),
+                trainable=False,
+                name=variable.path.replace("/", "_") + "_average",
+            )
         if not self.bias_correction:
             # Through NumPy: a fresh buffer (JAX would otherwise share the
             # variable's, and its train step donates each buffer once).
@@ -203,8 +204,7 @@ class ExponentialMovingAverageOptimizer(keras.optimizers.Optimizer):
             return
         with _eager_scope(), _strategy_scope(self._strategy()):
             averages = [self._new_average(v, track=False) for v in new]
-        self._set_state(extra=self._extra + new,
-                        extra_averages=self._extra_averages + averages)
+        self._set_state(extra=self._extra + new, extra_averages=self._extra_averages + averages)
         self._apply_pending()
 
     @property
@@ -240,18 +240,17 @@ class ExponentialMovingAverageOptimizer(keras.optimizers.Optimizer):
                     avg.assign(m * avg + c * tf.cast(var, avg.dtype))
 
                 for avg, var in pairs:
-                    distribution.extended.update(
-                        avg.value, update, args=(var.value, m, c), group=False)
+                    distribution.extended.update(avg.value, update, args=(var.value, m, c), group=False)
                 if self.bias_correction:
                     distribution.extended.update(
                         self._ema_debias.value,
                         lambda d, m: d.assign(m * d + (1.0 - m)),
-                        args=(m,), group=False)
-                distribution.extended.update(
-                    self._ema_step.value, lambda s: s.assign_add(1), group=False)
+                        args=(m,),
+                        group=False,
+                    )
+                distribution.extended.update(self._ema_step.value, lambda s: s.assign_add(1), group=False)
 
-            tf.__internal__.distribute.interim.maybe_merge_call(
-                merge_fn, self._distribution_strategy, pairs)
+            tf.__internal__.distribute.interim.maybe_merge_call(merge_fn, self._distribution_strategy, pairs)
             return
         m = _momentum_at(self.momentum, self.warmup, self._ema_step)
         if pairs:
@@ -278,7 +277,8 @@ class ExponentialMovingAverageOptimizer(keras.optimizers.Optimizer):
     def stateless_apply(self, optimizer_variables, grads, trainable_variables):
         own = len(self._variables)
         new_trainable, new_inner = self.inner_optimizer.stateless_apply(
-            optimizer_variables[own:], grads, trainable_variables)
+            optimizer_variables[own:], grads, trainable_variables
+        )
         mapping = list(zip(self._variables, optimizer_variables[:own]))
         mapping += list(zip(self._averaged, new_trainable))
         with keras.StatelessScope(state_mapping=mapping) as scope:
@@ -350,8 +350,7 @@ class ExponentialMovingAverageOptimizer(keras.optimizers.Optimizer):
                 if debias > 0.0:
                     value = ops.convert_to_numpy(avg) / np.float32(debias)
                 else:  # no update yet: the EMA of nothing is the weights
-                    value = ops.convert_to_numpy(var) if self._backup is None else \
-                        self._backup[len(values)]
+                    value = ops.convert_to_numpy(var) if self._backup is None else self._backup[len(values)]
             else:
                 value = ops.convert_to_numpy(avg)
             values.append(np.asarray(value).astype(keras.backend.standardize_dtype(var.dtype)))
@@ -425,10 +424,12 @@ class ExponentialMovingAverageOptimizer(keras.optimizers.Optimizer):
                     if tuple(value.shape) != tuple(avg.shape):
                         raise ValueError(
                             f"The saved EMA average {i} has shape {value.shape}, "
-                            f"but the variable it averages has shape {tuple(avg.shape)}.")
+                            f"but the variable it averages has shape {tuple(avg.shape)}."
+                        )
                     avg.assign(value)
-            inner_keys = sorted((k for k in pending if k.startswith("inner_")),
-                                key=lambda k: int(k.split("_")[1]))
+            inner_keys = sorted(
+                (k for k in pending if k.startswith("inner_")), key=lambda k: int(k.split("_")[1])
+            )
             inner_vars = self.inner_optimizer.variables
             if inner_keys and len(inner_keys) == len(inner_vars):
                 for key, var in zip(inner_keys, inner_vars):
@@ -455,7 +456,8 @@ class ExponentialMovingAverageOptimizer(keras.optimizers.Optimizer):
     def from_config(cls, config, custom_objects=None):
         config = dict(config)
         inner = keras.saving.deserialize_keras_object(
-            config.pop("inner_optimizer"), custom_objects=custom_objects)
+            config.pop("inner_optimizer"), custom_objects=custom_objects
+        )
         return cls(inner, **config)
 
 
@@ -551,15 +553,15 @@ class ExponentialMovingAverage(keras.callbacks.Callback):
             raise ValueError(
                 f"ExponentialMovingAverage got unknown options {sorted(kwargs)}; "
                 "it takes momentum, warmup, bias_correction, variables, "
-                "evaluate_with and weights_after_fit.")
+                "evaluate_with and weights_after_fit."
+            )
         super().__init__()
         self.momentum = _validate_momentum(momentum)
         self.warmup = _validate_bool("warmup", warmup)
         self.bias_correction = _validate_bool("bias_correction", bias_correction)
         self.variables = _validate_choice("variables", variables, _VARIABLES)
         self.evaluate_with = _validate_choice("evaluate_with", evaluate_with, _WEIGHTS)
-        self.weights_after_fit = _validate_choice(
-            "weights_after_fit", weights_after_fit, _WEIGHTS)
+        self.weights_after_fit = _validate_choice("weights_after_fit", weights_after_fit, _WEIGHTS)
         self._in_fit = False
         self._swapped_by = None
         if _backend.name() == "jax" and self.variables == "all":
@@ -588,7 +590,10 @@ class ExponentialMovingAverage(keras.callbacks.Callback):
             return None
         if isinstance(optimizer, ExponentialMovingAverageOptimizer):
             same = (optimizer.momentum, optimizer.warmup, optimizer.bias_correction) == (
-                self.momentum, self.warmup, self.bias_correction)
+                self.momentum,
+                self.warmup,
+                self.bias_correction,
+            )
             if not same:
                 if optimizer.built and int(ops.convert_to_numpy(optimizer.ema_step)) > 0:
                     raise ValueError(
@@ -597,7 +602,8 @@ class ExponentialMovingAverage(keras.callbacks.Callback):
                         f"bias_correction={optimizer.bias_correction}; this callback "
                         f"asks for momentum={self.momentum}, warmup={self.warmup}, "
                         f"bias_correction={self.bias_correction}. Use the same "
-                        "settings to continue it.")
+                        "settings to continue it."
+                    )
                 optimizer.momentum = self.momentum
                 optimizer.warmup = self.warmup
                 optimizer.bias_correction = self.bias_correction
@@ -605,8 +611,8 @@ class ExponentialMovingAverage(keras.callbacks.Callback):
             wrapper = optimizer
         else:
             wrapper = ExponentialMovingAverageOptimizer(
-                optimizer, momentum=self.momentum, warmup=self.warmup,
-                bias_correction=self.bias_correction)
+                optimizer, momentum=self.momentum, warmup=self.warmup, bias_correction=self.bias_correction
+            )
             model.optimizer = wrapper
             compile_config = getattr(model, "_compile_config", None)
             if compile_config is not None:
@@ -629,11 +635,15 @@ class ExponentialMovingAverage(keras.callbacks.Callback):
             if wrapper.built:
                 wrapper.attach_extra_variables(model.non_trainable_variables)
         wrapper._finalize_hook = self._finalize
-        if (_backend.name() == "jax" and self.variables == "all"
-                and getattr(model, "steps_per_execution", 1) != 1):
+        if (
+            _backend.name() == "jax"
+            and self.variables == "all"
+            and getattr(model, "steps_per_execution", 1) != 1
+        ):
             raise ValueError(
                 "variables='all' on JAX needs steps_per_execution=1: the "
-                "non-trainable averages are updated after each step.")
+                "non-trainable averages are updated after each step."
+            )
         return wrapper
 
     @staticmethod
@@ -660,10 +670,8 @@ class ExponentialMovingAverage(keras.callbacks.Callback):
             return
         index = {id(v): i for i, v in enumerate(model.non_trainable_variables)}
         values = [state["non_trainable_variables"][index[id(v)]] for v in wrapper._extra]
-        step_index = next(i for i, v in enumerate(model.optimizer.variables)
-                          if v is wrapper.ema_step)
-        wrapper.update_extra_from_values(
-            values, state["optimizer_variables"][step_index])
+        step_index = next(i for i, v in enumerate(model.optimizer.variables) if v is wrapper.ema_step)
+        wrapper.update_extra_from_values(values, state["optimizer_variables"][step_index])
 
     # ---------------------------------------------------------- swapping
 
@@ -750,7 +758,8 @@ class ExponentialMovingAverage(keras.callbacks.Callback):
         if wrapper is None or not wrapper.built:
             raise ValueError(
                 "The model keeps no EMA yet: compile it and train it with this "
-                "callback (or load a model saved with it).")
+                "callback (or load a model saved with it)."
+            )
         before = wrapper.holds_ema
         (wrapper.swap_in if ema else wrapper.swap_out)()
         try:

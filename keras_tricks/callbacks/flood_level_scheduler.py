@@ -64,8 +64,11 @@ class FloodLevelScheduler(keras.callbacks.Callback):
 
     def __init__(self, schedule=None, verbose=0):
         super().__init__()
-        if not (schedule is None or callable(schedule) or (
-                isinstance(schedule, dict) and all(callable(f) for f in schedule.values()))):
+        if not (
+            schedule is None
+            or callable(schedule)
+            or (isinstance(schedule, dict) and all(callable(f) for f in schedule.values()))
+        ):
             raise ValueError(
                 "`schedule` must be a function (epoch, level) -> level, a dict "
                 f"of such functions by output name, or None; got {schedule!r}."
@@ -116,15 +119,13 @@ class FloodLevelScheduler(keras.callbacks.Callback):
                 new = validate_level(new, loss.allow_negative_level)
             except ValueError as e:
                 raise ValueError(
-                    f"FloodLevelScheduler: schedule({epoch}, {old}) returned an "
-                    f"invalid `level`: {e}"
+                    f"FloodLevelScheduler: schedule({epoch}, {old}) returned an invalid `level`: {e}"
                 ) from None
             if new != old:
                 loss.level = new
                 if self.verbose:
                     where = f" ({name})" if name else ""
-                    print(f"\nEpoch {epoch + 1}: FloodLevelScheduler sets the flood "
-                          f"level{where} to {new:g}.")
+                    print(f"\nEpoch {epoch + 1}: FloodLevelScheduler sets the flood level{where} to {new:g}.")
 
     def get_config(self):
         # Schedules are Python functions; like LearningRateScheduler, the

@@ -1,8 +1,8 @@
 """Data pipeline utilities of keras_tricks.
 
-    sequence_padding   pad or truncate ragged sequences to one batch array
-    DataGenerator      bert4keras-style batch generator with process workers
-                       whose batch stream does not depend on their number
+sequence_padding   pad or truncate ragged sequences to one batch array
+DataGenerator      bert4keras-style batch generator with process workers
+                   whose batch stream does not depend on their number
 """
 
 from keras_tricks.data.generator import DataGenerator, RemoteTraceback, WorkerError

@@ -203,8 +203,12 @@ class _Pool:
         try:
             for w in range(workers):
                 main_end, worker_end = ctx.Pipe(duplex=True)
-                p = ctx.Process(target=_worker_main, args=(generator, w, worker_end, threshold),
-                                name=f"DataGenerator-worker-{w}", daemon=True)
+                p = ctx.Process(
+                    target=_worker_main,
+                    args=(generator, w, worker_end, threshold),
+                    name=f"DataGenerator-worker-{w}",
+                    daemon=True,
+                )
                 with warnings.catch_warnings():
                     # JAX warns on every fork because JAX itself must not be
                     # used in the child; workers run NumPy code only (see
@@ -252,13 +256,13 @@ class _Pool:
         one arrives (whichever batch it belongs to), and WorkerError when a
         worker dies or `timeout` seconds pass without any message."""
         while task_id not in self.results:
-            ready = connection.wait(self.conns + [p.sentinel for p in self.processes],
-                                    timeout=timeout)
+            ready = connection.wait(self.conns + [p.sentinel for p in self.processes], timeout=timeout)
             if not ready:
                 w, epoch, index = self.tasks[task_id]
                 raise WorkerError(
                     f"no result from DataGenerator worker {w} (pid {self.processes[w].pid}) "
-                    f"for batch {index} of epoch {epoch} within timeout={timeout} s.")
+                    f"for batch {index} of epoch {epoch} within timeout={timeout} s."
+                )
             for c in self.conns:
                 if c in ready:
                     failed = self._receive(c)
@@ -279,8 +283,10 @@ class _Pool:
             exc = pickle.loads(blob)
         except Exception:  # noqa: BLE001 - unpicklable on this side
             exc = RuntimeError("an exception that could not be unpickled")
-        exc.add_note(f"(raised in DataGenerator worker {w}, pid {self.processes[w].pid}, "
-                     f"building batch {index} of epoch {epoch}; its traceback is above)")
+        exc.add_note(
+            f"(raised in DataGenerator worker {w}, pid {self.processes[w].pid}, "
+            f"building batch {index} of epoch {epoch}; its traceback is above)"
+        )
         raise exc from RemoteTraceback(tb)
 
     def _receive(self, conn):
@@ -310,14 +316,16 @@ class _Pool:
         for w, p in enumerate(self.processes):
             if p.exitcode is not None:
                 code = p.exitcode
-                how = (f"was killed by signal {signal.Signals(-code).name}" if code < 0
-                       else f"exited with code {code}")
-                held = sorted((e, i) for t, (ww, e, i) in self.tasks.items()
-                              if ww == w and e is not None)
-                what = (f" while building batch {held[0][1]} of epoch {held[0][0]}"
-                        if held else "")
-                raise WorkerError(f"DataGenerator worker {w} (pid {p.pid}) {how}{what}; "
-                                  "the other workers were stopped.")
+                how = (
+                    f"was killed by signal {signal.Signals(-code).name}"
+                    if code < 0
+                    else f"exited with code {code}"
+                )
+                held = sorted((e, i) for t, (ww, e, i) in self.tasks.items() if ww == w and e is not None)
+                what = f" while building batch {held[0][1]} of epoch {held[0][0]}" if held else ""
+                raise WorkerError(
+                    f"DataGenerator worker {w} (pid {p.pid}) {how}{what}; the other workers were stopped."
+                )
 
     def _drain(self):
         for c in self.conns:
@@ -346,8 +354,9 @@ class _Pool:
             if left <= 0:
                 break
             live = [c for c in self.conns if not c.closed]
-            connection.wait(live + [p.sentinel for p in self.processes if p.exitcode is None],
-                            timeout=min(left, 0.1))
+            connection.wait(
+                live + [p.sentinel for p in self.processes if p.exitcode is None], timeout=min(left, 0.1)
+            )
             self._drain()
         for p in self.processes:
             if p.exitcode is None:
@@ -370,4 +379,3 @@ class _Pool:
                 p.close()
             except ValueError:
                 pass
-

@@ -166,46 +166,69 @@ class DataGenerator:
         epoch: the epoch number the next stream starts from (settable).
     """
 
-    def __init__(self, data, batch_size=32, buffer_size=None, workers=0, seed=None, *,
-                 start_method=None, timeout=None, prefetch=2, shm_threshold=1 << 16):
-        if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) \
-                or batch_size < 1:
+    def __init__(
+        self,
+        data,
+        batch_size=32,
+        buffer_size=None,
+        workers=0,
+        seed=None,
+        *,
+        start_method=None,
+        timeout=None,
+        prefetch=2,
+        shm_threshold=1 << 16,
+    ):
+        if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
             raise ValueError(f"`batch_size` must be an int >= 1; received batch_size={batch_size!r}.")
         if isinstance(workers, bool) or not isinstance(workers, numbers.Integral) or workers < 0:
             raise ValueError(f"`workers` must be an int >= 0; received workers={workers!r}.")
-        if buffer_size is not None and (isinstance(buffer_size, bool) or not isinstance(
-                buffer_size, numbers.Integral) or buffer_size < 1):
+        if buffer_size is not None and (
+            isinstance(buffer_size, bool) or not isinstance(buffer_size, numbers.Integral) or buffer_size < 1
+        ):
             raise ValueError(
-                f"`buffer_size` must be None or an int >= 1; received buffer_size={buffer_size!r}.")
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral)
-                                 or seed < 0):
+                f"`buffer_size` must be None or an int >= 1; received buffer_size={buffer_size!r}."
+            )
+        if seed is not None and (
+            isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0
+        ):
             raise ValueError(f"`seed` must be None or an int >= 0; received seed={seed!r}.")
         if isinstance(prefetch, bool) or not isinstance(prefetch, numbers.Integral) or prefetch < 1:
             raise ValueError(f"`prefetch` must be an int >= 1; received prefetch={prefetch!r}.")
         if timeout is not None and not (isinstance(timeout, numbers.Real) and timeout > 0):
             raise ValueError(f"`timeout` must be None or a number > 0; received timeout={timeout!r}.")
-        if shm_threshold is not None and (isinstance(shm_threshold, bool) or not isinstance(
-                shm_threshold, numbers.Integral) or shm_threshold < 0):
-            raise ValueError("`shm_threshold` must be None or an int >= 0; received "
-                             f"shm_threshold={shm_threshold!r}.")
+        if shm_threshold is not None and (
+            isinstance(shm_threshold, bool)
+            or not isinstance(shm_threshold, numbers.Integral)
+            or shm_threshold < 0
+        ):
+            raise ValueError(
+                f"`shm_threshold` must be None or an int >= 0; received shm_threshold={shm_threshold!r}."
+            )
         if start_method is not None:
             import multiprocessing
 
             methods = multiprocessing.get_all_start_methods()
             if start_method not in methods:
-                raise ValueError(f"`start_method` must be None or one of {methods}; "
-                                 f"received start_method={start_method!r}.")
-        self._indexable = (hasattr(data, "__len__") and hasattr(data, "__getitem__")
-                           and not isinstance(data, collections.abc.Mapping))
+                raise ValueError(
+                    f"`start_method` must be None or one of {methods}; "
+                    f"received start_method={start_method!r}."
+                )
+        self._indexable = (
+            hasattr(data, "__len__")
+            and hasattr(data, "__getitem__")
+            and not isinstance(data, collections.abc.Mapping)
+        )
         if not self._indexable and not hasattr(data, "__iter__"):
-            raise ValueError("`data` must be a sequence (with `len` and `[]`) or an iterable; "
-                             f"received an object of type {type(data).__name__}.")
+            raise ValueError(
+                "`data` must be a sequence (with `len` and `[]`) or an iterable; "
+                f"received an object of type {type(data).__name__}."
+            )
         self.data = data
         self.batch_size = int(batch_size)
         self.buffer_size = int(buffer_size) if buffer_size is not None else 1000 * self.batch_size
         self.workers = int(workers)
-        self.seed = (int(seed) if seed is not None
-                     else int(np.random.SeedSequence().entropy % (1 << 63)))
+        self.seed = int(seed) if seed is not None else int(np.random.SeedSequence().entropy % (1 << 63))
         self.start_method = start_method
         self.timeout = None if timeout is None else float(timeout)
         self.prefetch = int(prefetch)
@@ -236,7 +259,8 @@ class DataGenerator:
         if steps is None:
             raise _LengthError(
                 "len() of a DataGenerator needs `data` with a length; received data of type "
-                f"{type(self.data).__name__}, which has none. Pass steps_per_epoch to fit().")
+                f"{type(self.data).__name__}, which has none. Pass steps_per_epoch to fit()."
+            )
         return steps
 
     def __bool__(self):  # not len(): data without a length is still a generator
@@ -290,8 +314,7 @@ class DataGenerator:
                 raise ValueError("to_dataset() needs at least one sample in `data`.")
             batches = self._build(self.epoch, 0, random, kind, payload, restore=True)
             if not batches:
-                raise ValueError("to_dataset(): the first shard gave no batch; pass "
-                                 "output_signature.")
+                raise ValueError("to_dataset(): the first shard gave no batch; pass output_signature.")
 
             def spec(x):
                 x = np.asarray(x)
@@ -299,8 +322,8 @@ class DataGenerator:
 
             output_signature = tf.nest.map_structure(spec, _as_tuples(batches[0]))
         return tf.data.Dataset.from_generator(
-            lambda: (_as_tuples(b) for b in self.forfit(random)),
-            output_signature=output_signature)
+            lambda: (_as_tuples(b) for b in self.forfit(random)), output_signature=output_signature
+        )
 
     def close(self):
         """Stop every worker this generator started: the pool of a `with gen:`
@@ -332,16 +355,19 @@ class DataGenerator:
         """Yield `(kind, payload)` per batch of `epoch`: ("idx", indices) or
         ("items", samples)."""
         bs = self.batch_size
-        rng = (np.random.default_rng(np.random.SeedSequence(self.seed, spawn_key=(_SHUFFLE, epoch)))
-               if random else None)
+        rng = (
+            np.random.default_rng(np.random.SeedSequence(self.seed, spawn_key=(_SHUFFLE, epoch)))
+            if random
+            else None
+        )
         if self._indexable:
             n = len(self.data)
             order = rng.permutation(n) if random else np.arange(n)
             for start in range(0, n, bs):
-                yield "idx", order[start:start + bs].tolist()
+                yield "idx", order[start : start + bs].tolist()
             return
         chunk = []
-        for item in (self._buffered_shuffle(rng) if random else iter(self.data)):
+        for item in self._buffered_shuffle(rng) if random else iter(self.data):
             chunk.append(item)
             if len(chunk) == bs:
                 yield "items", chunk
@@ -370,7 +396,8 @@ class DataGenerator:
         items = self._resolve(kind, payload)
         with _seeded(self.seed, epoch, index, restore):
             self.rng = np.random.default_rng(
-                np.random.SeedSequence(self.seed, spawn_key=(_BATCH, epoch, index, 0)))
+                np.random.SeedSequence(self.seed, spawn_key=(_BATCH, epoch, index, 0))
+            )
             self._shard = items
             try:
                 return list(self.__iter__(random))
@@ -404,8 +431,10 @@ class DataGenerator:
             exhausted = False
             while True:
                 if pool.closed:
-                    raise WorkerError("the workers of this stream were stopped by "
-                                      "DataGenerator.close(); start a new stream.")
+                    raise WorkerError(
+                        "the workers of this stream were stopped by "
+                        "DataGenerator.close(); start a new stream."
+                    )
                 while not exhausted and len(pending) < window:
                     try:
                         epoch, index, kind, payload = next(tasks)
@@ -450,7 +479,8 @@ class DataGenerator:
             if n == 0:
                 raise ValueError(
                     f"epoch {epoch} of `data` gave no sample, so forfit() would loop forever: "
-                    "`data` is empty or a one-shot iterator (pass a list or a re-iterable).")
+                    "`data` is empty or a one-shot iterator (pass a list or a re-iterable)."
+                )
             epoch += 1
 
     def _default_iter(self, random=False):
@@ -485,13 +515,13 @@ def _as_tuples(batch):
 def _seeded(seed, epoch, index, restore):
     """Seed Python `random`, NumPy's global generator and Keras's global
     SeedGenerator for one batch; restore them afterwards when `restore`."""
-    state = np.random.SeedSequence(seed, spawn_key=(_BATCH, epoch, index, 1)).generate_state(
-        4, np.uint32)
+    state = np.random.SeedSequence(seed, spawn_key=(_BATCH, epoch, index, 1)).generate_state(4, np.uint32)
     keras_state = sys.modules.get("keras.src.backend.common.global_state")
     if restore:
         saved_py, saved_np = python_random.getstate(), np.random.get_state()
-        saved_keras = (keras_state.get_global_attribute("global_seed_generator")
-                       if keras_state is not None else None)
+        saved_keras = (
+            keras_state.get_global_attribute("global_seed_generator") if keras_state is not None else None
+        )
     python_random.seed(int.from_bytes(state.tobytes(), "little"))
     np.random.seed(state)
     if keras_state is not None:

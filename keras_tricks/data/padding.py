@@ -12,8 +12,7 @@ def _check_mode(name, mode):
         raise ValueError(f"`{name}` must be 'post' or 'pre'; received {name}={mode!r}.")
 
 
-def sequence_padding(inputs, length=None, value=0, seq_dims=1, mode="post",
-                     dtype=None, truncating="post"):
+def sequence_padding(inputs, length=None, value=0, seq_dims=1, mode="post", dtype=None, truncating="post"):
     """Pad (or truncate) ragged sequences to one batch array.
 
     The first `seq_dims` axes of every input are sequence axes: each is padded
@@ -70,20 +69,23 @@ def sequence_padding(inputs, length=None, value=0, seq_dims=1, mode="post",
         except ValueError as e:
             raise ValueError(
                 "`inputs` must be a sequence of rectangular array-likes (each one "
-                f"sequence); converting an element to an array failed: {e}") from None
+                f"sequence); converting an element to an array failed: {e}"
+            ) from None
     if not arrays:
         raise ValueError("`inputs` must hold at least one sequence; received an empty sequence.")
     for i, x in enumerate(arrays):
         if x.ndim < seq_dims:
             raise ValueError(
                 f"`inputs[{i}]` has {x.ndim} axes but seq_dims={seq_dims} sequence axes "
-                f"are padded; received an element of shape {x.shape}.")
+                f"are padded; received an element of shape {x.shape}."
+            )
     trailing = arrays[0].shape[seq_dims:]
     for i, x in enumerate(arrays):
         if x.shape[seq_dims:] != trailing:
             raise ValueError(
                 f"the axes after the {seq_dims} sequence axes must agree across `inputs`; "
-                f"inputs[0] has {trailing} there and inputs[{i}] has {x.shape[seq_dims:]}.")
+                f"inputs[0] has {trailing} there and inputs[{i}] has {x.shape[seq_dims:]}."
+            )
 
     if length is None:
         length = tuple(max(x.shape[d] for x in arrays) for d in range(seq_dims))
@@ -95,14 +97,15 @@ def sequence_padding(inputs, length=None, value=0, seq_dims=1, mode="post",
                 length = tuple(length)
             except TypeError:
                 raise ValueError(
-                    "`length` must be None, an int or a sequence of ints; "
-                    f"received length={length!r}.") from None
-        if (len(length) != seq_dims or any(
-                isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 0
-                for n in length)):
+                    f"`length` must be None, an int or a sequence of ints; received length={length!r}."
+                ) from None
+        if len(length) != seq_dims or any(
+            isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 0 for n in length
+        ):
             raise ValueError(
                 f"`length` must be None, an int >= 0 or {seq_dims} such ints (one per "
-                f"sequence axis); received length={length!r}.")
+                f"sequence axis); received length={length!r}."
+            )
         length = tuple(int(n) for n in length)
 
     value_array = np.asarray(value)
@@ -117,7 +120,8 @@ def sequence_padding(inputs, length=None, value=0, seq_dims=1, mode="post",
             if x.size and not np.can_cast(x.dtype, dtype, casting="same_kind"):
                 raise ValueError(
                     f"`inputs[{i}]` of dtype {x.dtype} cannot be cast to dtype={dtype} "
-                    "without changing its kind (e.g. float to int); cast it first.")
+                    "without changing its kind (e.g. float to int); cast it first."
+                )
         if not _represents(value_array, dtype):
             raise ValueError(f"`value`={value!r} is not representable in dtype={dtype}.")
 

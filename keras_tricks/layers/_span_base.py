@@ -61,12 +61,10 @@ class SpanScorer(keras.layers.Layer):
     # float32 anyway. The variables are therefore read unrounded
     # (`autocast=False`) and the inputs cast up once.
     def _add_kernel(self, name, shape):
-        return self.add_weight(name=name, shape=shape, initializer=self.kernel_initializer,
-                               autocast=False)
+        return self.add_weight(name=name, shape=shape, initializer=self.kernel_initializer, autocast=False)
 
     def _add_bias(self, name, shape):
-        return self.add_weight(name=name, shape=shape, initializer=self.bias_initializer,
-                               autocast=False)
+        return self.add_weight(name=name, shape=shape, initializer=self.bias_initializer, autocast=False)
 
     @property
     def _score_dtype(self):
@@ -94,9 +92,7 @@ class SpanScorer(keras.layers.Layer):
             return
         expected = tuple(inputs.shape[:2])
         got = tuple(mask.shape)
-        if len(got) != 2 or any(
-            a is not None and b is not None and a != b for a, b in zip(got, expected)
-        ):
+        if len(got) != 2 or any(a is not None and b is not None and a != b for a, b in zip(got, expected)):
             raise ValueError(
                 f"{type(self).__name__}: `mask` must have shape (batch, seq_len) = "
                 f"{expected} to match `inputs` of shape {tuple(inputs.shape)}, got "
@@ -122,8 +118,7 @@ class SpanScorer(keras.layers.Layer):
         return ops.where(valid, scores, fill)
 
     def compute_output_spec(self, inputs, mask=None):
-        return keras.KerasTensor(self.compute_output_shape(inputs.shape),
-                                 dtype=self._score_dtype)
+        return keras.KerasTensor(self.compute_output_shape(inputs.shape), dtype=self._score_dtype)
 
     def compute_output_shape(self, input_shape):
         input_shape = self._check_input_shape(input_shape)

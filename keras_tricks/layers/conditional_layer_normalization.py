@@ -124,17 +124,12 @@ class ConditionalLayerNormalization(keras.layers.Layer):
         super().__init__(**kwargs)
         if isinstance(axis, (list, tuple)):
             if not axis or not all(_is_int(a) for a in axis):
-                raise TypeError(
-                    "`axis` must be an int or a non-empty list of ints; "
-                    f"received axis={axis!r}."
-                )
+                raise TypeError(f"`axis` must be an int or a non-empty list of ints; received axis={axis!r}.")
             axis = [int(a) for a in axis]
         elif _is_int(axis):
             axis = int(axis)
         else:
-            raise TypeError(
-                f"`axis` must be an int or a list of ints; received axis={axis!r}."
-            )
+            raise TypeError(f"`axis` must be an int or a list of ints; received axis={axis!r}.")
         center = _validation.check_bool("center", center)
         scale = _validation.check_bool("scale", scale)
         rms = _validation.check_bool("rms", rms)
@@ -146,8 +141,7 @@ class ConditionalLayerNormalization(keras.layers.Layer):
         if epsilon is None:
             epsilon = _RMS_EPSILON if rms else _LN_EPSILON
         epsilon = _validation.check_float("epsilon", epsilon, minimum=0.0)
-        hidden_units = _validation.check_int("hidden_units", hidden_units, minimum=1,
-                                             allow_none=True)
+        hidden_units = _validation.check_int("hidden_units", hidden_units, minimum=1, allow_none=True)
         self.axis = axis
         self.epsilon = float(epsilon)
         self.center = center
@@ -192,8 +186,7 @@ class ConditionalLayerNormalization(keras.layers.Layer):
         for a in axes:
             if a >= ndim or a < -ndim:
                 raise ValueError(
-                    f"`axis` {a} is out of bounds for x of shape {x_shape} "
-                    f"(received axis={self.axis})."
+                    f"`axis` {a} is out of bounds for x of shape {x_shape} (received axis={self.axis})."
                 )
             resolved.append(a % ndim)
         resolved = sorted(set(resolved))
@@ -253,8 +246,7 @@ class ConditionalLayerNormalization(keras.layers.Layer):
         param_shape = tuple(x_shape[i] for i in axes)
         if any(d is None for d in param_shape):
             raise ValueError(
-                f"The normalised axes {axes} of x must have known sizes; received "
-                f"x of shape {x_shape}."
+                f"The normalised axes {axes} of x must have known sizes; received x of shape {x_shape}."
             )
         cond_units = int(cond_shape[-1])
         if self.hidden_units is not None:
@@ -360,9 +352,7 @@ class ConditionalLayerNormalization(keras.layers.Layer):
             # bert4keras's kernels act on the last axis only: (c, hidden).
             target = tuple(var.shape)
             if w.size != int(np.prod(target)) or w.shape[-1:] != target[-1:]:
-                raise ValueError(
-                    f"`weights`: {role} has shape {w.shape}, expected {target}."
-                )
+                raise ValueError(f"`weights`: {role} has shape {w.shape}, expected {target}.")
             values.append((var, w.reshape(target)))
         for var, w in values:
             var.assign(w.astype(keras.backend.standardize_dtype(var.dtype)))
@@ -400,9 +390,7 @@ class ConditionalLayerNormalization(keras.layers.Layer):
             # (Keras's maximum and floor return float32 for float64 inputs on
             # some backends; s is a power of two, exact in any float dtype, so
             # the cast to x's dtype loses nothing.)
-            exponent = ops.maximum(
-                ops.floor(ops.log2(ops.maximum(peak, 1.0))) - _RESCALE_EXPONENT, 0.0
-            )
+            exponent = ops.maximum(ops.floor(ops.log2(ops.maximum(peak, 1.0))) - _RESCALE_EXPONENT, 0.0)
             s = ops.stop_gradient(ops.cast(ops.power(2.0, exponent), x.dtype))
             x = x / s
         # eps / s^2 underflows to 0 for large s (and epsilon may be 0): adding
@@ -456,8 +444,7 @@ class ConditionalLayerNormalization(keras.layers.Layer):
     def call(self, inputs):
         if not isinstance(inputs, (list, tuple)) or len(inputs) != 2:
             raise ValueError(
-                f"{type(self).__name__} must be called on a list [x, cond]; "
-                f"received {type(inputs).__name__}."
+                f"{type(self).__name__} must be called on a list [x, cond]; received {type(inputs).__name__}."
             )
         x, cond = inputs
         form, axes = self._condition_form(tuple(x.shape), tuple(cond.shape))
@@ -505,14 +492,10 @@ class ConditionalLayerNormalization(keras.layers.Layer):
                 "hidden_initializer": initializers.serialize(self.hidden_initializer),
                 "beta_initializer": initializers.serialize(self.beta_initializer),
                 "gamma_initializer": initializers.serialize(self.gamma_initializer),
-                "condition_initializer": initializers.serialize(
-                    self.condition_initializer
-                ),
+                "condition_initializer": initializers.serialize(self.condition_initializer),
                 "beta_regularizer": regularizers.serialize(self.beta_regularizer),
                 "gamma_regularizer": regularizers.serialize(self.gamma_regularizer),
-                "condition_regularizer": regularizers.serialize(
-                    self.condition_regularizer
-                ),
+                "condition_regularizer": regularizers.serialize(self.condition_regularizer),
                 "hidden_regularizer": regularizers.serialize(self.hidden_regularizer),
                 "beta_constraint": constraints.serialize(self.beta_constraint),
                 "gamma_constraint": constraints.serialize(self.gamma_constraint),
@@ -522,6 +505,8 @@ class ConditionalLayerNormalization(keras.layers.Layer):
 
 
 def _is_int(value):
-    return isinstance(value, int) and not isinstance(value, bool) or (
-        hasattr(value, "__index__") and not isinstance(value, (bool, float))
+    return (
+        isinstance(value, int)
+        and not isinstance(value, bool)
+        or (hasattr(value, "__index__") and not isinstance(value, (bool, float)))
     )

@@ -41,8 +41,7 @@ def decode_spans(scores, threshold=0.0, max_span_length=None):
     >>> decode_spans(s, max_span_length=2).tolist()   # (0, 2) is 3 tokens long
     [[0, 1, 1, 1]]
     """
-    max_span_length = _validation.check_int(
-        "max_span_length", max_span_length, minimum=1, allow_none=True)
+    max_span_length = _validation.check_int("max_span_length", max_span_length, minimum=1, allow_none=True)
     try:
         threshold = float(threshold)
     except (TypeError, ValueError):
@@ -57,10 +56,7 @@ def decode_spans(scores, threshold=0.0, max_span_length=None):
         scores = ops.convert_to_numpy(ops.cast(scores, "float32"))
     scores = np.asarray(scores)
     if scores.ndim != 4 or scores.shape[-1] != scores.shape[-2]:
-        raise ValueError(
-            "`scores` must have shape (batch, heads, seq_len, seq_len), got "
-            f"{scores.shape}."
-        )
+        raise ValueError(f"`scores` must have shape (batch, heads, seq_len, seq_len), got {scores.shape}.")
     spans = np.argwhere(scores > threshold).astype(np.int64).reshape(-1, 4)
     if max_span_length is not None:
         spans = spans[spans[:, 3] - spans[:, 2] + 1 <= max_span_length]

@@ -73,7 +73,5 @@ class EfficientGlobalPointer(SpanScorer):
         c = ops.reshape(c * ops.cast(0.5, c.dtype), (batch, n, self.heads, 2))
         end_bias = ops.transpose(c[..., 0], (0, 2, 1))  # (batch, heads, n)
         start_bias = ops.transpose(c[..., 1], (0, 2, 1))
-        scores = (
-            scores[:, None, :, :] + start_bias[:, :, :, None] + end_bias[:, :, None, :]
-        )
+        scores = scores[:, None, :, :] + start_bias[:, :, :, None] + end_bias[:, :, None, :]
         return self._mask_scores(scores, mask)

@@ -58,8 +58,12 @@ def refuse_negative_loss(loss, resolved, allow_negative_level):
     for such a loss."""
     if allow_negative_level:
         return
-    names = {getattr(loss, "__name__", None), loss if isinstance(loss, str) else None,
-             type(resolved).__name__, getattr(getattr(resolved, "fn", None), "__name__", None)}
+    names = {
+        getattr(loss, "__name__", None),
+        loss if isinstance(loss, str) else None,
+        type(resolved).__name__,
+        getattr(getattr(resolved, "fn", None), "__name__", None),
+    }
     hit = sorted(n for n in names if n in _NEGATIVE_LOSSES)
     if hit:
         raise ValueError(
@@ -128,17 +132,17 @@ class FloodingMonitor(keras.metrics.Metric):
         self.prefix = ""
         self.attached = False
         self.level = self.add_variable(
-            shape=(), initializer=keras.initializers.Constant(level),
-            dtype="float32", name="level",
+            shape=(),
+            initializer=keras.initializers.Constant(level),
+            dtype="float32",
+            name="level",
         )
-        self.objective_sum = self.add_variable(shape=(), initializer="zeros",
-                                               dtype="float32", name="objective_sum")
-        self.samples = self.add_variable(shape=(), initializer="zeros",
-                                         dtype="float32", name="samples")
-        self.flooded = self.add_variable(shape=(), initializer="zeros",
-                                         dtype="float32", name="flooded")
-        self.units = self.add_variable(shape=(), initializer="zeros",
-                                       dtype="float32", name="units")
+        self.objective_sum = self.add_variable(
+            shape=(), initializer="zeros", dtype="float32", name="objective_sum"
+        )
+        self.samples = self.add_variable(shape=(), initializer="zeros", dtype="float32", name="samples")
+        self.flooded = self.add_variable(shape=(), initializer="zeros", dtype="float32", name="flooded")
+        self.units = self.add_variable(shape=(), initializer="zeros", dtype="float32", name="units")
 
     def update_state(self, *args, **kwargs):
         # Updated by the loss from inside the loss computation (`record`).
@@ -147,6 +151,7 @@ class FloodingMonitor(keras.metrics.Metric):
     def record(self, objective, batch_size, flooded, units):
         if not self.attached:
             return
+
         def f32(t):
             return ops.stop_gradient(ops.cast(ops.convert_to_tensor(t), "float32"))
 
@@ -173,10 +178,8 @@ class FloodingMonitor(keras.metrics.Metric):
 class FloodingBase(keras.losses.Loss):
     """Common part of `Flooding` and `IndividualFlooding` (see their docs)."""
 
-    def __init__(self, loss, level, allow_negative_level=False, name=None,
-                 reduction=None, dtype=None):
-        self.allow_negative_level = _validation.check_bool(
-            "allow_negative_level", allow_negative_level)
+    def __init__(self, loss, level, allow_negative_level=False, name=None, reduction=None, dtype=None):
+        self.allow_negative_level = _validation.check_bool("allow_negative_level", allow_negative_level)
         level = validate_level(level, self.allow_negative_level)
         self.loss = loss
         self.inner = _resolve(loss)
@@ -227,8 +230,9 @@ class FloodingBase(keras.losses.Loss):
         return values, mask
 
     def _reduce(self, values, sample_weight, mask):
-        return _keras_compat.reduce_weighted_values(values, sample_weight=sample_weight, mask=mask,
-                                      reduction=self.reduction, dtype=self.dtype)
+        return _keras_compat.reduce_weighted_values(
+            values, sample_weight=sample_weight, mask=mask, reduction=self.reduction, dtype=self.dtype
+        )
 
     def call(self, y_true, y_pred):
         return self.inner.call(y_true, y_pred)
@@ -247,12 +251,15 @@ class FloodingBase(keras.losses.Loss):
 
     def get_config(self):
         config = super().get_config()
-        config.update({
-            "loss": self.loss if isinstance(self.loss, str)
-            else keras.saving.serialize_keras_object(self.loss),
-            "level": self.level,
-            "allow_negative_level": self.allow_negative_level,
-        })
+        config.update(
+            {
+                "loss": self.loss
+                if isinstance(self.loss, str)
+                else keras.saving.serialize_keras_object(self.loss),
+                "level": self.level,
+                "allow_negative_level": self.allow_negative_level,
+            }
+        )
         return config
 
     @classmethod

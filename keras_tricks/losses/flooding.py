@@ -7,6 +7,7 @@ from keras_tricks.losses._flooding_base import (
     flood_gradient,
 )
 
+
 @keras.saving.register_keras_serializable(package="keras_tricks")
 class Flooding(FloodingBase):
     """Flooding: train on |L - b| + b, keeping the batch loss L near level b.
@@ -61,10 +62,15 @@ class Flooding(FloodingBase):
     1.0986...
     """
 
-    def __init__(self, loss, level, allow_negative_level=False, name="flooding",
-                 reduction=None, dtype=None):
-        super().__init__(loss, level, allow_negative_level=allow_negative_level,
-                         name=name, reduction=reduction, dtype=dtype)
+    def __init__(self, loss, level, allow_negative_level=False, name="flooding", reduction=None, dtype=None):
+        super().__init__(
+            loss,
+            level,
+            allow_negative_level=allow_negative_level,
+            name=name,
+            reduction=reduction,
+            dtype=dtype,
+        )
         if self.reduction in (None, "none"):
             raise ValueError(
                 "`loss`: Flooding floods the batch loss, so it needs a reducing "

@@ -9,10 +9,7 @@ from keras_tricks.losses.multilabel_categorical_crossentropy import (
 def check_span_scores(y_pred):
     """ValueError unless `y_pred` is GlobalPointer scores (batch, heads, n, n)."""
     if len(y_pred.shape) != 4:
-        raise ValueError(
-            "`y_pred` must have shape (batch, heads, n, n), got "
-            f"{tuple(y_pred.shape)}."
-        )
+        raise ValueError(f"`y_pred` must have shape (batch, heads, n, n), got {tuple(y_pred.shape)}.")
 
 
 def span_crossentropy(y_true, y_pred):
@@ -22,9 +19,7 @@ def span_crossentropy(y_true, y_pred):
     # The batch size, not -1: with an empty sequence the size is 0 and -1
     # would be ambiguous.
     flat = (shape[0], shape[1], shape[2] * shape[3])
-    per_type = multilabel_categorical_crossentropy(
-        ops.reshape(y_true, flat), ops.reshape(y_pred, flat)
-    )
+    per_type = multilabel_categorical_crossentropy(ops.reshape(y_true, flat), ops.reshape(y_pred, flat))
     return ops.mean(per_type, axis=-1)
 
 
@@ -61,15 +56,13 @@ class GlobalPointerCrossentropy(keras.losses.Loss):
     >>> model.compile("adam", keras_tricks.losses.GlobalPointerCrossentropy())
     """
 
-    def __init__(self, name="global_pointer_crossentropy", reduction="sum_over_batch_size",
-                 dtype=None):
+    def __init__(self, name="global_pointer_crossentropy", reduction="sum_over_batch_size", dtype=None):
         super().__init__(name=name, reduction=reduction, dtype=dtype)
 
     def call(self, y_true, y_pred):
         check_span_scores(y_pred)
         if len(y_true.shape) != 4 or any(
-            a is not None and b is not None and a != b
-            for a, b in zip(y_true.shape[1:], y_pred.shape[1:])
+            a is not None and b is not None and a != b for a, b in zip(y_true.shape[1:], y_pred.shape[1:])
         ):
             raise ValueError(
                 "`y_true` must be dense span labels of the shape of `y_pred` "

@@ -7,8 +7,7 @@ from keras_tricks import _numerics
 def _check_scores(name, x):
     if len(x.shape) != 4:
         raise ValueError(
-            f"`{name}` must be span scores of shape (batch, heads, n, n), got shape "
-            f"{tuple(x.shape)}."
+            f"`{name}` must be span scores of shape (batch, heads, n, n), got shape {tuple(x.shape)}."
         )
     if not _numerics.is_float(x.dtype):
         raise TypeError(
@@ -51,9 +50,7 @@ def global_pointer_kl(s, t):
     _check_scores("s", s)
     _check_scores("t", t)
     if any(a is not None and b is not None and a != b for a, b in zip(s.shape, t.shape)):
-        raise ValueError(
-            f"`s` and `t` must have one shape, got {tuple(s.shape)} and {tuple(t.shape)}."
-        )
+        raise ValueError(f"`s` and `t` must have one shape, got {tuple(s.shape)} and {tuple(t.shape)}.")
     masked = ops.logical_or(_numerics.is_masked_logit(s), _numerics.is_masked_logit(t))
     dtype = _numerics.accurate_dtype(s.dtype)
     s, t = ops.cast(s, dtype), ops.cast(t, dtype)

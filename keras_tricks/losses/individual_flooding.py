@@ -50,10 +50,17 @@ class IndividualFlooding(FloodingBase):
     >>> model.compile("adam", loss=loss)
     """
 
-    def __init__(self, loss, level, allow_negative_level=False,
-                 name="individual_flooding", reduction=None, dtype=None):
-        super().__init__(loss, level, allow_negative_level=allow_negative_level,
-                         name=name, reduction=reduction, dtype=dtype)
+    def __init__(
+        self, loss, level, allow_negative_level=False, name="individual_flooding", reduction=None, dtype=None
+    ):
+        super().__init__(
+            loss,
+            level,
+            allow_negative_level=allow_negative_level,
+            name=name,
+            reduction=reduction,
+            dtype=dtype,
+        )
 
     def __call__(self, y_true, y_pred, sample_weight=None):
         with keras.name_scope(self.name):
@@ -83,4 +90,3 @@ class IndividualFlooding(FloodingBase):
             values, mask = self._values(y_true, y_pred)
             level = ops.cast(self.monitor.level, values.dtype)
             return self._reduce(ops.abs(values - level) + level, sample_weight, mask)
-

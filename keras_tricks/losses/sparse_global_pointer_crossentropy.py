@@ -93,8 +93,9 @@ def check_sparse_labels(y_true, y_pred):
     true_shape, pred_shape = tuple(y_true.shape), tuple(y_pred.shape)
     mismatch = len(true_shape) != 4 or true_shape[-1] not in (None, 2)
     if not mismatch:
-        mismatch = any(a is not None and b is not None and a != b
-                       for a, b in zip(true_shape[:2], pred_shape[:2]))
+        mismatch = any(
+            a is not None and b is not None and a != b for a, b in zip(true_shape[:2], pred_shape[:2])
+        )
     if mismatch:
         raise ValueError(
             "`y_true` must be span lists of shape (batch, heads, max_spans, 2) with "
@@ -149,8 +150,13 @@ class SparseGlobalPointerCrossentropy(keras.losses.Loss):
     >>> loss = keras_tricks.losses.SparseGlobalPointerCrossentropy()(y_true, y_pred)
     """
 
-    def __init__(self, padding=SPAN_PADDING, name="sparse_global_pointer_crossentropy",
-                 reduction="sum_over_batch_size", dtype=None):
+    def __init__(
+        self,
+        padding=SPAN_PADDING,
+        name="sparse_global_pointer_crossentropy",
+        reduction="sum_over_batch_size",
+        dtype=None,
+    ):
         super().__init__(name=name, reduction=reduction, dtype=dtype)
         self.padding = check_padding(padding)
 

@@ -19,7 +19,8 @@ class _SpanCounts(keras.metrics.Metric):
     def __init__(self, threshold=0.0, sparse=False, padding=SPAN_PADDING, name=None, dtype=None):
         super().__init__(name=name, dtype=dtype)
         self.threshold = _validation.check_float(
-            "threshold", threshold, minimum=_numerics.mask_value("float16"), min_inclusive=False)
+            "threshold", threshold, minimum=_numerics.mask_value("float16"), min_inclusive=False
+        )
         self.sparse = _validation.check_bool("sparse", sparse)
         self.padding = check_padding(padding)
         # Integer counts: exact (a float32 count stops at 2**24 increments).
@@ -29,14 +30,10 @@ class _SpanCounts(keras.metrics.Metric):
 
     def update_state(self, y_true, y_pred, sample_weight=None):
         if sample_weight is not None:
-            raise ValueError(
-                f"{type(self).__name__} counts spans and takes no `sample_weight`."
-            )
+            raise ValueError(f"{type(self).__name__} counts spans and takes no `sample_weight`.")
         y_pred = ops.convert_to_tensor(y_pred)
         if len(y_pred.shape) != 4:
-            raise ValueError(
-                f"`y_pred` must have shape (batch, heads, n, n), got {tuple(y_pred.shape)}."
-            )
+            raise ValueError(f"`y_pred` must have shape (batch, heads, n, n), got {tuple(y_pred.shape)}.")
         y_true = ops.convert_to_tensor(y_true)
         if self.sparse:
             check_sparse_labels(y_true, y_pred)
@@ -44,8 +41,7 @@ class _SpanCounts(keras.metrics.Metric):
             true = ops.reshape(true, ops.shape(y_pred))
         else:
             if len(y_true.shape) != 4 or any(
-                a is not None and b is not None and a != b
-                for a, b in zip(y_true.shape, y_pred.shape)
+                a is not None and b is not None and a != b for a, b in zip(y_true.shape, y_pred.shape)
             ):
                 raise ValueError(
                     f"`y_true` must be dense span labels of the shape of `y_pred` "
@@ -76,8 +72,7 @@ class _SpanCounts(keras.metrics.Metric):
 
     def get_config(self):
         config = super().get_config()
-        config.update({"threshold": self.threshold, "sparse": self.sparse,
-                       "padding": self.padding})
+        config.update({"threshold": self.threshold, "sparse": self.sparse, "padding": self.padding})
         return config
 
 
@@ -124,10 +119,8 @@ _DOC = """{what} of predicted spans, micro-averaged over an epoch.
 class SpanF1(_SpanCounts):
     __doc__ = _DOC.format(what="Micro F1", cls="SpanF1")
 
-    def __init__(self, threshold=0.0, sparse=False, padding=SPAN_PADDING, name="span_f1",
-                 dtype=None):
-        super().__init__(threshold=threshold, sparse=sparse, padding=padding, name=name,
-                         dtype=dtype)
+    def __init__(self, threshold=0.0, sparse=False, padding=SPAN_PADDING, name="span_f1", dtype=None):
+        super().__init__(threshold=threshold, sparse=sparse, padding=padding, name=name, dtype=dtype)
 
     def result(self):
         tp, fp, fn = self._counts()
@@ -138,10 +131,8 @@ class SpanF1(_SpanCounts):
 class SpanPrecision(_SpanCounts):
     __doc__ = _DOC.format(what="Micro precision", cls="SpanPrecision")
 
-    def __init__(self, threshold=0.0, sparse=False, padding=SPAN_PADDING, name="span_precision",
-                 dtype=None):
-        super().__init__(threshold=threshold, sparse=sparse, padding=padding, name=name,
-                         dtype=dtype)
+    def __init__(self, threshold=0.0, sparse=False, padding=SPAN_PADDING, name="span_precision", dtype=None):
+        super().__init__(threshold=threshold, sparse=sparse, padding=padding, name=name, dtype=dtype)
 
     def result(self):
         tp, fp, _ = self._counts()
@@ -152,10 +143,8 @@ class SpanPrecision(_SpanCounts):
 class SpanRecall(_SpanCounts):
     __doc__ = _DOC.format(what="Micro recall", cls="SpanRecall")
 
-    def __init__(self, threshold=0.0, sparse=False, padding=SPAN_PADDING, name="span_recall",
-                 dtype=None):
-        super().__init__(threshold=threshold, sparse=sparse, padding=padding, name=name,
-                         dtype=dtype)
+    def __init__(self, threshold=0.0, sparse=False, padding=SPAN_PADDING, name="span_recall", dtype=None):
+        super().__init__(threshold=threshold, sparse=sparse, padding=padding, name=name, dtype=dtype)
 
     def result(self):
         tp, _, fn = self._counts()

@@ -21,10 +21,10 @@ with one of the strategies below; switching strategy is one argument.
 """
 
 from keras_tricks.multitask.gradient_based import (
+    MGDA,
     CAGrad,
     GradNorm,
     GradNormNormalization,
-    MGDA,
     PCGrad,
     PrimaryAuxiliary,
 )

@@ -51,7 +51,10 @@ def _finish(model, losses, regularization, grads, variables, scale):
     """
     k = len(model.tasks)
     update, weights = model.combine_task_gradients(
-        losses, grads[:k], variables, gradient_scale=scale,
+        losses,
+        grads[:k],
+        variables,
+        gradient_scale=scale,
         output_scale=scale / float(_backend.num_replicas_in_sync()),
     )
     if regularization is not None:
@@ -119,9 +122,7 @@ def _torch_step(model, data):
     params = [v.value for v in variables]
     grads = []
     for n, target in enumerate(targets):
-        found = torch.autograd.grad(
-            target, params, retain_graph=n < len(targets) - 1, allow_unused=True
-        )
+        found = torch.autograd.grad(target, params, retain_graph=n < len(targets) - 1, allow_unused=True)
         grads.append([torch.zeros_like(p) if g is None else g for p, g in zip(params, found)])
     with torch.no_grad():
         losses = losses.detach()
@@ -166,9 +167,7 @@ def _jax_step(model, state, data):
     mapping += list(zip(model.non_trainable_variables, non_trainable))
     mapping += list(zip(model.metrics_variables, metrics_vars))
     with StatelessScope(state_mapping=mapping) as scope:
-        update, weights = _finish(
-            model, losses, regularization, grads, model.trainable_variables, scale
-        )
+        update, weights = _finish(model, losses, regularization, grads, model.trainable_variables, scale)
         logs = _log(model, x, y, y_pred, sample_weight, losses, regularization, weights)
 
     def current(variables, values):
@@ -182,5 +181,3 @@ def _jax_step(model, state, data):
     metrics_vars = current(model.metrics_variables, metrics_vars)
     trainable, optimizer_vars = model.optimizer.stateless_apply(optimizer_vars, update, trainable)
     return logs, (trainable, non_trainable, optimizer_vars, metrics_vars)
-
-

@@ -187,7 +187,9 @@ class GradNorm(Strategy):
         self.initial_losses = self.add_weight(
             shape=(k,), initializer="zeros", trainable=False, aggregation="mean", name="initial_losses"
         )
-        self.started = self.add_weight(shape=(), initializer="zeros", trainable=False, aggregation="mean", name="started")
+        self.started = self.add_weight(
+            shape=(), initializer="zeros", trainable=False, aggregation="mean", name="started"
+        )
         self.built = True
 
     def task_weights(self, losses, gram, training=True):

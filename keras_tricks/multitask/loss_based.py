@@ -103,12 +103,18 @@ class Initial(Strategy):
         given = self.losses_arg is not None
         values = self._task_value("losses", self.losses_arg) if given else [0.0] * k
         self.loss_sum = self.add_weight(
-            shape=(k,), initializer=keras.initializers.Constant(values),
-            trainable=False, aggregation="mean", name="loss_sum",
+            shape=(k,),
+            initializer=keras.initializers.Constant(values),
+            trainable=False,
+            aggregation="mean",
+            name="loss_sum",
         )
         self.count = self.add_weight(
-            shape=(), initializer=keras.initializers.Constant(1.0 if given else 0.0),
-            trainable=False, aggregation="mean", name="count",
+            shape=(),
+            initializer=keras.initializers.Constant(1.0 if given else 0.0),
+            trainable=False,
+            aggregation="mean",
+            name="count",
         )
         self.built = True
 
@@ -214,9 +220,7 @@ def prior_loss(y, kind):
     elif kind == "regression":
         value = float(y.reshape(y.shape[0], -1).var(axis=0).mean())
     else:
-        raise ValueError(
-            f"`kind` must be 'categorical', 'binary' or 'regression'; got {kind!r}."
-        )
+        raise ValueError(f"`kind` must be 'categorical', 'binary' or 'regression'; got {kind!r}.")
     if value <= 0:
         raise ValueError(f"The targets have nothing to learn (prior loss 0) for kind={kind!r}.")
     return value
@@ -367,7 +371,9 @@ class DWA(Strategy):
         k = input_shape[0]
 
         def state(name, shape=(k,)):
-            return self.add_weight(shape=shape, initializer="zeros", trainable=False, aggregation="mean", name=name)
+            return self.add_weight(
+                shape=shape, initializer="zeros", trainable=False, aggregation="mean", name=name
+            )
 
         self.epoch_sum = state("epoch_sum")
         self.epoch_count = state("epoch_count", ())

@@ -98,8 +98,7 @@ class MultiTaskModel(keras.Model):
         names = list(model.output_names)
         if len(outputs) < 2:
             raise ValueError(
-                f"`model` must have at least 2 outputs (one per task); it has "
-                f"{len(outputs)}: {names}."
+                f"`model` must have at least 2 outputs (one per task); it has {len(outputs)}: {names}."
             )
         if tasks is not None:
             tasks = [str(t) for t in tasks]
@@ -238,8 +237,10 @@ class MultiTaskModel(keras.Model):
             raise ValueError("The MultiTaskModel must be compiled (with a `loss`) before training.")
         ys = self._per_task(y, "y")
         preds = self._per_task(y_pred, "y_pred")
-        weights = [None] * len(self.tasks) if sample_weight is None else self._per_task(
-            sample_weight, "sample_weight", allow_single=True
+        weights = (
+            [None] * len(self.tasks)
+            if sample_weight is None
+            else self._per_task(sample_weight, "sample_weight", allow_single=True)
         )
         replicas = float(_backend.num_replicas_in_sync())
         values = []
@@ -277,8 +278,9 @@ class MultiTaskModel(keras.Model):
             return super().train_step(*args)
         return _train_step.train_step(self, *args)
 
-    def combine_task_gradients(self, losses, task_grads, variables, training=True,
-                               gradient_scale=1.0, output_scale=1.0):
+    def combine_task_gradients(
+        self, losses, task_grads, variables, training=True, gradient_scale=1.0, output_scale=1.0
+    ):
         """The update for `variables` from per-task gradients (keras.ops, every backend).
 
         `task_grads[i][v]` is `gradient_scale` times the gradient of task i's
@@ -300,9 +302,9 @@ class MultiTaskModel(keras.Model):
                 for j in range(i, k):
                     dot = ops.sum(flat[i] * flat[j])
                     entries[i, j] = dot if (i, j) not in entries else entries[i, j] + dot
-        gram = ops.stack(
-            [ops.stack([entries[min(i, j), max(i, j)] for j in range(k)]) for i in range(k)]
-        ) / (gradient_scale * gradient_scale)
+        gram = ops.stack([ops.stack([entries[min(i, j), max(i, j)] for j in range(k)]) for i in range(k)]) / (
+            gradient_scale * gradient_scale
+        )
         # Under loss scaling a step may overflow; the optimizer then skips it, and
         # the strategy's state must not learn from it either.
         finite = ops.all(ops.isfinite(gram))
@@ -315,8 +317,9 @@ class MultiTaskModel(keras.Model):
         weights = ops.where(finite, weights, ops.convert_to_tensor(self.last_task_weights))
         factor = output_scale / gradient_scale
         shared_coefficients = weights * factor
-        head_coefficients = shared_coefficients if self.strategy.scales_task_specific else (
-            ops.ones_like(weights) * factor)
+        head_coefficients = (
+            shared_coefficients if self.strategy.scales_task_specific else (ops.ones_like(weights) * factor)
+        )
         gradients = []
         for v, variable in enumerate(variables):
             owner = self._owners.get(id(variable))

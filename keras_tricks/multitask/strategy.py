@@ -50,9 +50,7 @@ class Strategy(keras.layers.Layer):
         """Fixes the task names (a list of k >= 2 strings) and builds the state."""
         tasks = [str(t) for t in tasks]
         if len(tasks) < 2:
-            raise ValueError(
-                f"A multi-task strategy needs at least 2 tasks; got tasks={tasks}."
-            )
+            raise ValueError(f"A multi-task strategy needs at least 2 tasks; got tasks={tasks}.")
         if self.tasks is not None and self.tasks != tasks:
             raise ValueError(
                 f"This strategy is already bound to the tasks {self.tasks}; create a "
@@ -104,9 +102,7 @@ def per_task(value, tasks, argument, *, allow_single=False, extra_keys=False):
         return [value[t] for t in tasks]
     if isinstance(value, (list, tuple)):
         if len(value) != len(tasks):
-            raise ValueError(
-                f"`{argument}` list must have one entry per task {tasks}; got {len(value)}."
-            )
+            raise ValueError(f"`{argument}` list must have one entry per task {tasks}; got {len(value)}.")
         return list(value)
     if allow_single:
         return [value] * len(tasks)
@@ -141,9 +137,7 @@ def validate_number(argument, value, low=None, high=None, low_open=False, intege
         what = "an integer" if integer else "a finite number"
         raise TypeError(f"`{argument}` must be {what}; got {value!r}.")
     if low is not None and (value < low or (low_open and value == low)):
-        raise ValueError(
-            f"`{argument}` must be {'>' if low_open else '>='} {low}; got {value!r}."
-        )
+        raise ValueError(f"`{argument}` must be {'>' if low_open else '>='} {low}; got {value!r}.")
     if high is not None and value > high:
         raise ValueError(f"`{argument}` must be <= {high}; got {value!r}.")
     return value

@@ -23,21 +23,22 @@ import numpy as np  # noqa: E402
 from keras_tricks.callbacks import ExponentialMovingAverage  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from ema_common import (  # noqa: E402
-    MOMENTUM, Recorder, data, make_model, numpy_ema, STEPS_PER_EPOCH)
+from ema_common import MOMENTUM, STEPS_PER_EPOCH, Recorder, data, make_model, numpy_ema  # noqa: E402
 
 
 def resume(path, out):
     x, y = data()
     model = keras.saving.load_model(path)
     ema = ExponentialMovingAverage(momentum=MOMENTUM)
-    model.fit(x, y, epochs=4, initial_epoch=2, batch_size=16, shuffle=False,
-              verbose=0, callbacks=[ema])
+    model.fit(x, y, epochs=4, initial_epoch=2, batch_size=16, shuffle=False, verbose=0, callbacks=[ema])
     ema_weights = model.get_weights()
     with ema.raw_weights():
         raw = model.get_weights()
-    np.savez(out, **{f"ema_{i}": w for i, w in enumerate(ema_weights)},
-             **{f"raw_{i}": w for i, w in enumerate(raw)})
+    np.savez(
+        out,
+        **{f"ema_{i}": w for i, w in enumerate(ema_weights)},
+        **{f"raw_{i}": w for i, w in enumerate(raw)},
+    )
 
 
 def distributed(out, scope, replicas):
@@ -46,8 +47,9 @@ def distributed(out, scope, replicas):
         model = make_model()
     rec = Recorder()
     ema = ExponentialMovingAverage(momentum=MOMENTUM)
-    history = model.fit(x, y, epochs=2, batch_size=16, shuffle=False, verbose=0,
-                        callbacks=[rec, ema], validation_data=(x, y))
+    history = model.fit(
+        x, y, epochs=2, batch_size=16, shuffle=False, verbose=0, callbacks=[rec, ema], validation_data=(x, y)
+    )
     ref = numpy_ema(rec.trajectory, MOMENTUM, True, False)
     np.savez(
         out,

@@ -5,15 +5,23 @@ import sys
 import keras
 import numpy as np
 import pytest
-
 from distributed_workers import distributed_tests
+
 from keras_tricks import _backend, testing
 from keras_tricks.callbacks import ExponentialMovingAverage, ExponentialMovingAverageOptimizer
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from ema_common import (  # noqa: E402
-    BATCH, MOMENTUM, STEPS_PER_EPOCH, Recorder, data, linear_mse, make_model,
-    numpy_ema, weights)
+    BATCH,
+    MOMENTUM,
+    STEPS_PER_EPOCH,
+    Recorder,
+    data,
+    linear_mse,
+    make_model,
+    numpy_ema,
+    weights,
+)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
@@ -21,15 +29,27 @@ ROOT = os.path.dirname(os.path.dirname(HERE))
 
 def _fit(model, callbacks, epochs=2, validation=True, **kwargs):
     x, y = data()
-    return model.fit(x, y, epochs=epochs, batch_size=BATCH, shuffle=False, verbose=0,
-                     callbacks=callbacks, validation_data=(x, y) if validation else None,
-                     **kwargs)
+    return model.fit(
+        x,
+        y,
+        epochs=epochs,
+        batch_size=BATCH,
+        shuffle=False,
+        verbose=0,
+        callbacks=callbacks,
+        validation_data=(x, y) if validation else None,
+        **kwargs,
+    )
 
 
 def _close(actual, expected, what, tolerance=4.0):
-    testing.assert_close([np.asarray(a, np.float64) for a in actual],
-                         [np.asarray(e, np.float64) for e in expected],
-                         "float32", tolerance, what)
+    testing.assert_close(
+        [np.asarray(a, np.float64) for a in actual],
+        [np.asarray(e, np.float64) for e in expected],
+        "float32",
+        tolerance,
+        what,
+    )
 
 
 def _identical(actual, expected, what):
@@ -46,47 +66,57 @@ def test_bad_momentum_raises(momentum):
         ExponentialMovingAverage(momentum=momentum)
 
 
-@pytest.mark.parametrize("kwargs, name", [
-    ({"variables": "everything"}, "variables"),
-    ({"evaluate_with": "best"}, "evaluate_with"),
-    ({"weights_after_fit": None}, "weights_after_fit"),
-    ({"warmup": "yes"}, "warmup"),
-    ({"bias_correction": 1}, "bias_correction"),
-    ({"decay": 0.9}, "decay"),
-])
+@pytest.mark.parametrize(
+    "kwargs, name",
+    [
+        ({"variables": "everything"}, "variables"),
+        ({"evaluate_with": "best"}, "evaluate_with"),
+        ({"weights_after_fit": None}, "weights_after_fit"),
+        ({"warmup": "yes"}, "warmup"),
+        ({"bias_correction": 1}, "bias_correction"),
+        ({"decay": 0.9}, "decay"),
+    ],
+)
 def test_bad_options_raise(kwargs, name):
     with pytest.raises(ValueError, match=name):
         ExponentialMovingAverage(**kwargs)
 
 
 def test_momentum_zero_is_allowed_and_config_round_trips():
-    ema = ExponentialMovingAverage(momentum=0.0, warmup=False, bias_correction=True,
-                                   variables="all", evaluate_with="raw",
-                                   weights_after_fit="raw")
+    ema = ExponentialMovingAverage(
+        momentum=0.0,
+        warmup=False,
+        bias_correction=True,
+        variables="all",
+        evaluate_with="raw",
+        weights_after_fit="raw",
+    )
     config = ema.get_config()
     assert ExponentialMovingAverage.from_config(config).get_config() == config
-    assert keras.saving.get_registered_name(ExponentialMovingAverage) == \
-        "keras_tricks>ExponentialMovingAverage"
+    assert (
+        keras.saving.get_registered_name(ExponentialMovingAverage) == "keras_tricks>ExponentialMovingAverage"
+    )
 
 
 # --------------------------------------------------- the formula, exactly
 
 
-@pytest.mark.parametrize("warmup, bias_correction",
-                         [(True, False), (False, False), (False, True), (True, True)])
+@pytest.mark.parametrize(
+    "warmup, bias_correction", [(True, False), (False, False), (False, True), (True, True)]
+)
 def test_ema_matches_numpy_on_recorded_trajectory(warmup, bias_correction):
     model = make_model()
     rec = Recorder()
-    ema = ExponentialMovingAverage(momentum=MOMENTUM, warmup=warmup,
-                                   bias_correction=bias_correction)
+    ema = ExponentialMovingAverage(momentum=MOMENTUM, warmup=warmup, bias_correction=bias_correction)
     history = _fit(model, [rec, ema])
     ref = numpy_ema(rec.trajectory, MOMENTUM, warmup, bias_correction)
     assert len(ref) == 2 * STEPS_PER_EPOCH
     # What every callback sees at on_epoch_end, and what the model holds
     # after fit(): the EMA weights.
     for epoch in range(2):
-        _close(rec.epoch_end[epoch], ref[(epoch + 1) * STEPS_PER_EPOCH - 1],
-               f"weights at on_epoch_end({epoch})")
+        _close(
+            rec.epoch_end[epoch], ref[(epoch + 1) * STEPS_PER_EPOCH - 1], f"weights at on_epoch_end({epoch})"
+        )
     _close(weights(model.trainable_variables), ref[-1], "weights after fit()")
     # Validation inside fit() ran on the EMA weights.
     x, y = data()
@@ -108,8 +138,11 @@ def test_training_is_bit_identical_with_and_without_ema():
     ema = ExponentialMovingAverage(momentum=MOMENTUM)
     _fit(model, [ema])
     with ema.raw_weights():
-        _identical(weights(model.trainable_variables),
-                   weights(plain.trainable_variables), "raw weights vs plain training")
+        _identical(
+            weights(model.trainable_variables),
+            weights(plain.trainable_variables),
+            "raw weights vs plain training",
+        )
 
 
 def test_bias_correction_never_divides_by_zero():
@@ -189,14 +222,14 @@ def test_early_stopping_restores_the_best_ema_weights(ema_first):
     model = make_model()
     rec = Recorder()
     ema = ExponentialMovingAverage(momentum=MOMENTUM)
-    stop = keras.callbacks.EarlyStopping(monitor="val_loss", mode="max", patience=1,
-                                         restore_best_weights=True)
+    stop = keras.callbacks.EarlyStopping(
+        monitor="val_loss", mode="max", patience=1, restore_best_weights=True
+    )
     callbacks = [rec, ema, stop] if ema_first else [rec, stop, ema]
     history = _fit(model, callbacks, epochs=5)
     assert len(history.history["loss"]) == 2
     ref = numpy_ema(rec.trajectory, MOMENTUM, True, False)
-    _close(weights(model.trainable_variables), ref[STEPS_PER_EPOCH - 1],
-           "weights restored by EarlyStopping")
+    _close(weights(model.trainable_variables), ref[STEPS_PER_EPOCH - 1], "weights restored by EarlyStopping")
 
 
 @pytest.mark.parametrize("ema_first", [True, False])
@@ -204,9 +237,13 @@ def test_model_checkpoint_saves_the_ema_weights(tmp_path, ema_first):
     model = make_model()
     rec = Recorder()
     ema = ExponentialMovingAverage(momentum=MOMENTUM)
-    best = keras.callbacks.ModelCheckpoint(str(tmp_path / "best.weights.h5"),
-                                           monitor="val_loss", mode="max",
-                                           save_best_only=True, save_weights_only=True)
+    best = keras.callbacks.ModelCheckpoint(
+        str(tmp_path / "best.weights.h5"),
+        monitor="val_loss",
+        mode="max",
+        save_best_only=True,
+        save_weights_only=True,
+    )
     last = keras.callbacks.ModelCheckpoint(str(tmp_path / "last.keras"))
     callbacks = [rec, ema, best, last] if ema_first else [rec, best, last, ema]
     _fit(model, callbacks, epochs=2)
@@ -215,8 +252,7 @@ def test_model_checkpoint_saves_the_ema_weights(tmp_path, ema_first):
     _close(weights(loaded.trainable_variables), ref[-1], "last.keras weights")
     fresh = make_model(seed=1, compile=False)
     fresh.load_weights(str(tmp_path / "best.weights.h5"))
-    _close(weights(fresh.trainable_variables), ref[STEPS_PER_EPOCH - 1],
-           "best (epoch 0) checkpoint weights")
+    _close(weights(fresh.trainable_variables), ref[STEPS_PER_EPOCH - 1], "best (epoch 0) checkpoint weights")
 
 
 def test_load_weights_into_unbuilt_optimizer_keeps_the_ema_state(tmp_path):
@@ -239,8 +275,11 @@ def test_load_weights_into_unbuilt_optimizer_keeps_the_ema_state(tmp_path):
     wrapper.build(fresh.trainable_variables)  # what fit() does
     assert int(keras.ops.convert_to_numpy(wrapper.ema_step)) == 2 * STEPS_PER_EPOCH
     _close(weights(wrapper.average_variables), ref, "EMA state after deferred load")
-    _identical(weights(wrapper.inner_optimizer.variables),
-               weights(model.optimizer.inner_optimizer.variables), "Adam state")
+    _identical(
+        weights(wrapper.inner_optimizer.variables),
+        weights(model.optimizer.inner_optimizer.variables),
+        "Adam state",
+    )
     with ExponentialMovingAverage(momentum=MOMENTUM).raw_weights(fresh):
         _identical(weights(fresh.trainable_variables), rec.trajectory[-1], "raw weights")
 
@@ -259,9 +298,14 @@ def test_resume_in_a_fresh_process_equals_uninterrupted_training(tmp_path):
     first.save(path)
     out = str(tmp_path / "resumed.npz")
     env = dict(os.environ, KERAS_BACKEND=_backend.name())
-    proc = subprocess.run([sys.executable, os.path.join(HERE, "_ema_worker.py"), "resume",
-                           path, out], env=env, cwd=ROOT, capture_output=True, text=True,
-                          timeout=300)
+    proc = subprocess.run(
+        [sys.executable, os.path.join(HERE, "_ema_worker.py"), "resume", path, out],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     got = np.load(out)
     n = len(expected_ema)
@@ -343,7 +387,8 @@ def test_any_optimizer_and_a_second_fit_continue_the_same_average():
     assert model.optimizer.learning_rate is not None
     model.optimizer.learning_rate = 0.01  # e.g. ReduceLROnPlateau
     np.testing.assert_allclose(
-        float(keras.ops.convert_to_numpy(model.optimizer.inner_optimizer.learning_rate)), 0.01)
+        float(keras.ops.convert_to_numpy(model.optimizer.inner_optimizer.learning_rate)), 0.01
+    )
 
 
 def test_mismatched_settings_on_a_running_average_raise():
@@ -363,8 +408,9 @@ def test_keras_file_round_trip_without_custom_objects(tmp_path):
     assert isinstance(loaded.optimizer, ExponentialMovingAverageOptimizer)
     assert loaded.optimizer.get_config() == model.optimizer.get_config()
     _identical(weights(loaded.get_weights()), weights(model.get_weights()), "weights")
-    _identical(weights(loaded.optimizer.average_variables),
-               weights(model.optimizer.average_variables), "averages")
+    _identical(
+        weights(loaded.optimizer.average_variables), weights(model.optimizer.average_variables), "averages"
+    )
     x, _ = data()
     np.testing.assert_array_equal(loaded.predict(x, verbose=0), model.predict(x, verbose=0))
 
@@ -385,5 +431,6 @@ def _check_distributed(got):
     assert np.all(np.isfinite(got["val_loss"]))
 
 
-test_mirrored_strategy_on_two_virtual_cpus, test_data_parallel_on_two_virtual_cpus = (
-    distributed_tests(os.path.join(HERE, "_ema_worker.py"), _check_distributed))
+test_mirrored_strategy_on_two_virtual_cpus, test_data_parallel_on_two_virtual_cpus = distributed_tests(
+    os.path.join(HERE, "_ema_worker.py"), _check_distributed
+)

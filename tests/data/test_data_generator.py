@@ -16,12 +16,18 @@ import keras
 import numpy as np
 import psutil
 import pytest
+from datagen_helpers import (
+    BigArrayGenerator,
+    FailingGenerator,
+    PidGenerator,
+    RaggedGenerator,
+    RegressionGenerator,
+    SleepyGenerator,
+    SuicideGenerator,
+    UnpicklableGenerator,
+)
 
-from datagen_helpers import (BigArrayGenerator, FailingGenerator, PidGenerator,
-                             RaggedGenerator, RegressionGenerator, SleepyGenerator,
-                             SuicideGenerator, UnpicklableGenerator)
-from keras_tricks.data import DataGenerator, RemoteTraceback, WorkerError
-from keras_tricks.data import _pool
+from keras_tricks.data import DataGenerator, RemoteTraceback, WorkerError, _pool
 
 RAGGED = [(list(range(i, i + i % 7 + 1)), i) for i in range(45)]  # 6 batches of 8, last 5
 
@@ -91,14 +97,22 @@ def _children_now(before):
 
 
 # ------------------------------------------------------------------ arguments
-@pytest.mark.parametrize("kwargs, name", [
-    ({"batch_size": 0}, "batch_size"), ({"batch_size": -3}, "batch_size"),
-    ({"batch_size": 2.5}, "batch_size"), ({"workers": -1}, "workers"),
-    ({"workers": 1.5}, "workers"), ({"seed": -1}, "seed"),
-    ({"buffer_size": 0}, "buffer_size"), ({"timeout": 0}, "timeout"),
-    ({"prefetch": 0}, "prefetch"), ({"start_method": "teleport"}, "start_method"),
-    ({"shm_threshold": -1}, "shm_threshold"),
-])
+@pytest.mark.parametrize(
+    "kwargs, name",
+    [
+        ({"batch_size": 0}, "batch_size"),
+        ({"batch_size": -3}, "batch_size"),
+        ({"batch_size": 2.5}, "batch_size"),
+        ({"workers": -1}, "workers"),
+        ({"workers": 1.5}, "workers"),
+        ({"seed": -1}, "seed"),
+        ({"buffer_size": 0}, "buffer_size"),
+        ({"timeout": 0}, "timeout"),
+        ({"prefetch": 0}, "prefetch"),
+        ({"start_method": "teleport"}, "start_method"),
+        ({"shm_threshold": -1}, "shm_threshold"),
+    ],
+)
 def test_bad_arguments(kwargs, name):
     with pytest.raises(ValueError, match=name):
         DataGenerator(list(range(4)), **kwargs)
@@ -132,7 +146,7 @@ def test_plain_iteration_and_len_keep_order_and_last_partial_batch():
 def test_forfit_is_endless_and_reshuffles_every_epoch():
     gen = PidGenerator(list(range(45)), batch_size=8, seed=1)
     stream = [b for b, _ in _take(gen.forfit(), 3 * len(gen))]
-    epochs = [np.concatenate(stream[i * 6:(i + 1) * 6]) for i in range(3)]
+    epochs = [np.concatenate(stream[i * 6 : (i + 1) * 6]) for i in range(3)]
     for e in epochs:  # every sample exactly once per epoch
         np.testing.assert_array_equal(np.sort(e), np.arange(45))
     assert not np.array_equal(epochs[0], epochs[1])
@@ -189,8 +203,7 @@ def test_stream_identical_for_0_1_2_4_workers(no_orphans, random_):
     n = 3 * 6 + 2  # three epochs and the start of a fourth
     reference = _take(RaggedGenerator(RAGGED, batch_size=8, seed=7).forfit(random_), n)
     for workers in (1, 2, 4):
-        gen = RaggedGenerator(RAGGED, batch_size=8, seed=7, workers=workers,
-                              start_method="fork", timeout=60)
+        gen = RaggedGenerator(RAGGED, batch_size=8, seed=7, workers=workers, start_method="fork", timeout=60)
         _assert_same_stream(_take(gen.forfit(random_), n), reference)
     plain = list(RaggedGenerator(RAGGED, batch_size=8, seed=7))
     plain2 = list(RaggedGenerator(RAGGED, batch_size=8, seed=7, workers=2, start_method="fork"))
@@ -203,8 +216,7 @@ def test_iterable_data_without_indexing_is_invariant_too(no_orphans):
             return iter(RAGGED)
 
     reference = _take(RaggedGenerator(Stream(), batch_size=8, seed=2, buffer_size=10).forfit(), 14)
-    gen = RaggedGenerator(Stream(), batch_size=8, seed=2, buffer_size=10, workers=2,
-                          start_method="fork")
+    gen = RaggedGenerator(Stream(), batch_size=8, seed=2, buffer_size=10, workers=2, start_method="fork")
     stream = _take(gen.forfit(), 14)
     _assert_same_stream(stream, reference)
     first_epoch = np.concatenate([b[0][1] for b in stream[:6]])
@@ -217,8 +229,12 @@ def test_every_batch_and_worker_draws_its_own_random_numbers(no_orphans):
     draws = np.concatenate([b[1] for b in _take(gen.forfit(), 3 * 6)])
     for source in range(3):  # random, np.random, self.rng
         assert len(np.unique(draws[:, source])) == len(draws)
-    pids = {pid for _, pid in _take(
-        PidGenerator(list(range(64)), batch_size=4, workers=2, start_method="fork").forfit(), 32)}
+    pids = {
+        pid
+        for _, pid in _take(
+            PidGenerator(list(range(64)), batch_size=4, workers=2, start_method="fork").forfit(), 32
+        )
+    }
     assert len(pids) == 2 and os.getpid() not in pids
 
 
@@ -263,8 +279,7 @@ def test_large_arrays_travel_through_shared_memory(no_orphans, monkeypatch):
     monkeypatch.setattr(_pool.shared_memory, "SharedMemory", Spy)
     shm_before = _our_segments()
     reference = list(BigArrayGenerator(list(range(10)), batch_size=4, seed=0))
-    stream = list(BigArrayGenerator(list(range(10)), batch_size=4, seed=0, workers=2,
-                                    start_method="fork"))
+    stream = list(BigArrayGenerator(list(range(10)), batch_size=4, seed=0, workers=2, start_method="fork"))
     _assert_same_stream(stream, reference)
     assert len(attached) == 3, "one segment per big array, none for the small ones"
     assert all(n.startswith(f"kt_{os.getpid()}_") for n in attached), attached
@@ -291,14 +306,12 @@ def test_worker_exception_raised_at_once_with_worker_traceback(no_orphans):
     cause = info.value.__cause__
     assert isinstance(cause, RemoteTraceback)
     assert "raise_deep" in cause.tb and "KeyError" in cause.tb
-    assert any("worker" in note and "batch 1 of epoch 0" in note
-               for note in info.value.__notes__)
+    assert any("worker" in note and "batch 1 of epoch 0" in note for note in info.value.__notes__)
     no_orphans()
 
 
 def test_worker_killed_by_signal_is_reported(no_orphans):
-    gen = SuicideGenerator(list(range(40)), batch_size=4, workers=2, start_method="fork",
-                           timeout=60)
+    gen = SuicideGenerator(list(range(40)), batch_size=4, workers=2, start_method="fork", timeout=60)
     with pytest.raises(WorkerError, match="killed by signal SIGKILL") as info:
         _take(gen.forfit(random=False), 20)
     assert "batch 1 of epoch 0" in str(info.value)
@@ -380,12 +393,13 @@ def test_no_child_left_after_keyboard_interrupt(no_orphans):
 # ------------------------------------------------------------------ spawn
 def test_spawn_workers_same_stream_and_clean_exit(no_orphans):
     if keras.backend.backend() != "tensorflow":
-        pytest.skip("start methods do not depend on the backend; spawned workers import "
-                    "Keras (seconds each), so this runs on the default backend only")
+        pytest.skip(
+            "start methods do not depend on the backend; spawned workers import "
+            "Keras (seconds each), so this runs on the default backend only"
+        )
     reference = _take(RaggedGenerator(RAGGED, batch_size=8, seed=4).forfit(), 8)
     reference_plain = list(RaggedGenerator(RAGGED, batch_size=8, seed=4))
-    gen = RaggedGenerator(RAGGED, batch_size=8, seed=4, workers=2, start_method="spawn",
-                          timeout=120)
+    gen = RaggedGenerator(RAGGED, batch_size=8, seed=4, workers=2, start_method="spawn", timeout=120)
     with gen:
         _assert_same_stream(_take(gen.forfit(), 8), reference)
         gen.epoch = 0
@@ -406,9 +420,15 @@ def test_fit_consumes_forfit_with_workers(no_orphans):
     # `with`: TensorFlow's fit() keeps the stream referenced after it returns;
     # leaving the block stops the workers whatever holds the stream.
     with gen:
-        history = model.fit(gen.forfit(), steps_per_epoch=len(gen), epochs=3, verbose=0, shuffle=False,
-                            validation_data=valid.forfit(random=False),
-                            validation_steps=len(valid))
+        history = model.fit(
+            gen.forfit(),
+            steps_per_epoch=len(gen),
+            epochs=3,
+            verbose=0,
+            shuffle=False,
+            validation_data=valid.forfit(random=False),
+            validation_steps=len(valid),
+        )
     no_orphans()
     loss = history.history["loss"]
     assert np.all(np.isfinite(loss)) and loss[-1] < loss[0]
@@ -422,8 +442,7 @@ def test_to_dataset_matches_the_stream():
         pytest.skip("tf.data is TensorFlow's")
     reference = _take(RaggedGenerator(RAGGED, batch_size=8, seed=9).forfit(), 7)
     dataset = RaggedGenerator(RAGGED, batch_size=8, seed=9).to_dataset()
-    stream = [
-        ((x.numpy(), y.numpy()), d.numpy()) for (x, y), d in dataset.take(7)]
+    stream = [((x.numpy(), y.numpy()), d.numpy()) for (x, y), d in dataset.take(7)]
     _assert_same_stream(stream, reference)
 
 
@@ -434,8 +453,9 @@ def test_fit_on_to_dataset():
     gen = RegressionGenerator(data, batch_size=16, seed=0)
     model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
     model.compile(optimizer=keras.optimizers.Adam(0.05), loss="mse")
-    loss = model.fit(gen.to_dataset(), steps_per_epoch=len(gen), epochs=3, shuffle=False,
-                     verbose=0).history["loss"]
+    loss = model.fit(gen.to_dataset(), steps_per_epoch=len(gen), epochs=3, shuffle=False, verbose=0).history[
+        "loss"
+    ]
     assert np.all(np.isfinite(loss)) and loss[-1] < loss[0]
 
 
@@ -464,7 +484,7 @@ def test_documented_seed_derivation(no_orphans):
     stream = _take(gen.forfit(), 2 * 6)
     for e in range(2):
         order = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(0, e))).permutation(n)
-        labels = np.concatenate([b[0][1] for b in stream[6 * e:6 * (e + 1)]])
+        labels = np.concatenate([b[0][1] for b in stream[6 * e : 6 * (e + 1)]])
         np.testing.assert_array_equal(labels, order)
         for k in range(6):
             draws = stream[6 * e + k][1]

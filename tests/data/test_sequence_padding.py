@@ -29,14 +29,13 @@ def _reference(inputs, length, value, seq_dims, mode, truncating):
 def test_post_and_pre_by_hand():
     x = [[1, 2, 3], [4], []]
     np.testing.assert_array_equal(sequence_padding(x), [[1, 2, 3], [4, 0, 0], [0, 0, 0]])
-    np.testing.assert_array_equal(sequence_padding(x, mode="pre", value=-1),
-                                  [[1, 2, 3], [-1, -1, 4], [-1, -1, -1]])
+    np.testing.assert_array_equal(
+        sequence_padding(x, mode="pre", value=-1), [[1, 2, 3], [-1, -1, 4], [-1, -1, -1]]
+    )
     # bert4keras truncation keeps the head; truncating="pre" keeps the tail.
     np.testing.assert_array_equal(sequence_padding(x, length=2), [[1, 2], [4, 0], [0, 0]])
-    np.testing.assert_array_equal(sequence_padding(x, length=2, truncating="pre"),
-                                  [[2, 3], [4, 0], [0, 0]])
-    np.testing.assert_array_equal(sequence_padding(x, length=2, mode="pre"),
-                                  [[1, 2], [0, 4], [0, 0]])
+    np.testing.assert_array_equal(sequence_padding(x, length=2, truncating="pre"), [[2, 3], [4, 0], [0, 0]])
+    np.testing.assert_array_equal(sequence_padding(x, length=2, mode="pre"), [[1, 2], [0, 4], [0, 0]])
 
 
 @pytest.mark.parametrize("mode", ["post", "pre"])
@@ -45,10 +44,14 @@ def test_post_and_pre_by_hand():
 def test_two_sequence_axes_with_trailing_axis_match_reference(mode, truncating, length):
     rng = np.random.default_rng(0)
     inputs = [rng.normal(size=(rng.integers(0, 5), rng.integers(1, 6), 2)) for _ in range(6)]
-    out = sequence_padding(inputs, length=length, value=7.5, seq_dims=2, mode=mode,
-                           truncating=truncating)
-    full = (tuple(max(x.shape[d] for x in inputs) for d in range(2)) if length is None
-            else (length, length) if isinstance(length, int) else length)
+    out = sequence_padding(inputs, length=length, value=7.5, seq_dims=2, mode=mode, truncating=truncating)
+    full = (
+        tuple(max(x.shape[d] for x in inputs) for d in range(2))
+        if length is None
+        else (length, length)
+        if isinstance(length, int)
+        else length
+    )
     expected = _reference(inputs, full, 7.5, 2, mode, truncating)
     assert out.shape == expected.shape
     np.testing.assert_array_equal(out, expected)
@@ -66,15 +69,18 @@ def test_dtypes():
     assert sequence_padding(ids, dtype="float32").dtype == np.float32
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    ({"mode": "middle"}, "mode"),
-    ({"truncating": "x"}, "truncating"),
-    ({"seq_dims": 0}, "seq_dims"),
-    ({"seq_dims": 3}, "seq_dims"),
-    ({"length": -1}, "length"),
-    ({"length": (2, 2)}, "length"),
-    ({"length": "abc"}, "length"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"mode": "middle"}, "mode"),
+        ({"truncating": "x"}, "truncating"),
+        ({"seq_dims": 0}, "seq_dims"),
+        ({"seq_dims": 3}, "seq_dims"),
+        ({"length": -1}, "length"),
+        ({"length": (2, 2)}, "length"),
+        ({"length": "abc"}, "length"),
+    ],
+)
 def test_bad_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
         sequence_padding([[1.0, 2.0], [3.0]], **kwargs)

@@ -30,14 +30,18 @@ def test_conll_reader_iob1_and_bio(tmp_path):
         "New I-LOC\nYork I-LOC\nAcme I-ORG\n\nParis I-LOC\n"
     )
     assert demo._conll_mentions(iob1) == [
-        ("John Smith", "PER"), ("B-sep", "PER"), ("New York", "LOC"),
-        ("Acme", "ORG"), ("Paris", "LOC"),
+        ("John Smith", "PER"),
+        ("B-sep", "PER"),
+        ("New York", "LOC"),
+        ("Acme", "ORG"),
+        ("Paris", "LOC"),
     ]
     bio = tmp_path / "bio.txt"
-    bio.write_text("Ada\tB-person\nLovelace\tI-person\nand\tO\nBob\tB-person\n"
-                   "Carol\tB-person\n")
+    bio.write_text("Ada\tB-person\nLovelace\tI-person\nand\tO\nBob\tB-person\nCarol\tB-person\n")
     assert demo._conll_mentions(bio, sep="\t") == [
-        ("Ada Lovelace", "person"), ("Bob", "person"), ("Carol", "person"),
+        ("Ada Lovelace", "person"),
+        ("Bob", "person"),
+        ("Carol", "person"),
     ]
 
 

@@ -7,8 +7,19 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 STRATEGIES = (
-    "equal", "initial", "prior", "realtime", "generalized_mean", "uncertainty", "dwa",
-    "grad_norm_normalization", "gradnorm", "mgda", "pcgrad", "cagrad", "primary_auxiliary",
+    "equal",
+    "initial",
+    "prior",
+    "realtime",
+    "generalized_mean",
+    "uncertainty",
+    "dwa",
+    "grad_norm_normalization",
+    "gradnorm",
+    "mgda",
+    "pcgrad",
+    "cagrad",
+    "primary_auxiliary",
 )
 
 
@@ -16,22 +27,41 @@ STRATEGIES = (
 def test_multitask_demo_smoke(tmp_path):
     if keras.backend.backend() != "tensorflow":
         pytest.skip("end-to-end demo runs on the default backend only")
-    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
-               KERAS_BACKEND="tensorflow")
+    env = dict(
+        os.environ,
+        PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
+        KERAS_BACKEND="tensorflow",
+    )
     proc = subprocess.run(
-        [sys.executable, os.path.join(ROOT, "demos", "multitask.py"), "--smoke",
-         "--output", str(tmp_path)],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
+        [sys.executable, os.path.join(ROOT, "demos", "multitask.py"), "--smoke", "--output", str(tmp_path)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     lines = proc.stdout.splitlines()
     header = next(i for i, line in enumerate(lines) if line.startswith("strategy"))
     assert lines[header].split() == [
-        "strategy", "digit", "acc", "parity", "acc", "ink", "MAE", "ink", "RMSE", "rank",
-        "w_digit", "w_parity", "w_ink", "train", "s",
+        "strategy",
+        "digit",
+        "acc",
+        "parity",
+        "acc",
+        "ink",
+        "MAE",
+        "ink",
+        "RMSE",
+        "rank",
+        "w_digit",
+        "w_parity",
+        "w_ink",
+        "train",
+        "s",
     ]
     rows = {}
-    for line in lines[header + 2:header + 2 + len(STRATEGIES)]:
+    for line in lines[header + 2 : header + 2 + len(STRATEGIES)]:
         cells = line.split()
         rows[cells[0]] = [float(c.rstrip("*")) for c in cells[1:]]
     assert sorted(rows) == sorted(STRATEGIES)
@@ -46,6 +76,6 @@ def test_multitask_demo_smoke(tmp_path):
     assert abs(sum(rows["mgda"][5:8]) - 1.0) < 0.01
     assert rows["primary_auxiliary"][5] == 1.0
     # Every metric column has a best value marked.
-    table = "\n".join(lines[header + 2:header + 2 + len(STRATEGIES)])
+    table = "\n".join(lines[header + 2 : header + 2 + len(STRATEGIES)])
     assert table.count("*") >= 6
     assert (tmp_path / "multitask.png").exists()

@@ -38,20 +38,42 @@ def test_demo_readers_and_span_conversion(tmp_path):
     # IOB1 (wikigold) and BIO: I- after O or another type starts an entity;
     # B- separates two adjacent entities of one type.
     assert demo.tags_to_spans(["I-PER", "I-PER", "B-PER", "O", "I-LOC", "I-ORG"]) == [
-        (0, 1, "PER"), (2, 2, "PER"), (4, 4, "LOC"), (5, 5, "ORG")]
+        (0, 1, "PER"),
+        (2, 2, "PER"),
+        (4, 4, "LOC"),
+        (5, 5, "ORG"),
+    ]
     assert demo.tags_to_spans(["B-X", "I-X", "O", "B-Y"]) == [(0, 1, "X"), (3, 3, "Y")]
     conll = tmp_path / "a.conll"
     conll.write_text("-DOCSTART- O\n\nJohn B-PER\nlives O\nin O\nParis B-LOC\n\nOk O\n")
     sents = demo.read_any(str(conll))
     assert [s.spans for s in sents] == [[(0, 0, "PER"), (3, 3, "LOC")], []]
     cluener = tmp_path / "c.json"
-    cluener.write_text(json.dumps({"text": "浙商银行叶老桂", "label": {
-        "company": {"浙商银行": [[0, 3]]}, "name": {"叶老桂": [[4, 6]]}}}, ensure_ascii=False) + "\n")
+    cluener.write_text(
+        json.dumps(
+            {
+                "text": "浙商银行叶老桂",
+                "label": {"company": {"浙商银行": [[0, 3]]}, "name": {"叶老桂": [[4, 6]]}},
+            },
+            ensure_ascii=False,
+        )
+        + "\n"
+    )
     s = demo.read_any(str(cluener))[0]
     assert s.tokens[:2] == ["浙", "商"] and s.spans == [(0, 3, "company"), (4, 6, "name")]
     genia = tmp_path / "g.jsonlines"
-    genia.write_text(json.dumps({"tokens": ["IL-2", "gene", "expression"], "entity_mentions": [
-        {"start": 0, "end": 2, "entity_type": "DNA"}, {"start": 0, "end": 1, "entity_type": "protein"}]}) + "\n")
+    genia.write_text(
+        json.dumps(
+            {
+                "tokens": ["IL-2", "gene", "expression"],
+                "entity_mentions": [
+                    {"start": 0, "end": 2, "entity_type": "DNA"},
+                    {"start": 0, "end": 1, "entity_type": "protein"},
+                ],
+            }
+        )
+        + "\n"
+    )
     s = demo.read_any(str(genia))[0]
     assert s.spans == [(0, 0, "protein"), (0, 1, "DNA")]
     assert demo.outermost(s.spans) == [(0, 1, "DNA")]
@@ -59,6 +81,7 @@ def test_demo_readers_and_span_conversion(tmp_path):
 
 
 # --------------------------------------------- which data is used (item 21)
+
 
 def _args(**kw):
     base = dict(train=None, dev=None, test=None, max_train=0, seed=0)
@@ -72,7 +95,7 @@ def _write_conll(path, sentences):
         tags = ["O"] * len(s.tokens)
         for start, end, kind in s.spans:
             tags[start] = f"B-{kind}"
-            tags[start + 1:end + 1] = [f"I-{kind}"] * (end - start)
+            tags[start + 1 : end + 1] = [f"I-{kind}"] * (end - start)
         lines += [f"{t} {g}" for t, g in zip(s.tokens, tags)] + [""]
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return str(path)
@@ -90,8 +113,7 @@ def demo():
 def test_given_test_file_is_used_whole_under_max_train(demo, tmp_path):
     corpus = demo.read_any(demo.DEFAULT_DATA)
     test_file = _write_conll(tmp_path / "test.conll", corpus[:1343])
-    train, dev, test, where = demo.load_data(
-        _args(train=demo.DEFAULT_DATA, test=test_file, max_train=1000))
+    train, dev, test, where = demo.load_data(_args(train=demo.DEFAULT_DATA, test=test_file, max_train=1000))
     assert len(test) == 1343 and [_key(s) for s in test] == [_key(s) for s in corpus[:1343]]
     assert len(train) == 1000
     assert where["test"].endswith("test.conll") and where["dev"] == "split from train"
@@ -117,12 +139,12 @@ def test_dev_alone_splits_test_from_train_and_both_given_are_whole(demo, tmp_pat
     corpus = demo.read_any(demo.DEFAULT_DATA)
     dev_file = _write_conll(tmp_path / "dev.conll", corpus[:300])
     test_file = _write_conll(tmp_path / "test.conll", corpus[300:700])
-    train, dev, test, where = demo.load_data(
-        _args(train=demo.DEFAULT_DATA, dev=dev_file, max_train=64))
+    train, dev, test, where = demo.load_data(_args(train=demo.DEFAULT_DATA, dev=dev_file, max_train=64))
     assert len(dev) == 300 and len(train) == 64 and len(test) == 32
     assert where["test"] == "split from train"
     train, dev, test, _ = demo.load_data(
-        _args(train=demo.DEFAULT_DATA, dev=dev_file, test=test_file, max_train=64))
+        _args(train=demo.DEFAULT_DATA, dev=dev_file, test=test_file, max_train=64)
+    )
     assert (len(train), len(dev), len(test)) == (64, 300, 400)
 
 
@@ -141,6 +163,7 @@ def test_no_dev_or_test_keeps_the_70_15_15_split(demo):
 
 # ------------------------------------------- one real run, as a user sees it
 
+
 @pytest.mark.slow
 @pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="demo test runs on TF only")
 def test_demo_run_to_a_file_is_quiet_uses_the_test_file_whole_and_says_it_windows(demo, tmp_path):
@@ -153,7 +176,7 @@ def test_demo_run_to_a_file_is_quiet_uses_the_test_file_whole_and_says_it_window
     joined = []
     for g in range(40):
         tokens, spans = [], []
-        for s in corpus[6 * g:6 * g + 6]:
+        for s in corpus[6 * g : 6 * g + 6]:
             spans += [(a + len(tokens), b + len(tokens), t) for a, b, t in s.spans]
             tokens += s.tokens
         joined.append(demo.Sentence(tokens, spans, 0))
@@ -165,19 +188,41 @@ def test_demo_run_to_a_file_is_quiet_uses_the_test_file_whole_and_says_it_window
     log = tmp_path / "log.txt"
     with open(log, "wb") as f:
         proc = subprocess.run(
-            [sys.executable, os.path.join(ROOT, "demos", "ner_global_pointer.py"), "--smoke",
-             "--test", test_file, "--max-len", "32", "--max-train", "40", "--out", str(out)],
-            stdout=f, stderr=subprocess.STDOUT, env=env, cwd=str(tmp_path), timeout=600)
+            [
+                sys.executable,
+                os.path.join(ROOT, "demos", "ner_global_pointer.py"),
+                "--smoke",
+                "--test",
+                test_file,
+                "--max-len",
+                "32",
+                "--max-train",
+                "40",
+                "--out",
+                str(out),
+            ],
+            stdout=f,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=str(tmp_path),
+            timeout=600,
+        )
     text = log.read_text(encoding="utf-8", errors="replace")
     assert proc.returncode == 0, text
     assert "test long.conll: 40;" in text and "dev split from train: 32;" in text
-    m = re.search(r"\d+ dev and 40 test sentences are longer and are predicted in "
-                  r"overlapping windows of (\d+) tokens", text)
+    m = re.search(
+        r"\d+ dev and 40 test sentences are longer and are predicted in "
+        r"overlapping windows of (\d+) tokens",
+        text,
+    )
     assert m and int(m.group(1)) <= 32, text
     assert (out / "ner_global_pointer.png").exists()
     assert re.search(r"^softmax BIO ", text, re.M), text
-    noise = [line for line in text.splitlines()
-             if re.match(r"[IWEF]\d{4} ", line) or re.search(
-                 r"absl|cudart|cuInit|cpu_feature_guard|UserWarning|shuffle=True|Traceback", line)]
+    noise = [
+        line
+        for line in text.splitlines()
+        if re.match(r"[IWEF]\d{4} ", line)
+        or re.search(r"absl|cudart|cuInit|cpu_feature_guard|UserWarning|shuffle=True|Traceback", line)
+    ]
     assert not noise, noise
     assert "\r" not in text and "\x1b[" not in text and "\x08" not in text

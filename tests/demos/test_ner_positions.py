@@ -119,7 +119,7 @@ def test_spans_of_a_long_sentence_come_from_windows_of_the_trained_length(demo):
     # centrally: token 0, which only the first window holds
     expected.add((0, 0, "PER"))
     assert found == expected
-    assert (20, 50, "LOC") not in found      # 31 tokens, but in no window of 32
+    assert (20, 50, "LOC") not in found  # 31 tokens, but in no window of 32
     assert (40, 60, "LOC") in found and (100, 127, "LOC") in found
     assert all(e - s + 1 <= 32 for s, e, _ in found)
 
@@ -140,14 +140,18 @@ def test_short_sentences_are_scored_whole(demo):
     model = _FakeSpanModel(vocab)
     s = _sentence(demo, ["x", "[", "x", "]", "]"])
     assert demo.predict_spans(model, "global", [s], vocab, window=32)[0] == {
-        (1, 3, "LOC"), (1, 4, "LOC"), (0, 0, "PER")}
+        (1, 3, "LOC"),
+        (1, 4, "LOC"),
+        (0, 0, "PER"),
+    }
     assert model.lengths == [16]  # one bucket of 16, the sentence in one piece
 
 
 def test_max_span_length_reaches_decode_spans(demo):
     vocab = _vocab(demo)
-    found = demo.predict_spans(_FakeSpanModel(vocab), "global", [_bracket_sentence(demo)],
-                               vocab, window=32, max_span_length=11)[0]
+    found = demo.predict_spans(
+        _FakeSpanModel(vocab), "global", [_bracket_sentence(demo)], vocab, window=32, max_span_length=11
+    )[0]
     assert found == {(3, 10, "LOC"), (20, 30, "LOC"), (40, 50, "LOC"), (0, 0, "PER")}
 
 
@@ -194,9 +198,23 @@ def test_model_trained_at_32_predicts_128_in_windows(demo, head, monkeypatch):
 
     monkeypatch.setattr(demo, "build_model", spying_build)
     args = argparse.Namespace(
-        word_dim=4, char_dim=4, char_filters=4, lstm=4, head_size=4, dropout=0.0,
-        lr=1e-3, jit=False, eager=True, max_len=32, max_span_length=None, batch_size=16,
-        workers=0, seed=0, epochs=1, verbose=0)
+        word_dim=4,
+        char_dim=4,
+        char_filters=4,
+        lstm=4,
+        head_size=4,
+        dropout=0.0,
+        lr=1e-3,
+        jit=False,
+        eager=True,
+        max_len=32,
+        max_span_length=None,
+        batch_size=16,
+        workers=0,
+        seed=0,
+        epochs=1,
+        verbose=0,
+    )
     result = demo.run_head(head, train, dev, test, vocab, args, False)
     # one batch of dev windows (after the epoch), one of test windows: 2 and
     # 3 sentences of 128 tokens, 7 windows of 32 each

@@ -11,8 +11,11 @@ ROOT = Path(__file__).resolve().parents[2]
 @pytest.mark.slow
 def test_demo_runs_in_smoke_mode():
     out = subprocess.run(
-        [sys.executable, "demos/squareplus_digits.py", "--smoke"], cwd=ROOT,
-        capture_output=True, text=True, timeout=600,
+        [sys.executable, "demos/squareplus_digits.py", "--smoke"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
         env=dict(os.environ, PYTHONPATH=str(ROOT)),
     )
     assert out.returncode == 0, out.stderr[-3000:]

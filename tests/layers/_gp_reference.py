@@ -61,8 +61,7 @@ def gp_scores(x, kernel, bias, heads, head_size, rope=True, mask=None, tril_mask
     return logits / head_size**0.5
 
 
-def egp_scores(x, p_kernel, p_bias, q_kernel, q_bias, heads, head_size, rope=True,
-               mask=None, tril_mask=True):
+def egp_scores(x, p_kernel, p_bias, q_kernel, q_bias, heads, head_size, rope=True, mask=None, tril_mask=True):
     """bert4keras 0.11 EfficientGlobalPointer.call in float64."""
     x = np.asarray(x, np.float64)
     h = x @ np.asarray(p_kernel, np.float64)

@@ -103,8 +103,14 @@ def test_matches_float64_reference_with_nonzero_condition_weights(case):
     got = testing.to_numpy(layer([x, cond]))
     act = {"tanh": np.tanh}.get(kwargs.get("hidden_activation"), lambda v: v)
     expected = reference(
-        x, cond, weights, layer.axis if isinstance(layer.axis, list) else [layer.axis],
-        layer.epsilon, rms=layer.rms, hidden=kwargs.get("hidden_units"), act=act,
+        x,
+        cond,
+        weights,
+        layer.axis if isinstance(layer.axis, list) else [layer.axis],
+        layer.epsilon,
+        rms=layer.rms,
+        hidden=kwargs.get("hidden_units"),
+        act=act,
     )
     # Reductions of a few dozen float32 values: a few ulps of the result.
     testing.assert_close(got, expected, "float32", tolerance=4.0)
@@ -123,8 +129,7 @@ def test_float64_layer_matches_reference_to_float64_precision():
     layer([x, cond])
     weights = _randomise(layer, seed=3)
     got = testing.to_numpy(layer([x, cond]))
-    expected = reference(x, cond, weights, [-1], layer.epsilon, hidden=5,
-                         act=lambda v: np.maximum(v, 0.0))
+    expected = reference(x, cond, weights, [-1], layer.epsilon, hidden=5, act=lambda v: np.maximum(v, 0.0))
     assert got.dtype == np.float64
     testing.assert_close(got, expected, "float64", tolerance=4.0)
 
@@ -161,9 +166,11 @@ def test_condition_changes_the_output_once_trained():
 @pytest.mark.parametrize("cond_form", ["batch", "position"])
 def test_at_init_equals_keras_layer_normalization_for_any_condition(kwargs, x_shape, cond_form):
     if keras.backend.backend() == "torch" and kwargs.get("axis") == 1:
-        pytest.skip("keras.layers.LayerNormalization(axis=1) itself fails on PyTorch "
-                    "(F.layer_norm only normalises trailing axes); our layer is checked "
-                    "for axis=1 against the NumPy reference instead")
+        pytest.skip(
+            "keras.layers.LayerNormalization(axis=1) itself fails on PyTorch "
+            "(F.layer_norm only normalises trailing axes); our layer is checked "
+            "for axis=1 against the NumPy reference instead"
+        )
     x = _normal(*x_shape, scale=4.0, loc=3.0)
     keras_ln = keras.layers.LayerNormalization(**kwargs)
     keras_ln.build(x_shape)
@@ -232,12 +239,14 @@ def test_mixed_precision_statistics_in_float32(policy):
 def test_no_nan_for_huge_magnitudes_and_zero_variance(policy, rms):
     compute = keras.mixed_precision.DTypePolicy(policy).compute_dtype
     big = float(_numerics.finfo(compute).max) / 4  # 16376 (float16), ~8.5e37 otherwise
-    x = np.stack([
-        _normal(5, 16, scale=big / 8),                      # huge spread
-        np.full((5, 16), big, "float32"),                   # huge and constant
-        np.zeros((5, 16), "float32"),                       # zero variance
-        np.full((5, 16), 1.5, "float32"),                   # zero variance, offset
-    ]).astype("float32")
+    x = np.stack(
+        [
+            _normal(5, 16, scale=big / 8),  # huge spread
+            np.full((5, 16), big, "float32"),  # huge and constant
+            np.zeros((5, 16), "float32"),  # zero variance
+            np.full((5, 16), 1.5, "float32"),  # zero variance, offset
+        ]
+    ).astype("float32")
     x = testing.to_numpy(keras.ops.cast(keras.ops.cast(x, compute), "float32"))
     cond = _normal(4, 5, 3, scale=10.0)
     layer = ConditionalLayerNormalization(rms=rms, dtype=policy)
@@ -290,11 +299,11 @@ def test_mask_passes_through_in_a_model():
 @pytest.mark.parametrize(
     "x_shape, cond_shape, kwargs",
     [
-        ((3, 5, 8), (3, 6, 4), {}),       # per-position, wrong sequence length
-        ((3, 5, 8), (3, 5, 8, 4), {}),    # per-position including the features
-        ((3, 5, 8), (3,), {}),            # no feature axis
-        ((3, 5, 8), (2, 4), {}),          # other batch size
-        ((3, 5, 8), (3, 1, 4), {}),       # a (batch, 1, c) broadcast form is not guessed
+        ((3, 5, 8), (3, 6, 4), {}),  # per-position, wrong sequence length
+        ((3, 5, 8), (3, 5, 8, 4), {}),  # per-position including the features
+        ((3, 5, 8), (3,), {}),  # no feature axis
+        ((3, 5, 8), (2, 4), {}),  # other batch size
+        ((3, 5, 8), (3, 1, 4), {}),  # a (batch, 1, c) broadcast form is not guessed
         ((3, 4, 5, 6), (3, 4, 5, 2), {"axis": [2, 3]}),
     ],
 )
@@ -366,16 +375,26 @@ def test_weights_shapes_and_names():
     layer.build([(2, 3, 4, 6), (2, 7)])
     shapes = {w.name: tuple(w.shape) for w in layer.weights}
     assert shapes == {
-        "hidden_kernel": (7, 5), "gamma": (4, 6), "gamma_kernel": (5, 4, 6),
-        "beta": (4, 6), "beta_kernel": (5, 4, 6),
+        "hidden_kernel": (7, 5),
+        "gamma": (4, 6),
+        "gamma_kernel": (5, 4, 6),
+        "beta": (4, 6),
+        "beta_kernel": (5, 4, 6),
     }
 
 
 def test_config_round_trip_keeps_every_argument():
     layer = ConditionalLayerNormalization(
-        axis=[1, 2], epsilon=1e-5, center=False, rms=True, hidden_units=3,
-        hidden_activation="gelu", hidden_initializer="he_normal",
-        gamma_regularizer="l2", condition_regularizer="l1", hidden_regularizer="l2",
+        axis=[1, 2],
+        epsilon=1e-5,
+        center=False,
+        rms=True,
+        hidden_units=3,
+        hidden_activation="gelu",
+        hidden_initializer="he_normal",
+        gamma_regularizer="l2",
+        condition_regularizer="l1",
+        hidden_regularizer="l2",
         gamma_constraint="non_neg",
     )
     clone = ConditionalLayerNormalization.from_config(layer.get_config())
@@ -408,8 +427,7 @@ def test_harness_position_condition_with_mask_and_hidden_units():
     cond = _normal(4, 6, 3)
     testing.check_layer(
         layers.ConditionalLayerNormalization,
-        {"condition_initializer": "random_normal", "hidden_units": 5,
-         "hidden_activation": "tanh"},
+        {"condition_initializer": "random_normal", "hidden_units": 5, "hidden_activation": "tanh"},
         [x, cond],
         mask=_MASK,
     )

@@ -6,8 +6,8 @@ from keras_tricks import _numerics, layers, testing
 
 def test_decode_spans_nested_and_masked():
     s = np.full((2, 3, 5, 5), -2.0, "float32")
-    s[0, 1, 0, 4] = s[0, 1, 1, 2] = 1.5      # nested, same type
-    s[0, 2, 1, 2] = 0.1                       # same span, another type
+    s[0, 1, 0, 4] = s[0, 1, 1, 2] = 1.5  # nested, same type
+    s[0, 2, 1, 2] = 0.1  # same span, another type
     s[1, 0, 3, 3] = 4.0
     s[1, 0, 4, 2] = _numerics.mask_value("float32")
     got = layers.decode_spans(s)
@@ -46,7 +46,8 @@ def _brute_force_spans(scores, threshold, max_span_length):
             for i in range(n):
                 for j in range(n):
                     if scores[bi, hi, i, j] > threshold and (
-                            max_span_length is None or j - i + 1 <= max_span_length):
+                        max_span_length is None or j - i + 1 <= max_span_length
+                    ):
                         rows.append([bi, hi, i, j])
     return rows
 
@@ -74,10 +75,18 @@ def test_decode_spans_max_span_length_on_unmasked_scores():
     assert [0, 0, 3, 0] in got.tolist() and [0, 0, 0, 2] not in got.tolist()
 
 
-@pytest.mark.parametrize("bad, error", [
-    (0, ValueError), (-3, ValueError), (np.int32(0), ValueError),
-    (2.0, TypeError), ("3", TypeError), (True, TypeError), (np.float64(2), TypeError),
-])
+@pytest.mark.parametrize(
+    "bad, error",
+    [
+        (0, ValueError),
+        (-3, ValueError),
+        (np.int32(0), ValueError),
+        (2.0, TypeError),
+        ("3", TypeError),
+        (True, TypeError),
+        (np.float64(2), TypeError),
+    ],
+)
 def test_decode_spans_max_span_length_validation(bad, error):
     with pytest.raises(error, match="max_span_length"):
         layers.decode_spans(np.zeros((1, 1, 2, 2)), max_span_length=bad)

@@ -51,8 +51,7 @@ def test_gp_bert4keras_layout_and_scores(use_rope, tril_mask):
     weights = _random_weights(layer)
     layer.set_weights(weights)
     got = layer(x, mask=mask)
-    expected = ref.gp_scores(x, *weights, heads=3, head_size=4, rope=use_rope,
-                             mask=mask, tril_mask=tril_mask)
+    expected = ref.gp_scores(x, *weights, heads=3, head_size=4, rope=use_rope, mask=mask, tril_mask=tril_mask)
     _check_against_reference(got, expected, ref.valid_spans(mask, 6, tril_mask))
 
 
@@ -213,9 +212,13 @@ def test_through_harness(cls):
     # values of the spans); a (batch, n) Keras mask would not be aligned
     # with the (batch, heads, n, n) output.
     testing.check_layer(
-        cls, {"heads": 3, "head_size": 4}, _inputs(batch=4, n=5, hidden=6),
-        mask=_mask(batch=4, n=5), output_mask=_span_output_mask,
-        expected_output_mask=None, tolerance=4.0,
+        cls,
+        {"heads": 3, "head_size": 4},
+        _inputs(batch=4, n=5, hidden=6),
+        mask=_mask(batch=4, n=5),
+        output_mask=_span_output_mask,
+        expected_output_mask=None,
+        tolerance=4.0,
         # The span scores are float32 under mixed policies by design (see
         # test_large_activations_stay_finite_under_mixed_precision).
         expect_compute_dtype_outputs=False,

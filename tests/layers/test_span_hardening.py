@@ -29,11 +29,12 @@ def _np_mlcce(t, s):
 
 # --- item 5: a very wrong positive is not padding ---------------------------
 
+
 @pytest.mark.parametrize("logit", [-5000.0, -60000.0, -8191.0, -8193.0])
 def test_very_negative_positive_gets_its_loss_and_gradient(logit):
     y_pred = np.full((1, 1, 3, 3), -2.0, "float32")
-    y_pred[0, 0, 1, 0] = MASK          # a masked (lower-triangle) span
-    y_pred[0, 0, 0, 1] = logit         # a genuine positive, badly scored
+    y_pred[0, 0, 1, 0] = MASK  # a masked (lower-triangle) span
+    y_pred[0, 0, 0, 1] = logit  # a genuine positive, badly scored
     dense = np.zeros_like(y_pred)
     dense[0, 0, 0, 1] = 1.0
     sparse = np.array([[[[0, 1], [-1, -1]]]], "int32")
@@ -43,8 +44,12 @@ def test_very_negative_positive_gets_its_loss_and_gradient(logit):
         labels = dense if isinstance(loss, losses.GlobalPointerCrossentropy) else sparse
         value = float(testing.to_numpy(loss(labels, y_pred)))
         assert value == pytest.approx(expected, rel=1e-6), type(loss).__name__
-    grad = testing.to_numpy(_grad(lambda s: ops.sum(
-        losses.multilabel_categorical_crossentropy(dense.reshape(1, 9), s)), y_pred.reshape(1, 9)))
+    grad = testing.to_numpy(
+        _grad(
+            lambda s: ops.sum(losses.multilabel_categorical_crossentropy(dense.reshape(1, 9), s)),
+            y_pred.reshape(1, 9),
+        )
+    )
     assert grad[0, 1] == pytest.approx(-1.0, abs=1e-6)
     assert grad[0, 3] == 0.0  # the masked span: no gradient
 
@@ -63,7 +68,6 @@ def _grad(fn, x):
         import jax
 
         return jax.grad(lambda v: fn(v))(x)
-    import torch
 
     x = x.detach().clone().requires_grad_(True)
     fn(x).backward()
@@ -79,12 +83,12 @@ def test_masked_spans_contribute_exactly_nothing():
     labels = np.zeros_like(s)
     labels[0, 0, 0, 1] = labels[1, 1, 2, 2] = 1.0
     full = float(testing.to_numpy(losses.GlobalPointerCrossentropy()(labels, s_masked)))
-    small = float(testing.to_numpy(losses.GlobalPointerCrossentropy()(labels[..., :3, :3],
-                                                                     s[..., :3, :3])))
+    small = float(testing.to_numpy(losses.GlobalPointerCrossentropy()(labels[..., :3, :3], s[..., :3, :3])))
     assert full == pytest.approx(small, rel=1e-6)
 
 
 # --- item 6: shapes are checked ----------------------------------------------
+
 
 def test_sparse_loss_refuses_mismatched_heads_and_batch():
     y_pred = np.zeros((2, 4, 4, 4), "float32")
@@ -98,6 +102,7 @@ def test_sparse_loss_refuses_mismatched_heads_and_batch():
 
 # --- item 7: empty sequences and batches -------------------------------------
 
+
 @pytest.mark.parametrize("cls", [layers.GlobalPointer, layers.EfficientGlobalPointer])
 @pytest.mark.parametrize("shape", [(2, 0, 8), (0, 3, 8), (0, 0, 8)])
 def test_span_layers_on_empty_inputs(cls, shape):
@@ -109,13 +114,13 @@ def test_span_layers_on_empty_inputs(cls, shape):
 def test_span_losses_on_empty_inputs(shape):
     y_pred = np.zeros(shape, "float32")
     dense = losses.GlobalPointerCrossentropy()(np.zeros(shape, "float32"), y_pred)
-    sparse = losses.SparseGlobalPointerCrossentropy()(
-        np.full(shape[:2] + (2, 2), -1, "int32"), y_pred)
+    sparse = losses.SparseGlobalPointerCrossentropy()(np.full(shape[:2] + (2, 2), -1, "int32"), y_pred)
     kl = losses.global_pointer_kl(y_pred, y_pred)
     # An empty batch reduces as Keras's own losses do (its reduction hands a
     # length-0 loss back unchanged); an empty sequence gives a loss of 0.
-    keras_empty = testing.to_numpy(keras.losses.MeanSquaredError()(
-        np.zeros((shape[0], 1)), np.zeros((shape[0], 1))))
+    keras_empty = testing.to_numpy(
+        keras.losses.MeanSquaredError()(np.zeros((shape[0], 1)), np.zeros((shape[0], 1)))
+    )
     for value in (dense, sparse):
         value = testing.to_numpy(value)
         assert value.shape == (keras_empty.shape if shape[0] == 0 else ())
@@ -128,6 +133,7 @@ def test_span_losses_on_empty_inputs(shape):
 
 
 # --- item 8: mixed_float16 with large activations ------------------------------
+
 
 @pytest.mark.parametrize("cls", [layers.GlobalPointer, layers.EfficientGlobalPointer])
 @pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
@@ -148,13 +154,16 @@ def test_large_activations_stay_finite_under_mixed_precision(cls, policy):
     np.testing.assert_allclose(out, ref, rtol=5e-2, atol=5e-2 * np.abs(ref).max())
     labels = np.zeros(out.shape, "float32")
     labels[:, :, 0, 1] = 1.0
-    for fn in (lambda s: losses.GlobalPointerCrossentropy()(labels, s),
-               lambda s: ops.sum(losses.global_pointer_kl(s, s * 0.5))):
+    for fn in (
+        lambda s: losses.GlobalPointerCrossentropy()(labels, s),
+        lambda s: ops.sum(losses.global_pointer_kl(s, s * 0.5)),
+    ):
         assert np.isfinite(testing.to_numpy(fn(out)))
         assert np.isfinite(testing.to_numpy(_grad(fn, out))).all()
 
 
 # --- item 9: metrics validate and agree with the loss --------------------------
+
 
 def test_span_metrics_refuse_dense_labels_when_sparse_and_nan_threshold():
     y_pred = np.zeros((1, 1, 4, 4), "float32")
@@ -172,12 +181,13 @@ def test_span_metrics_refuse_dense_labels_when_sparse_and_nan_threshold():
 def test_reversed_span_is_ignored_by_loss_and_metrics_alike():
     layer = layers.GlobalPointer(1, 4)
     scores = testing.to_numpy(layer(np.random.default_rng(1).normal(size=(1, 5, 6))))
-    scores[0, 0, 0, 2] = 3.0               # predicted and true
+    scores[0, 0, 0, 2] = 3.0  # predicted and true
     with_reversed = np.array([[[[0, 2], [3, 1]]]], "int32")
     without = np.array([[[[0, 2], [-1, -1]]]], "int32")
     loss = losses.SparseGlobalPointerCrossentropy()
     assert float(testing.to_numpy(loss(with_reversed, scores))) == pytest.approx(
-        float(testing.to_numpy(loss(without, scores))))
+        float(testing.to_numpy(loss(without, scores)))
+    )
     for labels in (with_reversed, without):
         r = metrics.SpanRecall(sparse=True)
         r.update_state(labels, scores)
@@ -191,6 +201,7 @@ def test_reversed_span_is_ignored_by_loss_and_metrics_alike():
 
 
 # --- item 10: bert4keras's (0, 0) padding --------------------------------------
+
 
 def test_bert4keras_padding_convention():
     rng = np.random.default_rng(2)
@@ -220,6 +231,7 @@ def test_bert4keras_padding_convention():
 
 
 # --- item 18: validation -------------------------------------------------------
+
 
 def test_span_layer_arguments_accept_numpy_scalars_and_name_errors():
     layer = layers.GlobalPointer(heads=np.int64(2), head_size=np.int32(4))

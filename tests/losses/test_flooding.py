@@ -28,10 +28,10 @@ def test_flooding_mse_through_harness():
     # check_loss's "devices" check calls the loss without the sample weight
     # and compares with the weighted reference, so it runs unweighted here.
     checks = tuple(c for c in testing.LOSS_CHECKS if c != "devices")
-    testing.check_loss(losses.Flooding, {"loss": "mse", "level": 0.5},
-                       y_true, y_pred, sample_weight=weight, checks=checks)
-    testing.check_loss(losses.Flooding, {"loss": "mse", "level": 0.5},
-                       y_true, y_pred, checks=("devices",))
+    testing.check_loss(
+        losses.Flooding, {"loss": "mse", "level": 0.5}, y_true, y_pred, sample_weight=weight, checks=checks
+    )
+    testing.check_loss(losses.Flooding, {"loss": "mse", "level": 0.5}, y_true, y_pred, checks=("devices",))
 
 
 @pytest.mark.harness
@@ -61,7 +61,8 @@ def test_gradient_is_plus_or_minus_plain_gradient(above):
     level = 0.5 * plain if above else 2.0 * plain
     loss = losses.Flooding("mse", level)
     value, grad = testing.value_and_grad(
-        lambda p: loss(ops.convert_to_tensor(y_true), p, sample_weight=weight), y_pred)
+        lambda p: loss(ops.convert_to_tensor(y_true), p, sample_weight=weight), y_pred
+    )
     # d/dp of sum_i w_i mean_j (p_ij - t_ij)^2 / n
     n, d = y_pred.shape
     plain_grad = 2.0 * (np.float64(y_pred) - y_true) * weight[:, None] / (n * d)
@@ -70,15 +71,17 @@ def test_gradient_is_plus_or_minus_plain_gradient(above):
     testing.assert_close(grad, sign * plain_grad, what="gradient")
     # and the same as the gradient of the written-out objective |L - b| + b
     _, obj_grad = testing.value_and_grad(
-        lambda p: loss.objective(ops.convert_to_tensor(y_true), p, sample_weight=weight), y_pred)
+        lambda p: loss.objective(ops.convert_to_tensor(y_true), p, sample_weight=weight), y_pred
+    )
     testing.assert_close(grad, obj_grad, what="gradient vs objective gradient")
 
 
 def test_function_and_string_and_object_agree():
     y_true, y_pred, weight = _regression(3)
-    values = [losses.Flooding(l, 0.1)(y_true, y_pred, sample_weight=weight)
-              for l in ("mean_squared_error", keras.losses.mean_squared_error,
-                        keras.losses.MeanSquaredError())]
+    values = [
+        losses.Flooding(l, 0.1)(y_true, y_pred, sample_weight=weight)
+        for l in ("mean_squared_error", keras.losses.mean_squared_error, keras.losses.MeanSquaredError())
+    ]
     for v in values:
         testing.assert_close(v, _np_mse(y_true, y_pred, weight))
 
@@ -91,8 +94,7 @@ def test_sum_reduction_is_respected():
     assert loss.get_config()["reduction"] == "sum"
 
 
-@pytest.mark.parametrize("bad", [-0.1, float("nan"), float("inf"), -float("inf"), "0.1",
-                                 None, True, [0.1]])
+@pytest.mark.parametrize("bad", [-0.1, float("nan"), float("inf"), -float("inf"), "0.1", None, True, [0.1]])
 def test_bad_level_is_a_value_error_naming_level(bad):
     # The package's rule: a wrong type is a TypeError, a wrong number a ValueError.
     error = ValueError if isinstance(bad, float) else TypeError
@@ -133,8 +135,7 @@ def test_config_round_trip_keeps_wrapped_loss_and_level():
 
 def _one_step_model(regularizer=None):
     keras.utils.set_random_seed(0)
-    model = keras.Sequential([keras.Input((3,)),
-                              keras.layers.Dense(2, kernel_regularizer=regularizer)])
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, kernel_regularizer=regularizer)])
     return model
 
 
@@ -163,8 +164,9 @@ def test_one_sgd_step_descends_or_ascends_and_never_floods_regularisation(level_
     expected = [w - lr * (sign * gd + gr) for w, gd, gr in zip(w0, g_data, g_reg)]
     testing.assert_close(plain.get_weights(), expected, tolerance=8, what="weights after one step")
     # the logged loss is the plain loss plus the (unflooded) regularisation
-    testing.assert_close(history.history["loss"][0], data_loss + l2 * np.sum(kernel ** 2),
-                         tolerance=4, what="logged loss")
+    testing.assert_close(
+        history.history["loss"][0], data_loss + l2 * np.sum(kernel**2), tolerance=4, what="logged loss"
+    )
 
 
 def test_logged_loss_and_val_loss_are_plain():
@@ -175,10 +177,8 @@ def test_logged_loss_and_val_loss_are_plain():
     model.compile(keras.optimizers.SGD(0.05), loss=losses.Flooding("mse", 5.0))
     history = model.fit(x, y, batch_size=16, epochs=2, verbose=0, validation_data=(x[:32], y[:32]))
     pred = np.float64(model.predict(x, verbose=0))
-    testing.assert_close(history.history["val_loss"][-1],
-                         np.mean((pred[:32] - y[:32]) ** 2), what="val_loss")
-    testing.assert_close(model.evaluate(x, y, verbose=0), np.mean((pred - y) ** 2),
-                         what="evaluate()")
+    testing.assert_close(history.history["val_loss"][-1], np.mean((pred[:32] - y[:32]) ** 2), what="val_loss")
+    testing.assert_close(model.evaluate(x, y, verbose=0), np.mean((pred - y) ** 2), what="evaluate()")
     assert set(history.history) == {"loss", "val_loss"}  # no scheduler: nothing extra
 
 
@@ -205,8 +205,10 @@ def test_level_set_between_fits_takes_effect_once_attached():
 
 # --- regression: losses that go negative, and levels float32 cannot hold -------
 
-@pytest.mark.parametrize("loss", ["cosine_similarity", keras.losses.CosineSimilarity(),
-                                  keras.losses.cosine_similarity, "poisson"])
+
+@pytest.mark.parametrize(
+    "loss", ["cosine_similarity", keras.losses.CosineSimilarity(), keras.losses.cosine_similarity, "poisson"]
+)
 @pytest.mark.parametrize("cls", [Flooding, IndividualFlooding])
 def test_flooding_refuses_losses_that_go_negative(cls, loss):
     # At level 0, cosine similarity (in [-1, 1]) is below b on every batch, so
@@ -216,10 +218,18 @@ def test_flooding_refuses_losses_that_go_negative(cls, loss):
     assert cls(loss, -0.5, allow_negative_level=True).level == -0.5
 
 
-@pytest.mark.parametrize("level, error", [
-    (1e300, ValueError), (-1e300, ValueError), (float("inf"), ValueError),
-    (float("nan"), ValueError), ("0.1", TypeError), (True, TypeError), (None, TypeError),
-])
+@pytest.mark.parametrize(
+    "level, error",
+    [
+        (1e300, ValueError),
+        (-1e300, ValueError),
+        (float("inf"), ValueError),
+        (float("nan"), ValueError),
+        ("0.1", TypeError),
+        (True, TypeError),
+        (None, TypeError),
+    ],
+)
 def test_flooding_level_is_validated_by_name(level, error):
     with pytest.raises(error, match="level"):
         Flooding("mse", level, allow_negative_level=True)

@@ -2,7 +2,6 @@
 labels), dense and sparse span losses, and the R-Drop divergence, against
 float64 NumPy references; NaN-free under half precision; the harness."""
 
-import keras
 import numpy as np
 import pytest
 from keras import ops
@@ -43,7 +42,7 @@ def span_case(seed=0, b=4, h=3, n=6, k=3, scale=2.0):
     rng = np.random.default_rng(seed)
     s = rng.normal(scale=scale, size=(b, h, n, n))
     lengths = rng.integers(2, n + 1, size=b)
-    valid = (np.arange(n)[None] < lengths[:, None])
+    valid = np.arange(n)[None] < lengths[:, None]
     valid = valid[:, None, :, None] & valid[:, None, None, :] & np.triu(np.ones((n, n), bool))
     s = np.where(valid, s, MASK).astype("float32")
     spans = np.full((b, h, k, 2), losses.SPAN_PADDING, "int32")
@@ -71,8 +70,11 @@ def test_mcce_hard_and_soft_labels_match_reference():
 
 def test_mcce_hand_computed():
     # negatives {-3}, positives {2, 4}: log(1 + e^-3) + log(1 + e^-2 + e^-4)
-    got = testing.to_numpy(losses.multilabel_categorical_crossentropy(
-        np.array([[0.0, 1.0, 1.0]], "float32"), np.array([[-3.0, 2.0, 4.0]], "float32")))
+    got = testing.to_numpy(
+        losses.multilabel_categorical_crossentropy(
+            np.array([[0.0, 1.0, 1.0]], "float32"), np.array([[-3.0, 2.0, 4.0]], "float32")
+        )
+    )
     expected = np.log(1 + np.exp(-3.0)) + np.log(1 + np.exp(-2.0) + np.exp(-4.0))
     np.testing.assert_allclose(got, [expected], rtol=1e-6)
 
@@ -84,11 +86,17 @@ def test_mcce_soft_label_minimum_and_gradient():
     s_star = 0.5 * np.log(t / (1 - t))
     for s0 in (s_star - 0.3, s_star + 0.3):
         _, (g,) = testing.value_and_grad(
-            lambda s: ops.sum(losses.multilabel_categorical_crossentropy(
-                ops.convert_to_tensor(np.array([[t]], "float32")), s)),
-            ops.convert_to_tensor(np.array([[s0]], "float32")))
+            lambda s: ops.sum(
+                losses.multilabel_categorical_crossentropy(
+                    ops.convert_to_tensor(np.array([[t]], "float32")), s
+                )
+            ),
+            ops.convert_to_tensor(np.array([[s0]], "float32")),
+        )
         # gradient by the closed form derivative
-        expected = -t * np.exp(-s0) / (1 + t * np.exp(-s0)) + (1 - t) * np.exp(s0) / (1 + (1 - t) * np.exp(s0))
+        expected = -t * np.exp(-s0) / (1 + t * np.exp(-s0)) + (1 - t) * np.exp(s0) / (
+            1 + (1 - t) * np.exp(s0)
+        )
         np.testing.assert_allclose(testing.to_numpy(g)[0, 0], expected, rtol=1e-5)
         assert np.sign(expected) == np.sign(s0 - s_star)
 
@@ -106,7 +114,8 @@ def test_mcce_extreme_logits_finite():
     t = np.array([[0.0, 1.0, 1.0, 0.0, 0.0]], "float32")
     value, (grad,) = testing.value_and_grad(
         lambda p: ops.sum(losses.multilabel_categorical_crossentropy(ops.convert_to_tensor(t), p)),
-        ops.convert_to_tensor(s))
+        ops.convert_to_tensor(s),
+    )
     assert np.isfinite(testing.to_numpy(value)) and np.all(np.isfinite(testing.to_numpy(grad)))
     np.testing.assert_allclose(testing.to_numpy(value), 160.0, rtol=1e-5)
 
@@ -145,7 +154,8 @@ def test_sparse_loss_confident_model_never_nan_or_negative():
     for dtype in ("float32", "float16", "bfloat16"):
         value, (grad,) = testing.value_and_grad(
             lambda p: losses.SparseGlobalPointerCrossentropy()(spans, ops.cast(p, dtype)),
-            ops.convert_to_tensor(s))
+            ops.convert_to_tensor(s),
+        )
         value = float(testing.to_numpy(value))
         assert np.isfinite(value) and value >= 0.0, (dtype, value)
         assert np.all(np.isfinite(testing.to_numpy(grad)))
@@ -158,15 +168,21 @@ def test_sparse_loss_confident_model_never_nan_or_negative():
 @pytest.mark.parametrize("policy_dtype", ["float16", "bfloat16"])
 def test_losses_half_precision_with_masks_no_nan(policy_dtype):
     s, dense, spans = span_case(seed=5, scale=8.0)
-    for loss, y in ((losses.GlobalPointerCrossentropy(), dense),
-                    (losses.SparseGlobalPointerCrossentropy(), spans)):
+    for loss, y in (
+        (losses.GlobalPointerCrossentropy(), dense),
+        (losses.SparseGlobalPointerCrossentropy(), spans),
+    ):
         value, (grad,) = testing.value_and_grad(
-            lambda p: loss(y, ops.cast(p, policy_dtype)), ops.convert_to_tensor(s))
+            lambda p: loss(y, ops.cast(p, policy_dtype)), ops.convert_to_tensor(s)
+        )
         grad = testing.to_numpy(grad)
         assert np.isfinite(testing.to_numpy(value))
         assert np.all(np.isfinite(grad))
         assert np.all(grad[s == MASK] == 0)  # masked logits get no gradient
-    expected = mcce_ref(dense.reshape(4, 3, -1), s.astype(policy_dtype if policy_dtype == "float16" else "float32").reshape(4, 3, -1)).mean()
+    expected = mcce_ref(
+        dense.reshape(4, 3, -1),
+        s.astype(policy_dtype if policy_dtype == "float16" else "float32").reshape(4, 3, -1),
+    ).mean()
     got = testing.to_numpy(losses.GlobalPointerCrossentropy()(dense, ops.cast(s, policy_dtype)))
     np.testing.assert_allclose(got, expected, rtol=0.05)
 
@@ -203,8 +219,13 @@ def test_loss_in_mixed_float16_model_end_to_end():
     import subprocess
     import sys
 
-    proc = subprocess.run([sys.executable, "-c", _MIXED_FLOAT16_FIT], capture_output=True,
-                          text=True, timeout=300, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+    proc = subprocess.run(
+        [sys.executable, "-c", _MIXED_FLOAT16_FIT],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"),
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
 
 
@@ -253,7 +274,9 @@ def test_global_pointer_kl_half_precision_finite():
     for dtype in ("float16", "bfloat16"):
         value, grads = testing.value_and_grad(
             lambda a, b: ops.sum(losses.global_pointer_kl(ops.cast(a, dtype), ops.cast(b, dtype))),
-            ops.convert_to_tensor(s), ops.convert_to_tensor(t))
+            ops.convert_to_tensor(s),
+            ops.convert_to_tensor(t),
+        )
         assert np.isfinite(testing.to_numpy(value))
         assert all(np.all(np.isfinite(g)) for g in testing.to_numpy(grads))
 

@@ -23,10 +23,17 @@ def test_individual_flooding_through_harness():
     y_true, y_pred, weight = _data()
     # "devices" ignores the sample weight in check_loss: run it unweighted.
     checks = tuple(c for c in testing.LOSS_CHECKS if c != "devices")
-    testing.check_loss(losses.IndividualFlooding, {"loss": "mse", "level": 0.8},
-                       y_true, y_pred, sample_weight=weight, checks=checks)
-    testing.check_loss(losses.IndividualFlooding, {"loss": "mse", "level": 0.8},
-                       y_true, y_pred, checks=("devices",))
+    testing.check_loss(
+        losses.IndividualFlooding,
+        {"loss": "mse", "level": 0.8},
+        y_true,
+        y_pred,
+        sample_weight=weight,
+        checks=checks,
+    )
+    testing.check_loss(
+        losses.IndividualFlooding, {"loss": "mse", "level": 0.8}, y_true, y_pred, checks=("devices",)
+    )
 
 
 @pytest.mark.harness
@@ -37,7 +44,9 @@ def test_individual_flooding_crossentropy_through_harness():
     testing.check_loss(
         losses.IndividualFlooding,
         {"loss": keras.losses.SparseCategoricalCrossentropy(from_logits=True), "level": 1.5},
-        labels, logits)
+        labels,
+        logits,
+    )
 
 
 def test_value_is_plain_and_objective_is_per_sample_flood():
@@ -45,11 +54,14 @@ def test_value_is_plain_and_objective_is_per_sample_flood():
     per = _np_per_sample_mse(y_true, y_pred)
     level = float(np.median(per))
     loss = losses.IndividualFlooding("mse", level)
-    testing.assert_close(loss(y_true, y_pred, sample_weight=weight),
-                         np.sum(per * weight) / per.size, what="value")
-    testing.assert_close(loss.objective(y_true, y_pred, sample_weight=weight),
-                         np.sum((np.abs(per - level) + level) * weight) / per.size,
-                         what="objective")
+    testing.assert_close(
+        loss(y_true, y_pred, sample_weight=weight), np.sum(per * weight) / per.size, what="value"
+    )
+    testing.assert_close(
+        loss.objective(y_true, y_pred, sample_weight=weight),
+        np.sum((np.abs(per - level) + level) * weight) / per.size,
+        what="objective",
+    )
 
 
 def test_per_sample_sign_pattern_of_the_gradient():
@@ -58,7 +70,8 @@ def test_per_sample_sign_pattern_of_the_gradient():
     level = float(np.median(per))  # half the samples above, half below
     loss = losses.IndividualFlooding("mse", level)
     _, grad = testing.value_and_grad(
-        lambda p: loss(ops.convert_to_tensor(y_true), p, sample_weight=weight), y_pred)
+        lambda p: loss(ops.convert_to_tensor(y_true), p, sample_weight=weight), y_pred
+    )
     n, d = y_pred.shape
     sign = np.sign(per - level)
     assert (sign > 0).sum() == 8 and (sign < 0).sum() == 8
@@ -67,8 +80,9 @@ def test_per_sample_sign_pattern_of_the_gradient():
     testing.assert_close(grad, expected, what="per-sample flooded gradient")
     # batch-level Flooding at the same level would give one sign for all rows
     _, batch_grad = testing.value_and_grad(
-        lambda p: losses.Flooding("mse", level)(ops.convert_to_tensor(y_true), p,
-                                                 sample_weight=weight), y_pred)
+        lambda p: losses.Flooding("mse", level)(ops.convert_to_tensor(y_true), p, sample_weight=weight),
+        y_pred,
+    )
     batch_sign = np.sign(np.sum(per * weight) / n - level)
     testing.assert_close(batch_grad, batch_sign * plain_grad, what="Flooding gradient")
 
@@ -81,13 +95,15 @@ def test_per_token_flooding_with_token_weights():
     logits = rng.normal(size=(b, t, c)).astype("float32")
     mask = np.array([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0], [1, 1, 0, 0, 0]], "float32")
     z = np.float64(logits)
-    logp = z - np.log(np.sum(np.exp(z - z.max(-1, keepdims=True)), -1, keepdims=True)) - z.max(-1, keepdims=True)
+    logp = (
+        z - np.log(np.sum(np.exp(z - z.max(-1, keepdims=True)), -1, keepdims=True)) - z.max(-1, keepdims=True)
+    )
     per = -np.take_along_axis(logp, labels[..., None], -1)[..., 0]
     level = float(np.median(per[mask > 0]))
-    loss = losses.IndividualFlooding(
-        keras.losses.SparseCategoricalCrossentropy(from_logits=True), level)
+    loss = losses.IndividualFlooding(keras.losses.SparseCategoricalCrossentropy(from_logits=True), level)
     value, grad = testing.value_and_grad(
-        lambda p: loss(ops.convert_to_tensor(labels), p, sample_weight=mask), logits)
+        lambda p: loss(ops.convert_to_tensor(labels), p, sample_weight=mask), logits
+    )
     testing.assert_close(value, np.sum(per * mask) / per.size, what="value")
     softmax = np.exp(logp)
     onehot = np.eye(c)[labels]
@@ -104,8 +120,7 @@ def test_keras_mask_of_a_sequence_model_is_respected():
     inp = keras.Input((5,), dtype="int32")
     out = keras.layers.Dense(3)(keras.layers.Embedding(6, 4, mask_zero=True)(inp))
     model = keras.Model(inp, out)
-    loss = losses.IndividualFlooding(
-        keras.losses.SparseCategoricalCrossentropy(from_logits=True), 1.1)
+    loss = losses.IndividualFlooding(keras.losses.SparseCategoricalCrossentropy(from_logits=True), 1.1)
     model.compile("sgd", loss=loss)
     z = np.float64(model.predict(tokens, verbose=0))
     logp = z - np.log(np.sum(np.exp(z), -1, keepdims=True))
@@ -114,10 +129,12 @@ def test_keras_mask_of_a_sequence_model_is_respected():
     loss.attach(model)
     logs = model.evaluate(tokens, labels, batch_size=3, verbose=0, return_dict=True)
     testing.assert_close(logs["loss"], per[valid].mean(), what="masked evaluate()")
-    testing.assert_close(logs["flood_fraction"], np.mean(per[valid] < 1.1),
-                         what="fraction of flooded unmasked tokens")
-    testing.assert_close(logs["flood_objective"], np.mean(np.abs(per[valid] - 1.1) + 1.1),
-                         what="masked flooded objective")
+    testing.assert_close(
+        logs["flood_fraction"], np.mean(per[valid] < 1.1), what="fraction of flooded unmasked tokens"
+    )
+    testing.assert_close(
+        logs["flood_objective"], np.mean(np.abs(per[valid] - 1.1) + 1.1), what="masked flooded objective"
+    )
 
 
 def test_reduction_none_gives_per_sample_values():
@@ -135,8 +152,7 @@ def test_bad_level_is_a_value_error_naming_level(bad):
 
 
 def test_config_round_trip():
-    loss = losses.IndividualFlooding("sparse_categorical_crossentropy", 0.25,
-                                     allow_negative_level=True)
+    loss = losses.IndividualFlooding("sparse_categorical_crossentropy", 0.25, allow_negative_level=True)
     config = loss.get_config()
     assert config["loss"] == "sparse_categorical_crossentropy"
     clone = losses.IndividualFlooding.from_config(config)

@@ -35,8 +35,9 @@ def _expected(true, scores, threshold=0.0):
 
 
 @pytest.mark.harness
-@pytest.mark.parametrize("cls,index", [(metrics.SpanF1, 2), (metrics.SpanPrecision, 0),
-                                       (metrics.SpanRecall, 1)])
+@pytest.mark.parametrize(
+    "cls,index", [(metrics.SpanF1, 2), (metrics.SpanPrecision, 0), (metrics.SpanRecall, 1)]
+)
 def test_span_metrics_through_harness(cls, index):
     true, s = _case()
     expected = _expected(true, s)
@@ -50,8 +51,8 @@ def test_micro_counts_are_not_batch_averages():
     f1 = metrics.SpanF1()
     batch_f1 = []
     for k in range(0, 6, 2):
-        f1.update_state(true[k:k + 2], s[k:k + 2])
-        batch_f1.append(_expected(true[k:k + 2], s[k:k + 2])[2])
+        f1.update_state(true[k : k + 2], s[k : k + 2])
+        batch_f1.append(_expected(true[k : k + 2], s[k : k + 2])[2])
     got = float(testing.to_numpy(f1.result()))
     np.testing.assert_allclose(got, _expected(true, s)[2], rtol=1e-6)
     assert abs(got - np.mean(batch_f1)) > 1e-4  # the case tells them apart
@@ -90,8 +91,11 @@ def test_sparse_metric_in_compiled_model_with_sparse_loss():
     tokens = keras.Input((None,), dtype="int32")
     x = keras.layers.Embedding(12, 8, mask_zero=True)(tokens)
     model = keras.Model(tokens, layers.GlobalPointer(2, 4)(x))
-    model.compile("adam", losses.SparseGlobalPointerCrossentropy(),
-                  metrics=[metrics.SpanF1(sparse=True), metrics.SpanRecall(sparse=True)])
+    model.compile(
+        "adam",
+        losses.SparseGlobalPointerCrossentropy(),
+        metrics=[metrics.SpanF1(sparse=True), metrics.SpanRecall(sparse=True)],
+    )
     rng = np.random.default_rng(0)
     tok = rng.integers(1, 12, size=(6, 5)).astype("int32")
     spans = np.full((6, 2, 2, 2), -1, "int32")

@@ -34,8 +34,9 @@ STRATEGIES = ["mgda", "cagrad", "gradnorm", "pcgrad", "uncertainty"]
 def data(n=64, k=2):
     rng = np.random.default_rng(0)
     x = rng.normal(size=(n, 6)).astype("float32")
-    ys = [(x @ rng.normal(size=(6, 1)) * 3.0**i + rng.normal(size=(n, 1))).astype("float32")
-          for i in range(k)]
+    ys = [
+        (x @ rng.normal(size=(6, 1)) * 3.0**i + rng.normal(size=(n, 1))).astype("float32") for i in range(k)
+    ]
     return x, ys
 
 
@@ -63,10 +64,8 @@ def main(out, scope, replicas):
     weights = [rng.normal(size=w.shape).astype("float32") * 0.5 for w in build().get_weights()]
     result = {"replicas": np.int64(replicas)}
     for name in STRATEGIES:
-        result[f"{name}_single"], result[f"{name}_tw_single"] = train(
-            name, contextlib.nullcontext, weights)
-        result[f"{name}_distributed"], result[f"{name}_tw_distributed"] = train(
-            name, scope, weights)
+        result[f"{name}_single"], result[f"{name}_tw_single"] = train(name, contextlib.nullcontext, weights)
+        result[f"{name}_distributed"], result[f"{name}_tw_distributed"] = train(name, scope, weights)
     np.savez(out, **result)
 
 

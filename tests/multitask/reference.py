@@ -436,15 +436,21 @@ def cagrad_primal(grads, c=0.5):
         {"type": "ineq", "fun": lambda z: r2 - np.sum((z[:n] - g0) ** 2)},
     ]
     jac_cons = [
-        {"type": "ineq", "fun": cons[0]["fun"],
-         "jac": lambda z: np.concatenate([grads, -np.ones((k, 1))], axis=1)},
-        {"type": "ineq", "fun": cons[1]["fun"],
-         "jac": lambda z: np.concatenate([-2 * (z[:n] - g0), [0.0]])},
+        {
+            "type": "ineq",
+            "fun": cons[0]["fun"],
+            "jac": lambda z: np.concatenate([grads, -np.ones((k, 1))], axis=1),
+        },
+        {"type": "ineq", "fun": cons[1]["fun"], "jac": lambda z: np.concatenate([-2 * (z[:n] - g0), [0.0]])},
     ]
     z0 = np.concatenate([g0, [np.min(grads @ g0)]])
     res = optimize.minimize(
-        neg_t, z0, jac=lambda z: np.concatenate([np.zeros(n), [-1.0]]),
-        constraints=jac_cons, method="SLSQP", options={"ftol": 1e-15, "maxiter": 5000},
+        neg_t,
+        z0,
+        jac=lambda z: np.concatenate([np.zeros(n), [-1.0]]),
+        constraints=jac_cons,
+        method="SLSQP",
+        options={"ftol": 1e-15, "maxiter": 5000},
     )
     d = res.x[:n]
     return d, float(np.min(grads @ d))

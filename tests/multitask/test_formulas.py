@@ -128,7 +128,10 @@ def _assert_same_update(w, w_ref, grads, atol_rel, what):
     d = ref.combined_gradient(w, grads)
     d_ref = ref.combined_gradient(w_ref, grads)
     np.testing.assert_allclose(
-        d, d_ref, rtol=0, atol=atol_rel * _scale(grads) + 1e-30,
+        d,
+        d_ref,
+        rtol=0,
+        atol=atol_rel * _scale(grads) + 1e-30,
         err_msg=f"{what}: weights {w} vs reference {w_ref}",
     )
 
@@ -291,8 +294,13 @@ def test_equal(losses):
 @pytest.mark.parametrize("steps", [1, 3])
 def test_initial_measured(steps):
     s = _bind(multitask.Initial(steps=steps), 3)
-    seq = [np.array([2.0, 0.5, 10.0]), np.array([1.0, 0.4, 8.0]), np.array([0.8, 0.3, 4.0]),
-           np.array([0.5, 0.2, 2.0]), np.array([0.4, 0.1, 1.0])]
+    seq = [
+        np.array([2.0, 0.5, 10.0]),
+        np.array([1.0, 0.4, 8.0]),
+        np.array([0.8, 0.3, 4.0]),
+        np.array([0.5, 0.2, 2.0]),
+        np.array([0.4, 0.1, 1.0]),
+    ]
     for t, losses in enumerate(seq):
         total, w = _combine(s, losses)
         # the running mean of the losses measured so far (the first `steps` ones)
@@ -399,8 +407,9 @@ def test_dwa_epochs():
     rng = np.random.default_rng(0)
     epoch_means = []
     for epoch in range(5):
-        batch_losses = [rng.uniform(0.5, 2.0, size=k) * np.exp(-0.2 * epoch * np.arange(1, k + 1))
-                        for _ in range(4)]
+        batch_losses = [
+            rng.uniform(0.5, 2.0, size=k) * np.exp(-0.2 * epoch * np.arange(1, k + 1)) for _ in range(4)
+        ]
         for losses in batch_losses:
             total, w = _combine(s, losses)
             prev1 = epoch_means[-1] if len(epoch_means) >= 1 else None

@@ -13,8 +13,8 @@ import os
 import keras
 import numpy as np
 import pytest
-
 from distributed_workers import distributed_tests
+
 from keras_tricks import multitask, testing
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -79,9 +79,7 @@ def step(strategy, k=2, scales=None, conflict=False, **kwargs):
     mt.compile(optimizer=keras.optimizers.SGD(1.0), loss="mse")
     logs = mt.train_on_batch(x, ys, return_dict=True)
     trunk_step = trunk_before - np.asarray(model.get_layer("trunk").kernel, np.float64)
-    head_steps = [
-        heads_before[i] - np.asarray(model.get_layer(f"t{i}").kernel, np.float64) for i in range(k)
-    ]
+    head_steps = [heads_before[i] - np.asarray(model.get_layer(f"t{i}").kernel, np.float64) for i in range(k)]
     return before, trunk_step, head_steps, logs, mt
 
 
@@ -207,8 +205,9 @@ STATEFUL_TASKS = [2, 2, 2, 2, 3]
 def _digits_like(k=2, n=48, seed=0):
     rng = np.random.default_rng(seed)
     x = rng.normal(size=(n, 6)).astype("float32")
-    ys = [(x @ rng.normal(size=(6, 1)) * (3.0**i) + rng.normal(size=(n, 1))).astype("float32")
-          for i in range(k)]
+    ys = [
+        (x @ rng.normal(size=(6, 1)) * (3.0**i) + rng.normal(size=(n, 1))).astype("float32") for i in range(k)
+    ]
     return x, ys
 
 
@@ -271,8 +270,10 @@ def test_dwa_weights_follow_the_epoch_mean_losses():
     # evaluate() logs the weights that built its loss.
     result = mt.evaluate(x, ys, batch_size=48, verbose=0, return_dict=True)
     np.testing.assert_allclose(
-        result["loss"], result["t0_weight"] * result["t0_loss"] + result["t1_weight"] * result["t1_loss"],
-        rtol=1e-5)
+        result["loss"],
+        result["t0_weight"] * result["t0_loss"] + result["t1_weight"] * result["t1_loss"],
+        rtol=1e-5,
+    )
 
 
 def test_initial_measures_then_freezes():
@@ -301,10 +302,8 @@ def test_initial_measures_then_freezes():
 def test_evaluate_and_predict_keep_keras_behaviour():
     x, ys = _digits_like()
     mt = multitask.MultiTaskModel(_mlp(), strategy="cagrad")
-    mt.compile(optimizer="adam", loss={"t0": "mse", "t1": "mae"},
-               metrics={"t0": ["mae"], "t1": ["mse"]})
-    mt.fit(x, {"t0": ys[0], "t1": ys[1]}, epochs=1, batch_size=16, verbose=0,
-           validation_data=(x, ys))
+    mt.compile(optimizer="adam", loss={"t0": "mse", "t1": "mae"}, metrics={"t0": ["mae"], "t1": ["mse"]})
+    mt.fit(x, {"t0": ys[0], "t1": ys[1]}, epochs=1, batch_size=16, verbose=0, validation_data=(x, ys))
     result = mt.evaluate(x, ys, verbose=0, return_dict=True)
     pred = mt.predict(x, verbose=0)
     assert len(pred) == 2
@@ -424,11 +423,20 @@ def test_prior_loss_against_hand_values():
 def _check_distributed(got):
     assert int(got["replicas"]) == 2
     for name in ["mgda", "cagrad", "gradnorm", "pcgrad", "uncertainty"]:
-        testing.assert_close(got[f"{name}_distributed"], got[f"{name}_single"], tolerance=256,
-                             what=f"{name}: weights after distributed fit vs one device")
-        testing.assert_close(got[f"{name}_tw_distributed"], got[f"{name}_tw_single"], tolerance=256,
-                             what=f"{name}: task weights")
+        testing.assert_close(
+            got[f"{name}_distributed"],
+            got[f"{name}_single"],
+            tolerance=256,
+            what=f"{name}: weights after distributed fit vs one device",
+        )
+        testing.assert_close(
+            got[f"{name}_tw_distributed"],
+            got[f"{name}_tw_single"],
+            tolerance=256,
+            what=f"{name}: task weights",
+        )
 
 
-test_mirrored_strategy_on_two_virtual_cpus, test_data_parallel_on_two_virtual_cpus = (
-    distributed_tests(os.path.join(HERE, "_mt_worker.py"), _check_distributed))
+test_mirrored_strategy_on_two_virtual_cpus, test_data_parallel_on_two_virtual_cpus = distributed_tests(
+    os.path.join(HERE, "_mt_worker.py"), _check_distributed
+)

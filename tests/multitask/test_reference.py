@@ -224,7 +224,9 @@ def test_pcgrad_two_tasks_no_conflict_left(seed):
 
 def test_pcgrad_order_matters_for_three_tasks():
     g = np.array([[1.0, 0.0], [-1.0, 0.2], [-0.3, -1.0]])
-    results = {tuple(np.round(ref.pcgrad(None, ref.gram_of(g), p), 12)) for p in ref.pcgrad_permutation_sets(3)}
+    results = {
+        tuple(np.round(ref.pcgrad(None, ref.gram_of(g), p), 12)) for p in ref.pcgrad_permutation_sets(3)
+    }
     assert len(results) > 1
 
 
@@ -270,8 +272,12 @@ def test_cagrad_two_closed_form_vs_bounded_scalar():
         gram = ref.gram_of(g)
         c = rng.uniform(0.05, 1.5)
         s = c * np.linalg.norm(g.mean(0))
-        obj = lambda a: (a * g[0] + (1 - a) * g[1]) @ g.mean(0) + s * np.linalg.norm(  # noqa: E731
-            a * g[0] + (1 - a) * g[1]
+        obj = lambda a: (
+            (a * g[0] + (1 - a) * g[1]) @ g.mean(0)
+            + s
+            * np.linalg.norm(  # noqa: E731
+                a * g[0] + (1 - a) * g[1]
+            )
         )
         res = minimize_scalar(obj, bounds=(0, 1), method="bounded", options={"xatol": 1e-12})
         w = ref.cagrad_inner(gram, c)

@@ -35,9 +35,7 @@ def test_values_at_known_points():
     x = np.array([1.0, 2.0])
     u1 = 0.5 * (-1 - 7) - np.tanh(-2.0)
     u2 = 0.5 * (-1 + 3) + np.tanh(-2.0) + 2
-    np.testing.assert_allclose(
-        toy.losses(x), (np.log(np.abs([u1, u2])) + 6) * np.tanh(1.0)
-    )
+    np.testing.assert_allclose(toy.losses(x), (np.log(np.abs([u1, u2])) + 6) * np.tanh(1.0))
 
 
 def test_pareto_set_is_stationary():
