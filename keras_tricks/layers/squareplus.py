@@ -33,7 +33,7 @@ class SquarePlus(keras.layers.Layer):
     ...     keras_tricks.layers.SquarePlus(b=4.0),
     ...     keras.layers.Dense(1),
     ... ])
-    >>> model(keras.ops.ones((2, 16))).shape
+    >>> tuple(model(keras.ops.ones((2, 16))).shape)
     (2, 1)
     """
 
