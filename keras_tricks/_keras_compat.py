@@ -15,9 +15,10 @@ Each function says what it reaches into and why there is no public path.
 from __future__ import annotations
 
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import keras
+if TYPE_CHECKING:  # annotations only: the data generator's workers use this module too
+    import keras
 
 __all__ = [
     "get_keras_mask",
@@ -29,6 +30,7 @@ __all__ = [
     "set_optimizer_distribution_strategy",
     "optimizer_trainable_variables",
     "tf_maybe_merge_call",
+    "keras_state_imported",
     "reset_global_seed_generator",
     "global_seed_generator_state",
     "restore_global_seed_generator",
@@ -115,6 +117,11 @@ def _global_state() -> Any:
     # process that never imported Keras must not import it (and its backend)
     # just to reset a seed.
     return sys.modules.get("keras.src.backend.common.global_state")
+
+
+def keras_state_imported() -> bool:
+    """Whether Keras's global state module is loaded in this process."""
+    return _global_state() is not None
 
 
 def global_seed_generator_state() -> Any:

@@ -8,7 +8,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_tricks import _backend, _numerics
+from keras_tricks import _backend, _keras_compat, _numerics
 
 _VARIABLES = ("trainable", "all")
 _WEIGHTS = ("ema", "raw")
@@ -125,10 +125,12 @@ class ExponentialMovingAverageOptimizer(keras.optimizers.Optimizer):
         self.bias_correction = _validate_bool("bias_correction", bias_correction)
         if _backend.name() == "tensorflow":
             # Our variables must be mirrored exactly like the wrapped ones.
-            self._distribution_strategy = inner_optimizer._distribution_strategy
+            _keras_compat.set_optimizer_distribution_strategy(
+                self, _keras_compat.optimizer_distribution_strategy(inner_optimizer)
+            )
         self._set_state(averaged=[], averages=[], extra=[], extra_averages=[], pending={}, backup=None)
 
-    @keras.src.utils.tracking.no_automatic_dependency_tracking
+    @_keras_compat.no_automatic_dependency_tracking
     def _set_state(self, **attrs):
         for key, value in attrs.items():
             setattr(self, "_" + key, value)
@@ -147,10 +149,10 @@ class ExponentialMovingAverageOptimizer(keras.optimizers.Optimizer):
             return None
         import tensorflow as tf
 
-        strategy = self._distribution_strategy
+        strategy = _keras_compat.optimizer_distribution_strategy(self)
         return None if strategy is tf.distribute.get_strategy() else strategy
 
-    @keras.src.utils.tracking.no_automatic_dependency_tracking
+    @_keras_compat.no_automatic_dependency_tracking
     def build(self, var_list):
         var_list = list(var_list)
         if not self.inner_optimizer.built:
@@ -189,7 +191,7 @@ class ExponentialMovingAverageOptimizer(keras.optimizers.Optimizer):
             avg.assign(np.array(ops.convert_to_numpy(variable), "float32"))
         return avg
 
-    @keras.src.utils.tracking.no_automatic_dependency_tracking
+    @_keras_compat.no_automatic_dependency_tracking
     def attach_extra_variables(self, variables):
         """Also average these (non-trainable) variables, e.g. BatchNorm stats.
 
@@ -250,7 +252,9 @@ class ExponentialMovingAverageOptimizer(keras.optimizers.Optimizer):
                     )
                 distribution.extended.update(self._ema_step.value, lambda s: s.assign_add(1), group=False)
 
-            tf.__internal__.distribute.interim.maybe_merge_call(merge_fn, self._distribution_strategy, pairs)
+            _keras_compat.tf_maybe_merge_call(
+                merge_fn, _keras_compat.optimizer_distribution_strategy(self), pairs
+            )
             return
         m = _momentum_at(self.momentum, self.warmup, self._ema_step)
         if pairs:
@@ -356,7 +360,7 @@ class ExponentialMovingAverageOptimizer(keras.optimizers.Optimizer):
             values.append(np.asarray(value).astype(keras.backend.standardize_dtype(var.dtype)))
         return values
 
-    @keras.src.utils.tracking.no_automatic_dependency_tracking
+    @_keras_compat.no_automatic_dependency_tracking
     def swap_in(self):
         """Put the EMA weights in the model, keeping the raw ones aside."""
         if not self.built or self._backup is not None:
@@ -369,7 +373,7 @@ class ExponentialMovingAverageOptimizer(keras.optimizers.Optimizer):
                 v.assign(value)
         self._backup = backup
 
-    @keras.src.utils.tracking.no_automatic_dependency_tracking
+    @_keras_compat.no_automatic_dependency_tracking
     def swap_out(self):
         """Put the raw weights back, bit for bit."""
         if self._backup is None:
@@ -379,7 +383,7 @@ class ExponentialMovingAverageOptimizer(keras.optimizers.Optimizer):
                 v.assign(value)
         self._backup = None
 
-    @keras.src.utils.tracking.no_automatic_dependency_tracking
+    @_keras_compat.no_automatic_dependency_tracking
     def discard_raw(self):
         """Keep whatever the model holds and forget the raw weights."""
         self._backup = None
@@ -403,12 +407,12 @@ class ExponentialMovingAverageOptimizer(keras.optimizers.Optimizer):
         for i, v in enumerate(self.inner_optimizer.variables):
             store[f"inner_{i}"] = ops.convert_to_numpy(v)
 
-    @keras.src.utils.tracking.no_automatic_dependency_tracking
+    @_keras_compat.no_automatic_dependency_tracking
     def load_own_variables(self, store):
         self._pending = {k: np.array(store[k]) for k in store.keys()}
         self._apply_pending()
 
-    @keras.src.utils.tracking.no_automatic_dependency_tracking
+    @_keras_compat.no_automatic_dependency_tracking
     def _apply_pending(self):
         pending = self._pending
         if not pending or not self.built:
@@ -629,7 +633,7 @@ class ExponentialMovingAverage(keras.callbacks.Callback):
             # fit() built the wrapped optimizer just before calling us. An
             # optimizer never built stays so: load_weights() then defers the
             # saved state to the build that fit() does.
-            wrapper.build(optimizer._trainable_variables)
+            wrapper.build(_keras_compat.optimizer_trainable_variables(optimizer))
         if self.variables == "all":
             wrapper._extra_provider = lambda: model.non_trainable_variables
             if wrapper.built:

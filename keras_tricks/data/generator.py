@@ -7,11 +7,11 @@ import inspect
 import math
 import numbers
 import random as python_random
-import sys
 import weakref
 
 import numpy as np
 
+from keras_tricks import _keras_compat
 from keras_tricks.data import _pool
 from keras_tricks.data._pool import RemoteTraceback, WorkerError
 from keras_tricks.data.padding import sequence_padding
@@ -516,21 +516,19 @@ def _seeded(seed, epoch, index, restore):
     """Seed Python `random`, NumPy's global generator and Keras's global
     SeedGenerator for one batch; restore them afterwards when `restore`."""
     state = np.random.SeedSequence(seed, spawn_key=(_BATCH, epoch, index, 1)).generate_state(4, np.uint32)
-    keras_state = sys.modules.get("keras.src.backend.common.global_state")
+    keras_imported = _keras_compat.keras_state_imported()
     if restore:
         saved_py, saved_np = python_random.getstate(), np.random.get_state()
-        saved_keras = (
-            keras_state.get_global_attribute("global_seed_generator") if keras_state is not None else None
-        )
+        saved_keras = _keras_compat.global_seed_generator_state()
     python_random.seed(int.from_bytes(state.tobytes(), "little"))
     np.random.seed(state)
-    if keras_state is not None:
-        keras_state.set_global_attribute("global_seed_generator", None)
+    if keras_imported:
+        _keras_compat.reset_global_seed_generator()
     try:
         yield
     finally:
         if restore:
             python_random.setstate(saved_py)
             np.random.set_state(saved_np)
-            if keras_state is not None:
-                keras_state.set_global_attribute("global_seed_generator", saved_keras)
+            if keras_imported:
+                _keras_compat.restore_global_seed_generator(saved_keras)

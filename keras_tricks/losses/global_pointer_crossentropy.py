@@ -12,6 +12,19 @@ def check_span_scores(y_pred):
         raise ValueError(f"`y_pred` must have shape (batch, heads, n, n), got {tuple(y_pred.shape)}.")
 
 
+def check_dense_labels(y_true, y_pred, hint):
+    """ValueError unless `y_true` has the shape of the `(batch, heads, n, n)`
+    scores (axes unknown statically are not compared); `hint` says where span
+    lists go instead."""
+    if len(y_true.shape) != 4 or any(
+        a is not None and b is not None and a != b for a, b in zip(y_true.shape, y_pred.shape)
+    ):
+        raise ValueError(
+            "`y_true` must be dense span labels of the shape of `y_pred` "
+            f"{tuple(y_pred.shape)}, got {tuple(y_true.shape)} ({hint})."
+        )
+
+
 def span_crossentropy(y_true, y_pred):
     """Per-sample GlobalPointer loss from dense labels: the multi-label
     cross-entropy over the n*n spans of each type, averaged over types."""
@@ -61,12 +74,5 @@ class GlobalPointerCrossentropy(keras.losses.Loss):
 
     def call(self, y_true, y_pred):
         check_span_scores(y_pred)
-        if len(y_true.shape) != 4 or any(
-            a is not None and b is not None and a != b for a, b in zip(y_true.shape[1:], y_pred.shape[1:])
-        ):
-            raise ValueError(
-                "`y_true` must be dense span labels of the shape of `y_pred` "
-                f"{tuple(y_pred.shape)}, got {tuple(y_true.shape)} (span lists "
-                "go to SparseGlobalPointerCrossentropy)."
-            )
+        check_dense_labels(y_true, y_pred, "span lists go to SparseGlobalPointerCrossentropy")
         return span_crossentropy(y_true, y_pred)

@@ -5,6 +5,7 @@ import keras
 from keras import ops
 
 from keras_tricks import _numerics, _validation
+from keras_tricks.losses.global_pointer_crossentropy import check_dense_labels
 from keras_tricks.losses.sparse_global_pointer_crossentropy import (
     SPAN_PADDING,
     check_padding,
@@ -40,14 +41,7 @@ class _SpanCounts(keras.metrics.Metric):
             true = sparse_spans_to_dense(y_true, ops.shape(y_pred)[-1], self.padding) > 0.5
             true = ops.reshape(true, ops.shape(y_pred))
         else:
-            if len(y_true.shape) != 4 or any(
-                a is not None and b is not None and a != b for a, b in zip(y_true.shape, y_pred.shape)
-            ):
-                raise ValueError(
-                    f"`y_true` must be dense span labels of the shape of `y_pred` "
-                    f"{tuple(y_pred.shape)}, got {tuple(y_true.shape)} (span lists need "
-                    "`sparse=True`)."
-                )
+            check_dense_labels(y_true, y_pred, "span lists need `sparse=True`")
             true = y_true > 0.5
         # A label on a masked span (padding, end < start) is not a span: the
         # loss ignores it, so the metric does too.

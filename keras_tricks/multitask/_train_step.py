@@ -20,7 +20,7 @@ ever multiplies the k coefficients, never the gradients themselves.
 import keras
 from keras import ops
 
-from keras_tricks import _backend
+from keras_tricks import _backend, _keras_compat
 
 
 def train_step(model, *args):
@@ -70,7 +70,7 @@ def _log(model, x, y, y_pred, sample_weight, losses, regularization, weights):
     total = ops.sum(losses)
     if regularization is not None:
         total = total + regularization
-    model._loss_tracker.update_state(total, sample_weight=batch)
+    _keras_compat.trainer_loss_tracker(model).update_state(total, sample_weight=batch)
     model._track(losses, weights, batch)
     return model.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
 
