@@ -59,6 +59,19 @@ def _keras_version(env):
     return out.stdout.strip() or f"(import failed: {out.stderr.strip()[-300:]})"
 
 
+def _same_version(a, b):
+    """'3.10' and '3.10.0' name one release (pyproject's floor is written the
+    first way, keras.__version__ the second)."""
+
+    def parts(v):
+        nums = [int(p) if p.isdigit() else p for p in v.split(".")]
+        while len(nums) > 1 and nums[-1] == 0:
+            nums.pop()
+        return nums
+
+    return parts(a) == parts(b)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backends", default=",".join(BACKENDS))
@@ -97,7 +110,7 @@ def main(argv=None):
             ]
             env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="2")
             version = _keras_version(env)
-            if args.expect_keras and version != args.expect_keras:
+            if args.expect_keras and not _same_version(version, args.expect_keras):
                 problems.append(f"{backend}: expected Keras {args.expect_keras}, imported {version}")
                 continue
             print(
