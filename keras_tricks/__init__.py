@@ -7,6 +7,8 @@ Submodules, one per capability:
                               ConditionalLayerNormalization, decode_spans
     keras_tricks.losses       GlobalPointer losses, flooding
     keras_tricks.metrics      SpanF1, SpanPrecision, SpanRecall
+    keras_tricks.spans        span conventions (MASK_VALUE, SPAN_PADDING), labels,
+                              decode_spans
     keras_tricks.callbacks    ExponentialMovingAverage, FloodLevelScheduler
     keras_tricks.data         DataGenerator, sequence_padding
     keras_tricks.multitask    MultiTaskModel and the multi-task weighting strategies
@@ -14,7 +16,7 @@ Submodules, one per capability:
                               explicitly: it is for tests)
 """
 
-from keras_tricks import activations, callbacks, data, layers, losses, metrics, multitask
+from keras_tricks import activations, callbacks, data, layers, losses, metrics, multitask, spans
 from keras_tricks.version import __version__
 
-__all__ = ["activations", "callbacks", "data", "layers", "losses", "metrics", "multitask", "__version__"]
+__all__ = ["activations", "callbacks", "data", "layers", "losses", "metrics", "multitask", "spans", "__version__"]

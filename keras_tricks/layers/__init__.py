@@ -5,10 +5,10 @@ back without `custom_objects`)."""
 from keras_tricks.layers.conditional_layer_normalization import (
     ConditionalLayerNormalization,
 )
-from keras_tricks.layers.decode_spans import decode_spans
 from keras_tricks.layers.efficient_global_pointer import EfficientGlobalPointer
 from keras_tricks.layers.global_pointer import GlobalPointer
 from keras_tricks.layers.squareplus import SquarePlus
+from keras_tricks.spans.decoding import decode_spans
 
 __all__ = [
     "ConditionalLayerNormalization",

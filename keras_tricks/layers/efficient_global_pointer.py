@@ -25,7 +25,7 @@ class EfficientGlobalPointer(SpanScorer):
 
     Masking, output and training are as for `GlobalPointer`: invalid spans
     (padding at i or j, j < i with `tril_mask`) get the logit
-    `keras_tricks._numerics.mask_value(dtype)` (-8192), and no Keras mask is
+    `keras_tricks.spans.MASK_VALUE` (-8192), and no Keras mask is
     returned.
 
     bert4keras compatibility: `get_weights()` is `[p_kernel, p_bias,

@@ -17,12 +17,12 @@ class GlobalPointer(SpanScorer):
     where R_p is the rotary position embedding (RoPE, interleaved pairs,
     theta_k = p * 10000^(-2k/head_size)) when `use_rope`. A span (i, j) is an
     entity of type alpha when s_alpha(i, j) > 0; flat and nested entities are
-    decoded the same way (`keras_tricks.layers.decode_spans`). Train with
+    decoded the same way (`keras_tricks.spans.decode_spans`). Train with
     `keras_tricks.losses.GlobalPointerCrossentropy` (dense labels) or
     `SparseGlobalPointerCrossentropy` (span lists).
 
     Masking: every span that is impossible gets the logit
-    `keras_tricks._numerics.mask_value(dtype)` (-8192 in every float type):
+    `keras_tricks.spans.MASK_VALUE` (-8192 in every float type):
     spans starting or ending on a padding position (the Keras mask from
     `Embedding(mask_zero=True)`, or `mask=`), and spans with j < i when
     `tril_mask`. It is set with `where`, so nothing overflows in float16, the

@@ -46,7 +46,7 @@ class GlobalPointerCrossentropy(keras.losses.Loss):
         L_alpha = log(1 + sum_{(i,j) not entity} e^{s_alpha(i,j)})
                 + log(1 + sum_{(i,j) entity} e^{-s_alpha(i,j)})
 
-    Masked spans (logit `keras_tricks._numerics.mask_value`, output by the
+    Masked spans (logit `keras_tricks.spans.MASK_VALUE`, output by the
     layers for padding and j < i) drop out of both sums. Soft labels in
     [0, 1] are accepted (see `multilabel_categorical_crossentropy`).
 

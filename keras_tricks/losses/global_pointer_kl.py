@@ -28,7 +28,7 @@ def global_pointer_kl(s, t):
 
     (the same per-type-mean reduction as `GlobalPointerCrossentropy`, so the
     R-Drop weight means the same thing for both). Spans masked in either
-    tensor (exactly `keras_tricks._numerics.mask_value`, as the layers output
+    tensor (exactly `keras_tricks.spans.MASK_VALUE`, as the layers output
     for impossible spans) are excluded. Computed in float32 for half inputs;
     >= 0, symmetric, 0 iff the unmasked scores agree; 0 for an empty sequence.
 

@@ -28,7 +28,7 @@ def multilabel_categorical_crossentropy(y_true, y_pred):
     which for hard labels is log(1 + sum_neg e^{s}) + log(1 + sum_pos e^{-s}):
     every positive is pushed above 0 and every negative below it, without the
     class imbalance of per-class sigmoids. Masked logits (exactly
-    `keras_tricks._numerics.mask_value`, -8192, the value the GlobalPointer
+    `keras_tricks.spans.MASK_VALUE`, -8192, the value the GlobalPointer
     layers give impossible spans) drop out of both sums; any other logit,
     however negative, counts (a positive at -5000 gets a loss of about 5000
     and a gradient of -1).

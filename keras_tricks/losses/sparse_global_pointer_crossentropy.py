@@ -8,44 +8,8 @@ from keras_tricks.losses.global_pointer_crossentropy import (
     check_span_scores,
     span_crossentropy,
 )
-
-#: Value that pads the span lists of `SparseGlobalPointerCrossentropy`
-#: (any row with a negative start or end is padding).
-SPAN_PADDING = -1
-
-#: The two padding conventions of span-list labels.
-#: `-1` (ours): rows with a negative start or end are padding, and the span
-#: (0, 0) is a real one-token entity at position 0.
-#: `"bert4keras"`: rows are padded with (0, 0), and the span (0, 0) is
-#: dropped (it is the [CLS] position in bert4keras's data, never an entity).
-PADDINGS = (SPAN_PADDING, "bert4keras")
-
-
-def check_padding(padding):
-    """The `padding` argument of the sparse span losses and metrics."""
-    if isinstance(padding, (bool, np.bool_)) or padding not in PADDINGS:
-        raise ValueError(
-            f"`padding` must be {SPAN_PADDING} (rows with a negative start or end "
-            "are padding) or 'bert4keras' (rows are padded with (0, 0) and the span "
-            f"(0, 0) is dropped), got {padding!r}."
-        )
-    return SPAN_PADDING if not isinstance(padding, str) else padding
-
-
-def valid_span_rows(y_true, n, padding=SPAN_PADDING):
-    """Boolean `(..., max_spans)`: which (start, end) rows are spans.
-
-    The one definition shared by the sparse loss and the sparse metrics: a
-    row is a span when `0 <= start <= end < n`; padding rows (negative, or
-    (0, 0) under `padding="bert4keras"`), reversed rows (end < start: no
-    GlobalPointer span, which the layers mask) and rows outside the sequence
-    are not, and are ignored by both.
-    """
-    start, end = y_true[..., 0], y_true[..., 1]
-    valid = (start >= 0) & (end >= start) & (end < n)
-    if padding == "bert4keras":
-        valid = valid & ((start > 0) | (end > 0))
-    return valid
+from keras_tricks.spans.conventions import SPAN_PADDING, check_padding
+from keras_tricks.spans.labels import sparse_spans_to_dense
 
 
 def _warn_if_bert4keras_padded(y_true):
@@ -64,27 +28,6 @@ def _warn_if_bert4keras_padded(y_true):
             "span at position 0. Pass `padding='bert4keras'` (or pad with -1).",
             stacklevel=3,
         )
-
-
-def sparse_spans_to_dense(y_true, n, padding=SPAN_PADDING):
-    """`(batch, heads, max_spans, 2)` (start, end) rows -> float32 dense labels
-    `(batch, heads, n, n)`. Rows that `valid_span_rows` rejects are dropped;
-    duplicate rows count once."""
-    padding = check_padding(padding)
-    y_true = ops.cast(y_true, "int32")
-    shape = ops.shape(y_true)
-    rows_count = shape[0] * shape[1]
-    spans = ops.reshape(y_true, (rows_count, shape[2], 2))
-    valid = valid_span_rows(spans, n, padding)
-    start, end = spans[..., 0], spans[..., 1]
-    # Invalid rows go to a spare column n*n, cut off afterwards.
-    col = ops.where(valid, start * n + end, n * n)
-    row = ops.broadcast_to(ops.arange(rows_count, dtype="int32")[:, None], ops.shape(col))
-    indices = ops.reshape(ops.stack([row, col], axis=-1), (-1, 2))
-    ones = ops.ones(ops.shape(indices)[:1], dtype="float32")
-    counts = ops.scatter(indices, ones, (rows_count, n * n + 1))[:, : n * n]
-    dense = ops.cast(counts > 0, "float32")
-    return ops.reshape(dense, (shape[0], shape[1], n, n))
 
 
 def check_sparse_labels(y_true, y_pred):

@@ -6,12 +6,9 @@ from keras import ops
 
 from keras_tricks import _numerics, _validation
 from keras_tricks.losses.global_pointer_crossentropy import check_dense_labels
-from keras_tricks.losses.sparse_global_pointer_crossentropy import (
-    SPAN_PADDING,
-    check_padding,
-    check_sparse_labels,
-    sparse_spans_to_dense,
-)
+from keras_tricks.losses.sparse_global_pointer_crossentropy import check_sparse_labels
+from keras_tricks.spans.conventions import MASK_VALUE, SPAN_PADDING, check_padding
+from keras_tricks.spans.labels import sparse_spans_to_dense
 
 
 class _SpanCounts(keras.metrics.Metric):
@@ -20,7 +17,7 @@ class _SpanCounts(keras.metrics.Metric):
     def __init__(self, threshold=0.0, sparse=False, padding=SPAN_PADDING, name=None, dtype=None):
         super().__init__(name=name, dtype=dtype)
         self.threshold = _validation.check_float(
-            "threshold", threshold, minimum=_numerics.mask_value("float16"), min_inclusive=False
+            "threshold", threshold, minimum=MASK_VALUE, min_inclusive=False
         )
         self.sparse = _validation.check_bool("sparse", sparse)
         self.padding = check_padding(padding)

@@ -1,8 +1,31 @@
-"""Span conventions and host-side decoding: the public home of everything a
-span- or tag-based extractor shares.
+"""Span conventions, labels and decoding: the public home of what the span
+heads (`layers.GlobalPointer`, `layers.EfficientGlobalPointer`), the span
+losses, the span metrics and the decoders share.
 
-Host-side functions here depend on NumPy only (no backend), so a serving
-process can decode predictions without importing TensorFlow, JAX or PyTorch.
+- `MASK_VALUE`: the logit of a masked span (-8192.0 in every float type).
+- `SPAN_PADDING`, `PADDINGS`: the padding conventions of span-list labels
+  (-1, ours; `"bert4keras"`, rows of (0, 0)).
+- `valid_span_rows`: which label rows are spans (one definition for the loss
+  and the metrics).
+- `spans_to_sparse_labels`: entity lists -> `(batch, types, max_spans, 2)`
+  labels, on the host.
+- `sparse_spans_to_dense`: span lists -> dense `(batch, types, n, n)` labels,
+  a backend op (what the sparse loss and metrics do inside).
+- `decode_spans`: scores -> `(batch_index, type, start, end)` rows, on the
+  host (also importable as `keras_tricks.layers.decode_spans`).
 """
 
-__all__: list[str] = []
+from keras_tricks.spans.conventions import MASK_VALUE, PADDINGS, SPAN_PADDING, check_padding, valid_span_rows
+from keras_tricks.spans.decoding import decode_spans
+from keras_tricks.spans.labels import spans_to_sparse_labels, sparse_spans_to_dense
+
+__all__ = [
+    "MASK_VALUE",
+    "PADDINGS",
+    "SPAN_PADDING",
+    "check_padding",
+    "decode_spans",
+    "sparse_spans_to_dense",
+    "spans_to_sparse_labels",
+    "valid_span_rows",
+]

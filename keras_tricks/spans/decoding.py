@@ -1,7 +1,10 @@
+"""Host-side decoding of span scores."""
+
 import numpy as np
 from keras import ops
 
-from keras_tricks import _numerics, _validation
+from keras_tricks import _validation
+from keras_tricks.spans.conventions import MASK_VALUE
 
 
 def decode_spans(scores, threshold=0.0, max_span_length=None):
@@ -12,7 +15,7 @@ def decode_spans(scores, threshold=0.0, max_span_length=None):
     GlobalPointer scores each span independently, so decoding is a plain
     threshold (Su 2021, https://kexue.fm/archives/8373); no Viterbi, and
     spans may nest or overlap. Masked spans (padding, end < start) carry
-    `keras_tricks._numerics.mask_value` (-8192) and are never returned,
+    `keras_tricks.spans.MASK_VALUE` (-8192) and are never returned,
     whatever `threshold` (it must be above that level).
 
     Args:
@@ -46,10 +49,9 @@ def decode_spans(scores, threshold=0.0, max_span_length=None):
         threshold = float(threshold)
     except (TypeError, ValueError):
         raise TypeError(f"`threshold` must be a float, got {threshold!r}.") from None
-    if not np.isfinite(threshold) or threshold <= _numerics.mask_value("float16") / 2:
+    if not np.isfinite(threshold) or threshold <= MASK_VALUE:
         raise ValueError(
-            "`threshold` must be finite and above the masking level "
-            f"{_numerics.mask_value('float16') / 2}, got {threshold}."
+            f"`threshold` must be finite and above the masking value {MASK_VALUE}, got {threshold}."
         )
     if not isinstance(scores, np.ndarray):
         scores = ops.convert_to_tensor(scores)

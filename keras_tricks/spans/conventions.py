@@ -1,0 +1,53 @@
+"""The span conventions every span head, loss, metric and decoder shares: the
+logit of a masked span, the padding of span-list labels, and which label rows
+are spans."""
+
+import numpy as np
+
+from keras_tricks import _numerics
+
+#: The logit the span heads give every impossible span (padding at either
+#: end, and end < start with `tril_mask`): -8192.0 in every float type. It is
+#: exact in float16, bfloat16, float32 and float64, `exp()` of it is 0 in all
+#: of them, and consumers recognise it by exact equality, so a real span
+#: scored at -5000 still gets its loss. See `keras_tricks._numerics.mask_value`
+#: for the derivation.
+MASK_VALUE = _numerics.mask_value("float32")
+
+#: Value that pads the span lists of `SparseGlobalPointerCrossentropy`
+#: (any row with a negative start or end is padding).
+SPAN_PADDING = -1
+
+#: The two padding conventions of span-list labels.
+#: `-1` (ours): rows with a negative start or end are padding, and the span
+#: (0, 0) is a real one-token entity at position 0.
+#: `"bert4keras"`: rows are padded with (0, 0), and the span (0, 0) is
+#: dropped (it is the [CLS] position in bert4keras's data, never an entity).
+PADDINGS = (SPAN_PADDING, "bert4keras")
+
+
+def check_padding(padding):
+    """The `padding` argument of the sparse span losses and metrics."""
+    if isinstance(padding, (bool, np.bool_)) or padding not in PADDINGS:
+        raise ValueError(
+            f"`padding` must be {SPAN_PADDING} (rows with a negative start or end "
+            "are padding) or 'bert4keras' (rows are padded with (0, 0) and the span "
+            f"(0, 0) is dropped), got {padding!r}."
+        )
+    return SPAN_PADDING if not isinstance(padding, str) else padding
+
+
+def valid_span_rows(y_true, n, padding=SPAN_PADDING):
+    """Boolean `(..., max_spans)`: which (start, end) rows are spans.
+
+    The one definition shared by the sparse loss and the sparse metrics: a
+    row is a span when `0 <= start <= end < n`; padding rows (negative, or
+    (0, 0) under `padding="bert4keras"`), reversed rows (end < start: no
+    GlobalPointer span, which the layers mask) and rows outside the sequence
+    are not, and are ignored by both.
+    """
+    start, end = y_true[..., 0], y_true[..., 1]
+    valid = (start >= 0) & (end >= start) & (end < n)
+    if padding == "bert4keras":
+        valid = valid & ((start > 0) | (end > 0))
+    return valid
