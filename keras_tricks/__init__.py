@@ -19,4 +19,14 @@ Submodules, one per capability:
 from keras_tricks import activations, callbacks, data, layers, losses, metrics, multitask, spans
 from keras_tricks.version import __version__
 
-__all__ = ["activations", "callbacks", "data", "layers", "losses", "metrics", "multitask", "spans", "__version__"]
+__all__ = [
+    "activations",
+    "callbacks",
+    "data",
+    "layers",
+    "losses",
+    "metrics",
+    "multitask",
+    "spans",
+    "__version__",
+]
