@@ -9,15 +9,18 @@
 Tiers. `--tier all` (the default, and what CI runs): TensorFlow, the default backend, runs every
 test (`slow` ones included: end-to-end demos, subprocess and training tests); JAX and PyTorch run
 everything not marked `slow`, which includes every test driven by the shared harness
-(`-m harness`). `--tier fast` skips `slow` tests on every backend. A plain `python -m pytest`
-is the fast tier on one backend (pyproject.toml deselects `slow`).
+(`-m harness`). `--tier fast` skips `slow` tests on every backend. `--tier harness` runs only the
+harness-driven tests and the docstring examples (CI's minimum-Keras check). A plain
+`python -m pytest` is the fast tier on one backend (pyproject.toml deselects `slow`).
 
 Every run also collects the docstring examples of the package (`--doctest-modules keras_tricks`),
 so each example in the documentation runs on all three backends.
 
 The backend is chosen with `KERAS_BACKEND` before Keras is imported, hence one pytest process per
-backend. Exits non-zero when any test fails, when a backend cannot be imported, or when a run
-collects no test at all. The last line totals the runs in the form `N passed, N failed, N skipped`.
+backend. `--jobs N` runs up to N of them at once (default: 2 when the machine has 2 or more CPUs,
+else 1); each one's output is printed whole when it ends, so logs never interleave. Exits
+non-zero when any test fails, when a backend cannot be imported, or when a run collects no test
+at all. The last line totals the runs in the form `N passed, N failed, N skipped`.
 """
 
 import argparse
@@ -25,6 +28,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -35,6 +39,8 @@ BACKENDS = ("tensorflow", "jax", "torch")
 MARKERS = {
     "all": {"tensorflow": "slow or not slow", "jax": "not slow", "torch": "not slow"},
     "fast": {"tensorflow": "not slow", "jax": "not slow", "torch": "not slow"},
+    # Doctest items carry the `doctest` marker (the repository's conftest.py).
+    "harness": dict.fromkeys(BACKENDS, "harness or doctest"),
 }
 
 
@@ -72,10 +78,59 @@ def _same_version(a, b):
     return parts(a) == parts(b)
 
 
+def _default_jobs():
+    return 2 if (os.cpu_count() or 1) >= 2 else 1
+
+
+def _run_backend(backend, args, tmp):
+    """One pytest process for `backend`; returns (lines to print, counts or None, problem or None)."""
+    junit = os.path.join(tmp, f"{backend}.xml")
+    log = os.path.join(tmp, f"{backend}.log")
+    explicit_paths = any(not a.startswith("-") for a in args.pytest_args)
+    paths = [] if explicit_paths else ["tests", "keras_tricks"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pytest",
+        *paths,
+        "--doctest-modules",
+        "-p",
+        "no:cacheprovider",
+        f"--junitxml={junit}",
+        "-o",
+        "junit_family=xunit2",
+        "-m",
+        MARKERS[args.tier][backend],
+        *args.pytest_args,
+    ]
+    env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="2")
+    version = _keras_version(env)
+    if args.expect_keras and not _same_version(version, args.expect_keras):
+        return "", None, f"{backend}: expected Keras {args.expect_keras}, imported {version}"
+    header = f"\n=== KERAS_BACKEND={backend}, keras {version}, tier {args.tier}: {' '.join(cmd[1:])}\n"
+    start = time.monotonic()
+    with open(log, "w") as out:
+        rc = subprocess.call(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+    with open(log) as out:
+        text = header + out.read() + f"=== {backend}: {time.monotonic() - start:.0f} s\n"
+    if not os.path.exists(junit):
+        return text, None, f"{backend}: pytest did not run (exit {rc})"
+    c = _counts(junit)
+    ran = c["tests"] - c["skipped"]
+    if rc == 5 or ran == 0:
+        return text, c, f"{backend}: no tests ran"
+    if rc != 0:
+        return text, c, f"{backend}: pytest exited {rc}"
+    return text, c, None
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backends", default=",".join(BACKENDS))
     parser.add_argument("--tier", choices=sorted(MARKERS), default="all")
+    parser.add_argument(
+        "--jobs", type=int, default=_default_jobs(), help="backends run at once (default: %(default)s)"
+    )
     parser.add_argument(
         "--expect-keras", metavar="VERSION", help="fail unless this Keras version is the one imported"
     )
@@ -85,54 +140,40 @@ def main(argv=None):
     unknown = set(backends) - set(BACKENDS)
     if unknown:
         parser.error(f"unknown backends {sorted(unknown)}; choose from {BACKENDS}")
+    if args.jobs < 1:
+        parser.error(f"--jobs must be >= 1, got {args.jobs}")
 
     passed = failed = skipped = 0
     problems = []
+    queue = list(backends)
+    lock = threading.Lock()
+    started = time.monotonic()
     with tempfile.TemporaryDirectory() as tmp:
-        for backend in backends:
-            junit = os.path.join(tmp, f"{backend}.xml")
-            explicit_paths = any(not a.startswith("-") for a in args.pytest_args)
-            paths = [] if explicit_paths else ["tests", "keras_tricks"]
-            cmd = [
-                sys.executable,
-                "-m",
-                "pytest",
-                *paths,
-                "--doctest-modules",
-                "-p",
-                "no:cacheprovider",
-                f"--junitxml={junit}",
-                "-o",
-                "junit_family=xunit2",
-                "-m",
-                MARKERS[args.tier][backend],
-                *args.pytest_args,
-            ]
-            env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="2")
-            version = _keras_version(env)
-            if args.expect_keras and not _same_version(version, args.expect_keras):
-                problems.append(f"{backend}: expected Keras {args.expect_keras}, imported {version}")
-                continue
-            print(
-                f"\n=== KERAS_BACKEND={backend}, keras {version}, tier {args.tier}: {' '.join(cmd[1:])}",
-                flush=True,
-            )
-            start = time.monotonic()
-            rc = subprocess.call(cmd, cwd=ROOT, env=env)
-            print(f"=== {backend}: {time.monotonic() - start:.0f} s", flush=True)
-            if not os.path.exists(junit):
-                problems.append(f"{backend}: pytest did not run (exit {rc})")
-                continue
-            c = _counts(junit)
-            ran = c["tests"] - c["skipped"]
-            passed += ran - c["failures"] - c["errors"]
-            failed += c["failures"] + c["errors"]
-            skipped += c["skipped"]
-            if rc == 5 or ran == 0:
-                problems.append(f"{backend}: no tests ran")
-            elif rc != 0:
-                problems.append(f"{backend}: pytest exited {rc}")
-    print()
+
+        def worker():
+            nonlocal passed, failed, skipped
+            while True:
+                with lock:
+                    if not queue:
+                        return
+                    backend = queue.pop(0)
+                text, c, problem = _run_backend(backend, args, tmp)
+                with lock:
+                    print(text, end="", flush=True)
+                    if c is not None:
+                        ran = c["tests"] - c["skipped"]
+                        passed += ran - c["failures"] - c["errors"]
+                        failed += c["failures"] + c["errors"]
+                        skipped += c["skipped"]
+                    if problem:
+                        problems.append(problem)
+
+        threads = [threading.Thread(target=worker) for _ in range(min(args.jobs, len(backends)))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    print(f"\n=== all backends: {time.monotonic() - started:.0f} s wall, {args.jobs} at once")
     for p in problems:
         print(f"FAILED: {p}")
     print(f"all backends: {passed} passed, {failed} failed, {skipped} skipped")
