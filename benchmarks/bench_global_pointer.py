@@ -10,7 +10,13 @@ otherwise write.
    `GlobalPointerCrossentropy` (dense labels) on the same logits, and the
    bytes of the labels of one batch in each format. Target: sparse no slower
    than dense at seq_len 512.
-3. Parameter counts of GP and EGP (10 types, hidden 768, head_size 64):
+3. The cost of float32 span scores under mixed precision: under
+   `mixed_float16` and `mixed_bfloat16` the heads compute q.k in float32
+   (so that large activations cannot overflow), while the floor computes it
+   in the policy's half type, the path a user would otherwise get. Printed:
+   GP / floor under each policy, next to GP / floor under float32 from the
+   same run.
+4. Parameter counts of GP and EGP (10 types, hidden 768, head_size 64):
    EGP should be about 0.1x.
 
     python benchmarks/bench_global_pointer.py           # full
@@ -149,7 +155,29 @@ def main(argv=None):
             f"{dense.nbytes / 2**20:>11.2f} MiB{spans.nbytes / 2**10:>11.2f} KiB"
         )
 
-    print("\n3. parameters (10 types, hidden 768, head_size 64)")
+    print("\n3. mixed precision: GP's float32 span scores vs the floor's half-precision q.k")
+    print(
+        f"{'policy':>16}{'seq_len':>8}{'floor ms':>10}{'GP ms':>10}{'GP/floor':>10}{'float32 GP/floor':>18}"
+    )
+    float32_ratio = {}
+    for policy in ("float32", "mixed_float16", "mixed_bfloat16"):
+        keras.config.set_dtype_policy(policy)
+        try:
+            for n in lengths:
+                x = rng.normal(size=(b, n, HIDDEN)).astype("float32")
+                mask = np.ones((b, n), bool)
+                y = np.zeros((b, 1), "float32")
+                tf_ = step_time(head_model("floor", n), x, y, reps)
+                tg = step_time(head_model("gp", n), [x, mask], y, reps)
+                float32_ratio.setdefault(n, tg / tf_)
+                print(
+                    f"{policy:>16}{n:>8}{tf_ * 1e3:>10.1f}{tg * 1e3:>10.1f}{tg / tf_:>10.2f}"
+                    f"{float32_ratio[n]:>18.2f}"
+                )
+        finally:
+            keras.config.set_dtype_policy("float32")
+
+    print("\n4. parameters (10 types, hidden 768, head_size 64)")
     x = keras.Input((None, HIDDEN))
     gp, egp = layers.GlobalPointer(HEADS, HEAD_SIZE), layers.EfficientGlobalPointer(HEADS, HEAD_SIZE)
     gp(x), egp(x)
