@@ -5,14 +5,11 @@ from keras import ops
 
 from keras_tricks import losses, testing
 from keras_tricks.losses import Flooding, IndividualFlooding
+from tests.losses.flooding_data import regression_with_weights
 
 
 def _regression(seed=0, n=12, d=3):
-    rng = np.random.default_rng(seed)
-    y_true = rng.normal(size=(n, d)).astype("float32")
-    y_pred = rng.normal(size=(n, d)).astype("float32")
-    weight = rng.uniform(0.2, 2.0, size=(n,)).astype("float32")
-    return y_true, y_pred, weight
+    return regression_with_weights(seed, n, d)
 
 
 def _np_mse(y_true, y_pred, weight=None):
@@ -25,13 +22,7 @@ def _np_mse(y_true, y_pred, weight=None):
 @pytest.mark.harness
 def test_flooding_mse_through_harness():
     y_true, y_pred, weight = _regression()
-    # check_loss's "devices" check calls the loss without the sample weight
-    # and compares with the weighted reference, so it runs unweighted here.
-    checks = tuple(c for c in testing.LOSS_CHECKS if c != "devices")
-    testing.check_loss(
-        losses.Flooding, {"loss": "mse", "level": 0.5}, y_true, y_pred, sample_weight=weight, checks=checks
-    )
-    testing.check_loss(losses.Flooding, {"loss": "mse", "level": 0.5}, y_true, y_pred, checks=("devices",))
+    testing.check_loss(losses.Flooding, {"loss": "mse", "level": 0.5}, y_true, y_pred, sample_weight=weight)
 
 
 @pytest.mark.harness

@@ -4,14 +4,11 @@ import pytest
 from keras import ops
 
 from keras_tricks import losses, testing
+from tests.losses.flooding_data import regression_with_weights
 
 
 def _data(seed=0, n=10, d=2):
-    rng = np.random.default_rng(seed)
-    y_true = rng.normal(size=(n, d)).astype("float32")
-    y_pred = rng.normal(size=(n, d)).astype("float32")
-    weight = rng.uniform(0.2, 2.0, size=(n,)).astype("float32")
-    return y_true, y_pred, weight
+    return regression_with_weights(seed, n, d)
 
 
 def _np_per_sample_mse(y_true, y_pred):
@@ -21,18 +18,8 @@ def _np_per_sample_mse(y_true, y_pred):
 @pytest.mark.harness
 def test_individual_flooding_through_harness():
     y_true, y_pred, weight = _data()
-    # "devices" ignores the sample weight in check_loss: run it unweighted.
-    checks = tuple(c for c in testing.LOSS_CHECKS if c != "devices")
     testing.check_loss(
-        losses.IndividualFlooding,
-        {"loss": "mse", "level": 0.8},
-        y_true,
-        y_pred,
-        sample_weight=weight,
-        checks=checks,
-    )
-    testing.check_loss(
-        losses.IndividualFlooding, {"loss": "mse", "level": 0.8}, y_true, y_pred, checks=("devices",)
+        losses.IndividualFlooding, {"loss": "mse", "level": 0.8}, y_true, y_pred, sample_weight=weight
     )
 
 
