@@ -50,6 +50,10 @@ _CREATED = collections.deque(maxlen=4096)
 _OWNER_PID = None
 _PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
+# The longest `timeout` the wait for results accepts: `poll()` takes whole
+# milliseconds in a C int.
+MAX_TIMEOUT = (2**31 - 1) // 1000
+
 
 class WorkerError(RuntimeError):
     """A `DataGenerator` worker process died or stopped answering."""
@@ -283,6 +287,22 @@ def _worker_main(generator, worker_id, conn, threshold, owner_pid, death_signal)
 
 
 # --------------------------------------------------------------------- pool
+def _unimportable_hint(generator, method):
+    """Why a spawned worker may die at once with exit code 1, when the
+    generator's class cannot be found by import in a fresh interpreter."""
+    cls = type(generator)
+    if method == "fork" or (cls.__module__ != "__main__" and "<locals>" not in cls.__qualname__):
+        return ""
+    return (
+        f" With start_method={method!r} a worker re-imports {cls.__module__}.{cls.__qualname__} "
+        "to unpickle the generator, and a class defined in __main__ (a notebook, an interactive "
+        "session, under `if __name__ == '__main__':`) or inside a function cannot be imported "
+        "there (the worker's traceback is on stderr). Define the subclass at the top level of an "
+        "importable module (and start the workers under `if __name__ == '__main__':`), or use "
+        "start_method='fork'."
+    )
+
+
 class _Pool:
     def __init__(self, generator, workers, start_method, threshold):
         import multiprocessing
@@ -297,6 +317,7 @@ class _Pool:
         self.results = {}  # task id -> message
         self.busy = False
         self.closed = False
+        self.hint = _unimportable_hint(generator, ctx.get_start_method())
         # PR_SET_PDEATHSIG follows the thread that starts a worker: arm it only
         # from the main thread, which lives as long as the process.
         death_signal = threading.current_thread() is threading.main_thread()
@@ -426,7 +447,8 @@ class _Pool:
                 held = sorted((e, i) for t, (ww, e, i) in self.tasks.items() if ww == w and e is not None)
                 what = f" while building batch {held[0][1]} of epoch {held[0][0]}" if held else ""
                 raise WorkerError(
-                    f"DataGenerator worker {w} (pid {p.pid}) {how}{what}; the other workers were stopped."
+                    f"DataGenerator worker {w} (pid {p.pid}) {how}{what}; the other workers "
+                    f"were stopped.{self.hint if code == 1 else ''}"
                 )
 
     def _drain(self):
