@@ -19,6 +19,8 @@ blocks on sending a result; the reader also ends the worker (`os._exit`) as
 soon as the main process says stop or goes away (end of file on the pipe).
 """
 
+import collections
+import ctypes
 import itertools
 import os
 import pickle
@@ -40,6 +42,17 @@ import numpy as np
 # the copies it inherited, so that each pipe has exactly one end per process.
 _MAIN_SIDE = weakref.WeakSet()
 _TASK_IDS = itertools.count()
+
+# In a worker: the names of the shared-memory segments it created that the
+# main process may not have unlinked yet (unlinked by the worker when the
+# main process dies), and the pid the segment names carry.
+_CREATED = collections.deque(maxlen=4096)
+_OWNER_PID = None
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+# The longest `timeout` the wait for results accepts: `poll()` takes whole
+# milliseconds in a C int.
+MAX_TIMEOUT = (2**31 - 1) // 1000
 
 
 class WorkerError(RuntimeError):
@@ -71,12 +84,48 @@ class _Shm:
         return _Shm, (self.name, self.shape, self.dtype)
 
 
+def _remember(name):
+    """Record a segment about to be created (before creating it, so that a
+    death in between cannot strand it). Names the main process has already
+    unlinked are dropped from time to time (Linux shows them in /dev/shm)."""
+    if len(_CREATED) >= 256 and os.path.isdir("/dev/shm"):
+        alive = [n for n in _CREATED if os.path.exists(os.path.join("/dev/shm", n))]
+        _CREATED.clear()
+        _CREATED.extend(alive)
+    _CREATED.append(name)
+
+
+def _unlink_created():
+    """Unlink every segment this worker created that still exists."""
+    while _CREATED:
+        name = _CREATED.popleft()
+        try:
+            shm = shared_memory.SharedMemory(name=name)
+        except (FileNotFoundError, OSError, ValueError):
+            continue
+        try:
+            shm.close()
+            shm.unlink()
+        except (FileNotFoundError, OSError):
+            pass
+
+
 def _encode(obj, threshold):
     if isinstance(obj, np.ndarray):
-        if threshold is not None and obj.nbytes >= threshold and obj.dtype.kind not in "OV":
+        # Empty arrays always travel in the pipe (a segment cannot be empty);
+        # masked arrays too, since only the data would survive the segment.
+        if (
+            threshold is not None
+            and obj.nbytes >= threshold
+            and obj.nbytes > 0
+            and obj.dtype.kind not in "OV"
+            and type(obj) is np.ndarray
+        ):
             # Named after the consumer's pid, so that leaks can be traced to
             # their owner (tests; /dev/shm is shared by every process).
-            name = f"kt_{os.getppid()}_{secrets.token_hex(8)}"
+            owner = _OWNER_PID if _OWNER_PID is not None else os.getppid()
+            name = f"kt_{owner}_{secrets.token_hex(8)}"
+            _remember(name)
             shm = shared_memory.SharedMemory(name=name, create=True, size=obj.nbytes)
             try:
                 np.ndarray(obj.shape, obj.dtype, buffer=shm.buf)[...] = obj
@@ -130,14 +179,61 @@ def _discard(obj):
 
 
 # ------------------------------------------------------------------- worker
-def _worker_main(generator, worker_id, conn, threshold):
-    for c in list(_MAIN_SIDE):  # fork: copies of the other workers' main ends
+def _parent_gone():
+    """The main process is gone (or stopped listening): unlink what this
+    worker created and exit at once."""
+    try:
+        _unlink_created()
+    finally:
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        finally:
+            os._exit(0)
+
+
+def _set_parent_death_signal(parent_pid):
+    """Linux: have the kernel send SIGTERM when the parent dies (a second
+    line behind end of file on the pipe); no-op elsewhere or on failure."""
+    if not sys.platform.startswith("linux"):
+        return
+
+    def on_sigterm(signum, frame):
+        if os.getppid() != parent_pid:  # orphaned: clean up behind the parent
+            _parent_gone()
+        # A plain SIGTERM (e.g. DataGenerator.close() stopping a stuck
+        # worker): the default action, so the exit status says so.
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        prctl = libc.prctl
+    except (OSError, AttributeError):
+        return
+    signal.signal(signal.SIGTERM, on_sigterm)
+    prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+    prctl.restype = ctypes.c_int
+    prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+    if os.getppid() != parent_pid:  # died before the signal was armed
+        _parent_gone()
+
+
+def _worker_main(generator, worker_id, conn, threshold, owner_pid, death_signal):
+    global _OWNER_PID
+    for c in list(_MAIN_SIDE):  # fork: copies of the main ends of every pipe
         try:
             c.close()
         except OSError:
             pass
+    _MAIN_SIDE.clear()
+    _CREATED.clear()  # fork: a worker forked from a worker (nested pools)
+    _OWNER_PID = owner_pid
     # Ctrl-C goes to the whole process group; the main process decides.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    parent_pid = os.getppid()
+    if death_signal:
+        _set_parent_death_signal(parent_pid)
     tasks = queue.SimpleQueue()
     # Held from the first shared-memory segment of a result until the result
     # is sent or its segments are unlinked, so that a stop never strands one.
@@ -147,10 +243,13 @@ def _worker_main(generator, worker_id, conn, threshold):
         while True:
             try:
                 msg = conn.recv()
+                eof = False
             except Exception:  # noqa: BLE001 - EOF, or a message cut by an interrupt
-                msg = None
+                msg, eof = None, True
             if msg is None:  # stop, or the main process is gone
                 sending.acquire(timeout=5)
+                if eof or os.getppid() != parent_pid:
+                    _parent_gone()
                 sys.stdout.flush()
                 sys.stderr.flush()
                 os._exit(0)
@@ -180,12 +279,30 @@ def _worker_main(generator, worker_id, conn, threshold):
             blob = ForkingPickler.dumps(("err", task_id, exc, tb))
         try:
             conn.send_bytes(blob)
+        except OSError:  # the main process is gone: nobody will read it
+            _parent_gone()
         finally:
             if sending_held:
                 sending.release()
 
 
 # --------------------------------------------------------------------- pool
+def _unimportable_hint(generator, method):
+    """Why a spawned worker may die at once with exit code 1, when the
+    generator's class cannot be found by import in a fresh interpreter."""
+    cls = type(generator)
+    if method == "fork" or (cls.__module__ != "__main__" and "<locals>" not in cls.__qualname__):
+        return ""
+    return (
+        f" With start_method={method!r} a worker re-imports {cls.__module__}.{cls.__qualname__} "
+        "to unpickle the generator, and a class defined in __main__ (a notebook, an interactive "
+        "session, under `if __name__ == '__main__':`) or inside a function cannot be imported "
+        "there (the worker's traceback is on stderr). Define the subclass at the top level of an "
+        "importable module (and start the workers under `if __name__ == '__main__':`), or use "
+        "start_method='fork'."
+    )
+
+
 class _Pool:
     def __init__(self, generator, workers, start_method, threshold):
         import multiprocessing
@@ -200,12 +317,20 @@ class _Pool:
         self.results = {}  # task id -> message
         self.busy = False
         self.closed = False
+        self.hint = _unimportable_hint(generator, ctx.get_start_method())
+        # PR_SET_PDEATHSIG follows the thread that starts a worker: arm it only
+        # from the main thread, which lives as long as the process.
+        death_signal = threading.current_thread() is threading.main_thread()
         try:
             for w in range(workers):
                 main_end, worker_end = ctx.Pipe(duplex=True)
+                # Registered before the fork, so that this worker closes its
+                # copy too: else it would never see end of file on its pipe.
+                _MAIN_SIDE.add(main_end)
+                self.conns.append(main_end)
                 p = ctx.Process(
                     target=_worker_main,
-                    args=(generator, w, worker_end, threshold),
+                    args=(generator, w, worker_end, threshold, os.getpid(), death_signal),
                     name=f"DataGenerator-worker-{w}",
                     daemon=True,
                 )
@@ -219,9 +344,7 @@ class _Pool:
                 # stops the pool), and the child has its copy by now.
                 p._args = ()
                 worker_end.close()
-                _MAIN_SIDE.add(main_end)
                 self.processes.append(p)
-                self.conns.append(main_end)
         except BaseException:
             self.close()
             raise
@@ -324,7 +447,8 @@ class _Pool:
                 held = sorted((e, i) for t, (ww, e, i) in self.tasks.items() if ww == w and e is not None)
                 what = f" while building batch {held[0][1]} of epoch {held[0][0]}" if held else ""
                 raise WorkerError(
-                    f"DataGenerator worker {w} (pid {p.pid}) {how}{what}; the other workers were stopped."
+                    f"DataGenerator worker {w} (pid {p.pid}) {how}{what}; the other workers "
+                    f"were stopped.{self.hint if code == 1 else ''}"
                 )
 
     def _drain(self):

@@ -12,6 +12,7 @@ import weakref
 import numpy as np
 
 from keras_tricks import _keras_compat
+from keras_tricks._validation import check_float
 from keras_tricks.data import _pool
 from keras_tricks.data._pool import RemoteTraceback, WorkerError
 from keras_tricks.data.padding import sequence_padding
@@ -156,10 +157,15 @@ class DataGenerator:
         start_method: `"fork"`, `"spawn"`, `"forkserver"` or None
             (multiprocessing's default).
         timeout: seconds to wait for a worker's result before giving up with
-            `WorkerError` (None: wait while the workers live).
+            `WorkerError`: a number > 0 and at most `MAX_TIMEOUT` (about 24.8
+            days, the longest wait `select`/`poll` accept); None or `math.inf`:
+            wait while the workers live.
         prefetch: batches in flight per worker (default 2).
         shm_threshold: arrays of at least this many bytes travel through
-            shared memory (default 64 KiB; None: never).
+            shared memory (default 64 KiB; None: never). Empty arrays,
+            object/structured arrays and ndarray subclasses (e.g.
+            `np.ma.MaskedArray`, whose mask a segment would lose) are always
+            pickled through the pipe.
 
     Attributes:
         steps: batches per epoch, or None when the data has no length.
@@ -195,8 +201,16 @@ class DataGenerator:
             raise ValueError(f"`seed` must be None or an int >= 0; received seed={seed!r}.")
         if isinstance(prefetch, bool) or not isinstance(prefetch, numbers.Integral) or prefetch < 1:
             raise ValueError(f"`prefetch` must be an int >= 1; received prefetch={prefetch!r}.")
-        if timeout is not None and not (isinstance(timeout, numbers.Real) and timeout > 0):
-            raise ValueError(f"`timeout` must be None or a number > 0; received timeout={timeout!r}.")
+        timeout = check_float(
+            "timeout", timeout, minimum=0, min_inclusive=False, finite=False, allow_none=True
+        )
+        if timeout is not None and math.isinf(timeout):
+            timeout = None  # documented: infinity is "no timeout"
+        elif timeout is not None and timeout > _pool.MAX_TIMEOUT:
+            raise ValueError(
+                f"`timeout` must be at most {_pool.MAX_TIMEOUT} s (what the wait for a result "
+                f"accepts; pass None or math.inf for no timeout), got {timeout!r}."
+            )
         if shm_threshold is not None and (
             isinstance(shm_threshold, bool)
             or not isinstance(shm_threshold, numbers.Integral)

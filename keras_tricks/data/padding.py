@@ -34,7 +34,9 @@ def sequence_padding(inputs, length=None, value=0, seq_dims=1, mode="post", dtyp
             arrays), each with at least `seq_dims` axes.
         length: None (the longest input per sequence axis), an int (the same
             for every sequence axis) or one int per sequence axis.
-        value: the padding value.
+        value: the padding value, a number (Python or NumPy scalar, bool
+            included); anything else (a string, None, an array) raises
+            TypeError.
         seq_dims: how many leading axes of each input are padded (>= 1).
         mode: "post" pads at the end, "pre" at the start.
         dtype: the output dtype. None: NumPy's common type of the non-empty
@@ -56,6 +58,10 @@ def sequence_padding(inputs, length=None, value=0, seq_dims=1, mode="post", dtyp
     array([[1, 2],
            [0, 4]])
     """
+    if isinstance(value, np.ndarray) or not isinstance(value, (numbers.Number, np.number, np.bool_)):
+        raise TypeError(
+            f"`value` must be a number (Python or NumPy scalar), got {value!r} of type {type(value).__name__}."
+        )
     _check_mode("mode", mode)
     _check_mode("truncating", truncating)
     if isinstance(seq_dims, bool) or not isinstance(seq_dims, numbers.Integral) or seq_dims < 1:

@@ -95,3 +95,15 @@ def test_bad_inputs():
         sequence_padding([[1.5], [2.5]], dtype="int32")
     with pytest.raises(ValueError, match="value"):
         sequence_padding([[1], [2, 3]], dtype="int32", value=0.5)
+
+
+@pytest.mark.parametrize("value", ["x", None, b"0", [0], np.zeros(1)])
+def test_value_must_be_a_number(value):
+    with pytest.raises(TypeError, match="`value`"):
+        sequence_padding([[1, 2], [3]], value=value)
+
+
+@pytest.mark.parametrize("value, expected", [(np.int64(-1), -1), (np.float32(0.5), 0.5), (7, 7)])
+def test_numpy_and_python_scalars_are_accepted_as_value(value, expected):
+    out = sequence_padding([[1, 2], [3]], value=value)
+    assert out[1, 1] == expected and out[0].tolist() == [1, 2]
