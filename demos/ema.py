@@ -13,8 +13,13 @@ demos/output/.
 
 import argparse
 import os
+import sys
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import _quiet  # noqa: E402
+
+_quiet.quiet_backend_start()
 import keras
 import numpy as np
 

@@ -21,10 +21,15 @@ saves the train/test loss curves to demos/output/flooding_curves.png.
 
 import argparse
 import os
+import sys
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import _quiet  # noqa: E402
+
+_quiet.quiet_backend_start()
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 

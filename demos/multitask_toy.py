@@ -18,13 +18,18 @@ the trajectories to demos/output/multitask_toy.png.
 
 import argparse
 import os
+import sys
 import time
 
-import numpy as np
-from keras import ops
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import _quiet  # noqa: E402
 
-from keras_tricks import _backend, multitask
-from tests.multitask import toy
+_quiet.quiet_backend_start()
+import numpy as np  # noqa: E402
+from keras import ops  # noqa: E402
+
+from keras_tricks import _backend, multitask  # noqa: E402
+from tests.multitask import toy  # noqa: E402
 
 METHODS = ("equal", "mgda", "pcgrad", "cagrad", "primary_auxiliary")
 TASKS = ["task_1", "task_2"]

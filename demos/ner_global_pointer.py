@@ -62,12 +62,10 @@ otherwise (`--verbose`). Dev-set curves go to `--out`
 
 import argparse
 import collections
-import contextlib
 import json
 import os
 import re
 import sys
-import tempfile
 import time
 
 # Before TensorFlow is imported (by Keras): its C++ INFO/WARNING lines.
@@ -78,50 +76,10 @@ import numpy as np  # noqa: E402
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
-# Lines TensorFlow's native code writes on a machine without a GPU driver
-# whatever TF_CPP_MIN_LOG_LEVEL says (they are logged before its logging is
-# set up): they say nothing about the demo and look like failures.
-_NATIVE_NOISE = re.compile(
-    r"All log messages before absl::InitializeLog|cudart_stub\.cc|"
-    r"cuda_platform\.cc.*cuInit|cpu_feature_guard\.cc|"
-    r"To enable the following instructions: |"
-    r"Unable to register cu(DNN|FFT|BLAS) factory|computation placer already registered"
-)
+sys.path.insert(0, HERE)
+import _quiet  # noqa: E402
 
-
-@contextlib.contextmanager
-def _quiet_native_start_up():
-    """Route file descriptor 2 through a file while the backend starts and
-    write back every line but the known start-up noise above."""
-    try:
-        saved = os.dup(2)
-    except OSError:  # no stderr at all
-        yield
-        return
-    with tempfile.TemporaryFile() as tmp:
-        sys.stderr.flush()
-        os.dup2(tmp.fileno(), 2)
-        try:
-            yield
-        finally:
-            sys.stderr.flush()
-            os.dup2(saved, 2)
-            os.close(saved)
-            tmp.seek(0)
-            kept = [
-                line
-                for line in tmp.read().decode("utf-8", "replace").splitlines(True)
-                if not _NATIVE_NOISE.search(line)
-            ]
-            if kept:
-                sys.stderr.write("".join(kept))
-                sys.stderr.flush()
-
-
-with _quiet_native_start_up():
-    import keras  # noqa: E402
-
-    keras.ops.convert_to_numpy(keras.ops.zeros(()))  # the device start-up (cuInit)
+keras = _quiet.quiet_backend_start()
 
 from keras import layers as L  # noqa: E402
 
