@@ -6,23 +6,28 @@ its registered name (`activation="keras_tricks>squareplus"`) saves to `.keras`
 and loads back without `custom_objects`.
 """
 
+from __future__ import annotations
+
+from typing import Any
+
 import keras
 import numpy as np
 from keras import ops
 
 from keras_tricks import _backend, _numerics
+from keras_tricks._typing import Tensor
 from keras_tricks._validation import check_float
 
 __all__ = ["squareplus"]
 
 
-def _validate_b(b):
+def _validate_b(b: Any) -> float:
     """`b` as a Python float: a finite real number > 0 (NumPy scalars too)."""
     return check_float("b", b, minimum=0.0, min_inclusive=False)
 
 
 @keras.saving.register_keras_serializable(package="keras_tricks")
-def squareplus(x, b=4.0):
+def squareplus(x: Tensor, b: float = 4.0) -> Tensor:
     """SquarePlus: a smooth ReLU made of one square root, accurate everywhere.
 
     squareplus(x) = (x + sqrt(x^2 + b)) / 2        (Barron, 2021,

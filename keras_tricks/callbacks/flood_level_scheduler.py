@@ -1,10 +1,18 @@
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
 import keras
 from keras import tree
 
 from keras_tricks.losses._flooding_base import FloodingBase, validate_level
 
+#: `schedule(epoch, level) -> level`: the new flood level at the start of an epoch.
+Schedule = Callable[[int, float], float]
 
-def flooding_losses(model):
+
+def flooding_losses(model: keras.Model) -> list[tuple[str | None, FloodingBase]]:
     """`[(output_name or None, loss)]` for each flooding loss `model` was
     compiled with (a single loss, or a list/dict of per-output losses)."""
     loss = getattr(model, "loss", None)
@@ -62,7 +70,7 @@ class FloodLevelScheduler(keras.callbacks.Callback):
     >>> # model.fit(x, y, epochs=20, callbacks=[warm_up])
     """
 
-    def __init__(self, schedule=None, verbose=0):
+    def __init__(self, schedule: Schedule | dict[str, Schedule] | None = None, verbose: int = 0) -> None:
         super().__init__()
         if not (
             schedule is None
@@ -76,7 +84,7 @@ class FloodLevelScheduler(keras.callbacks.Callback):
         self.schedule = schedule
         self.verbose = int(verbose)
 
-    def _losses(self):
+    def _losses(self) -> list[tuple[str | None, FloodingBase]]:
         found = flooding_losses(self.model)
         if not found:
             raise ValueError(
@@ -93,7 +101,7 @@ class FloodLevelScheduler(keras.callbacks.Callback):
                 )
         return found
 
-    def on_train_begin(self, logs=None):
+    def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
         newly = False
         found = self._losses()
         for index, (name, loss) in enumerate(found):
@@ -106,7 +114,7 @@ class FloodLevelScheduler(keras.callbacks.Callback):
                 if getattr(self.model, make.replace("make_", ""), None) is not None:
                     getattr(self.model, make)(force=True)
 
-    def on_epoch_begin(self, epoch, logs=None):
+    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         if self.schedule is None:
             return
         for name, loss in self._losses():
@@ -127,11 +135,11 @@ class FloodLevelScheduler(keras.callbacks.Callback):
                     where = f" ({name})" if name else ""
                     print(f"\nEpoch {epoch + 1}: FloodLevelScheduler sets the flood level{where} to {new:g}.")
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         # Schedules are Python functions; like LearningRateScheduler, the
         # config records only what serialises.
         return {"verbose": self.verbose}
 
     @classmethod
-    def from_config(cls, config):
+    def from_config(cls, config: dict[str, Any]) -> FloodLevelScheduler:
         return cls(**config)

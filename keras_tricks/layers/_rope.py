@@ -15,11 +15,15 @@ so that <R_m q, R_n k> depends on m - n only. This is bert4keras's
 followed by `apply_rotary_position_embeddings`.
 """
 
+from __future__ import annotations
+
 import numpy as np
 from keras import ops
 
+from keras_tricks._typing import Tensor
 
-def rope_angles(seq_len, dim):
+
+def rope_angles(seq_len: int | Tensor, dim: int) -> Tensor:
     """float32 `(seq_len, dim // 2)` angles p * 10000^(-2i/dim).
 
     The angles and their sines are computed in float32 whatever the compute
@@ -31,7 +35,7 @@ def rope_angles(seq_len, dim):
     return positions[:, None] * ops.convert_to_tensor(inv_freq)[None, :]
 
 
-def apply_rope(x, angles, seq_axis=1):
+def apply_rope(x: Tensor, angles: Tensor, seq_axis: int = 1) -> Tensor:
     """Rotate the interleaved pairs of the last axis of `x` by `angles`.
 
     Args:

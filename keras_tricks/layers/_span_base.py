@@ -1,12 +1,16 @@
 """What GlobalPointer and EfficientGlobalPointer share: arguments and their
 validation, the span mask, shapes and config."""
 
+from __future__ import annotations
+
 import math
+from typing import Any
 
 import keras
 from keras import ops
 
 from keras_tricks import _numerics, _validation
+from keras_tricks._typing import Identifier, Shape, Tensor
 from keras_tricks.layers import _rope
 
 
@@ -15,15 +19,15 @@ class SpanScorer(keras.layers.Layer):
 
     def __init__(
         self,
-        heads,
-        head_size,
-        use_rope=True,
-        tril_mask=True,
-        use_bias=True,
-        kernel_initializer="lecun_normal",
-        bias_initializer="zeros",
-        **kwargs,
-    ):
+        heads: int,
+        head_size: int,
+        use_rope: bool = True,
+        tril_mask: bool = True,
+        use_bias: bool = True,
+        kernel_initializer: Identifier = "lecun_normal",
+        bias_initializer: Identifier = "zeros",
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         self.heads = _validation.check_int("heads", heads, minimum=1)
         self.head_size = _validation.check_int("head_size", head_size, minimum=1)
@@ -67,7 +71,7 @@ class SpanScorer(keras.layers.Layer):
         return self.add_weight(name=name, shape=shape, initializer=self.bias_initializer, autocast=False)
 
     @property
-    def _score_dtype(self):
+    def _score_dtype(self) -> str:
         return _numerics.accurate_dtype(self.compute_dtype)
 
     def _prepare(self, inputs, mask):
@@ -117,17 +121,17 @@ class SpanScorer(keras.layers.Layer):
         fill = ops.cast(_numerics.mask_value(scores.dtype), scores.dtype)
         return ops.where(valid, scores, fill)
 
-    def compute_output_spec(self, inputs, mask=None):
+    def compute_output_spec(self, inputs: keras.KerasTensor, mask: Tensor | None = None) -> keras.KerasTensor:
         return keras.KerasTensor(self.compute_output_shape(inputs.shape), dtype=self._score_dtype)
 
-    def compute_output_shape(self, input_shape):
+    def compute_output_shape(self, input_shape: Shape) -> Shape:
         input_shape = self._check_input_shape(input_shape)
         return (input_shape[0], self.heads, input_shape[1], input_shape[1])
 
-    def compute_mask(self, inputs, mask=None):
+    def compute_mask(self, inputs: Tensor, mask: Tensor | None = None) -> None:
         return None
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         config = super().get_config()
         config.update(
             {
@@ -143,5 +147,5 @@ class SpanScorer(keras.layers.Layer):
         return config
 
     @property
-    def _scale(self):
+    def _scale(self) -> float:
         return 1.0 / math.sqrt(self.head_size)

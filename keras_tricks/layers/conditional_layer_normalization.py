@@ -1,10 +1,16 @@
+from __future__ import annotations
+
 import math
+from collections.abc import Sequence
+from typing import Any
 
 import keras
 import numpy as np
 from keras import activations, constraints, initializers, ops, regularizers
+from numpy.typing import ArrayLike
 
 from keras_tricks import _backend, _numerics, _validation
+from keras_tricks._typing import Identifier, Shape, Tensor
 
 _LN_EPSILON = 1e-3  # keras.layers.LayerNormalization's default
 _RMS_EPSILON = 1e-6  # keras.layers.RMSNormalization's default
@@ -102,25 +108,25 @@ class ConditionalLayerNormalization(keras.layers.Layer):
 
     def __init__(
         self,
-        axis=-1,
-        epsilon=None,
-        center=True,
-        scale=True,
-        rms=False,
-        hidden_units=None,
-        hidden_activation="linear",
-        hidden_initializer="glorot_uniform",
-        beta_initializer="zeros",
-        gamma_initializer="ones",
-        condition_initializer="zeros",
-        beta_regularizer=None,
-        gamma_regularizer=None,
-        condition_regularizer=None,
-        hidden_regularizer=None,
-        beta_constraint=None,
-        gamma_constraint=None,
-        **kwargs,
-    ):
+        axis: int | list[int] | tuple[int, ...] = -1,
+        epsilon: float | None = None,
+        center: bool = True,
+        scale: bool = True,
+        rms: bool = False,
+        hidden_units: int | None = None,
+        hidden_activation: Identifier | None = "linear",
+        hidden_initializer: Identifier = "glorot_uniform",
+        beta_initializer: Identifier = "zeros",
+        gamma_initializer: Identifier = "ones",
+        condition_initializer: Identifier = "zeros",
+        beta_regularizer: Identifier | None = None,
+        gamma_regularizer: Identifier | None = None,
+        condition_regularizer: Identifier | None = None,
+        hidden_regularizer: Identifier | None = None,
+        beta_constraint: Identifier | None = None,
+        gamma_constraint: Identifier | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         if isinstance(axis, (list, tuple)):
             if not axis or not all(_is_int(a) for a in axis):
@@ -240,7 +246,7 @@ class ConditionalLayerNormalization(keras.layers.Layer):
             )
         return form, axes
 
-    def build(self, input_shape):
+    def build(self, input_shape: Sequence[Shape]) -> None:
         x_shape, cond_shape = self._split_shapes(input_shape)
         _, axes = self._condition_form(x_shape, cond_shape)
         param_shape = tuple(x_shape[i] for i in axes)
@@ -295,7 +301,7 @@ class ConditionalLayerNormalization(keras.layers.Layer):
                 autocast=False,
             )
 
-    def set_bert4keras_weights(self, weights):
+    def set_bert4keras_weights(self, weights: Sequence[ArrayLike]) -> None:
         """Load the weights of bert4keras's `LayerNormalization(conditional=True)`.
 
         bert4keras 0.11 lists them as `[beta, gamma, hidden_kernel,
@@ -357,12 +363,14 @@ class ConditionalLayerNormalization(keras.layers.Layer):
         for var, w in values:
             var.assign(w.astype(keras.backend.standardize_dtype(var.dtype)))
 
-    def compute_output_shape(self, input_shape):
+    def compute_output_shape(self, input_shape: Sequence[Shape]) -> Shape:
         x_shape, cond_shape = self._split_shapes(input_shape)
         self._condition_form(x_shape, cond_shape)
         return x_shape
 
-    def compute_mask(self, inputs, mask=None):
+    def compute_mask(
+        self, inputs: Sequence[Tensor], mask: Tensor | Sequence[Tensor | None] | None = None
+    ) -> Tensor | None:
         if isinstance(mask, (list, tuple)):
             return mask[0]
         return mask
@@ -441,7 +449,7 @@ class ConditionalLayerNormalization(keras.layers.Layer):
             return ops.einsum(f"{lead}z,z{param}->{lead}{param}", h, kernel)
         return ops.tensordot(h, kernel, axes=1)
 
-    def call(self, inputs):
+    def call(self, inputs: Sequence[Tensor]) -> Tensor:
         if not isinstance(inputs, (list, tuple)) or len(inputs) != 2:
             raise ValueError(
                 f"{type(self).__name__} must be called on a list [x, cond]; received {type(inputs).__name__}."
@@ -478,7 +486,7 @@ class ConditionalLayerNormalization(keras.layers.Layer):
             outputs = outputs + conditional(self.beta, self.beta_kernel)
         return ops.cast(outputs, self.compute_dtype)
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         config = super().get_config()
         config.update(
             {
@@ -504,7 +512,7 @@ class ConditionalLayerNormalization(keras.layers.Layer):
         return config
 
 
-def _is_int(value):
+def _is_int(value: Any) -> bool:
     return (
         isinstance(value, int)
         and not isinstance(value, bool)

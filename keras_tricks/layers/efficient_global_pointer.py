@@ -1,6 +1,9 @@
+from __future__ import annotations
+
 import keras
 from keras import ops
 
+from keras_tricks._typing import Shape, Tensor
 from keras_tricks.layers._span_base import SpanScorer
 
 
@@ -48,7 +51,7 @@ class EfficientGlobalPointer(SpanScorer):
     (2, 9, 5, 5)
     """
 
-    def build(self, input_shape):
+    def build(self, input_shape: Shape) -> None:
         input_shape = self._check_input_shape(input_shape)
         width = 2 * self.head_size
         self.p_kernel = self._add_kernel("p_kernel", (input_shape[-1], width))
@@ -56,7 +59,7 @@ class EfficientGlobalPointer(SpanScorer):
         self.c_kernel = self._add_kernel("c_kernel", (width, 2 * self.heads))
         self.c_bias = self._add_bias("c_bias", (2 * self.heads,)) if self.use_bias else None
 
-    def call(self, inputs, mask=None):
+    def call(self, inputs: Tensor, mask: Tensor | None = None) -> Tensor:
         inputs, batch, n = self._prepare(inputs, mask)
         p = ops.matmul(inputs, self.p_kernel)
         if self.p_bias is not None:

@@ -1,6 +1,9 @@
+from __future__ import annotations
+
 import keras
 from keras import ops
 
+from keras_tricks._typing import Shape, Tensor
 from keras_tricks.layers._span_base import SpanScorer
 
 
@@ -66,13 +69,13 @@ class GlobalPointer(SpanScorer):
     (1, 4, 4, 4)
     """
 
-    def build(self, input_shape):
+    def build(self, input_shape: Shape) -> None:
         input_shape = self._check_input_shape(input_shape)
         units = self.heads * 2 * self.head_size
         self.kernel = self._add_kernel("kernel", (input_shape[-1], units))
         self.bias = self._add_bias("bias", (units,)) if self.use_bias else None
 
-    def call(self, inputs, mask=None):
+    def call(self, inputs: Tensor, mask: Tensor | None = None) -> Tensor:
         inputs, batch, n = self._prepare(inputs, mask)
         x = ops.matmul(inputs, self.kernel)
         if self.bias is not None:

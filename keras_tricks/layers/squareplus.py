@@ -1,5 +1,10 @@
+from __future__ import annotations
+
+from typing import Any
+
 import keras
 
+from keras_tricks._typing import Shape, Tensor
 from keras_tricks.activations import _validate_b, squareplus
 
 
@@ -37,19 +42,19 @@ class SquarePlus(keras.layers.Layer):
     (2, 1)
     """
 
-    def __init__(self, b=4.0, **kwargs):
+    def __init__(self, b: float = 4.0, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.b = _validate_b(b)
         self.supports_masking = True
         self.built = True
 
-    def call(self, inputs):
+    def call(self, inputs: Tensor) -> Tensor:
         return squareplus(inputs, b=self.b)
 
-    def compute_output_shape(self, input_shape):
+    def compute_output_shape(self, input_shape: Shape) -> Shape:
         return input_shape
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         config = super().get_config()
         config.update({"b": self.b})
         return config

@@ -19,13 +19,17 @@ compiled loss and are never flooded. The true flooded value is available
 from `objective()` and, with a `FloodLevelScheduler` in `fit()`, in the logs.
 """
 
+from __future__ import annotations
+
 import warnings
+from typing import Any
 
 import keras
 import numpy as np
 from keras import ops, tree
 
 from keras_tricks import _backend, _keras_compat, _validation
+from keras_tricks._typing import DTypeLike, LossLike, Tensor
 
 _MONITOR_ATTR = "__keras_tricks_flooding_monitor_{}"
 
@@ -39,7 +43,7 @@ _FLOAT32_MAX = float(np.finfo("float32").max)
 _NEGATIVE_LOSSES = ("cosine_similarity", "poisson", "CosineSimilarity", "Poisson")
 
 
-def validate_level(level, allow_negative_level=False, what="level"):
+def validate_level(level: float, allow_negative_level: bool = False, what: str = "level") -> float:
     """`level` as a float: finite, representable in float32 (the level
     lives in a float32 variable), and >= 0 unless `allow_negative_level`."""
     level = _validation.check_float(what, level, minimum=-_FLOAT32_MAX, maximum=_FLOAT32_MAX)
@@ -52,7 +56,7 @@ def validate_level(level, allow_negative_level=False, what="level"):
     return level
 
 
-def refuse_negative_loss(loss, resolved, allow_negative_level):
+def refuse_negative_loss(loss: LossLike, resolved: keras.losses.Loss, allow_negative_level: bool) -> None:
     """ValueError for a Keras loss known to take negative values, unless the
     user has said (`allow_negative_level=True`) that they chose the level
     for such a loss."""
@@ -75,7 +79,7 @@ def refuse_negative_loss(loss, resolved, allow_negative_level):
         )
 
 
-def _resolve(loss):
+def _resolve(loss: LossLike) -> keras.losses.Loss:
     """The user's loss (object, function or string) as a `keras.losses.Loss`."""
     if isinstance(loss, keras.losses.Loss):
         return loss
@@ -95,13 +99,13 @@ def _resolve(loss):
     )
 
 
-def keras_mask(x):
+def keras_mask(x: Tensor) -> Tensor | None:
     """The Keras mask attached to `x`, or None, read as `Loss.__call__` reads
     it (on JAX it is not an attribute of the traced array)."""
     return _keras_compat.get_keras_mask(x)
 
 
-def flood_gradient(value, level, unscale=1.0):
+def flood_gradient(value: Tensor, level: Tensor | float, unscale: float = 1.0) -> Tensor:
     """`value` unchanged, with the gradient of |value - level| + level.
 
     `unscale` undoes Keras's division of the loss by the number of replicas
@@ -127,7 +131,7 @@ class FloodingMonitor(keras.metrics.Metric):
     `<output name>_` for multi-output models).
     """
 
-    def __init__(self, level, name="flooding", **kwargs):
+    def __init__(self, level: float, name: str = "flooding", **kwargs: Any) -> None:
         super().__init__(name=name, **kwargs)
         self.prefix = ""
         self.attached = False
@@ -144,11 +148,13 @@ class FloodingMonitor(keras.metrics.Metric):
         self.flooded = self.add_variable(shape=(), initializer="zeros", dtype="float32", name="flooded")
         self.units = self.add_variable(shape=(), initializer="zeros", dtype="float32", name="units")
 
-    def update_state(self, *args, **kwargs):
+    def update_state(self, *args: Any, **kwargs: Any) -> None:
         # Updated by the loss from inside the loss computation (`record`).
         return None
 
-    def record(self, objective, batch_size, flooded, units):
+    def record(
+        self, objective: Tensor, batch_size: int | Tensor, flooded: float | Tensor, units: float | Tensor
+    ) -> None:
         if not self.attached:
             return
 
@@ -161,7 +167,7 @@ class FloodingMonitor(keras.metrics.Metric):
         self.flooded.assign(self.flooded + f32(flooded))
         self.units.assign(self.units + f32(units))
 
-    def result(self):
+    def result(self) -> dict[str, Tensor]:
         return {
             f"{self.prefix}flood_objective": ops.divide_no_nan(self.objective_sum, self.samples),
             f"{self.prefix}flood_fraction": ops.divide_no_nan(self.flooded, self.units),
@@ -169,7 +175,7 @@ class FloodingMonitor(keras.metrics.Metric):
             f"{self.prefix}flood_level": ops.add(self.level, 0.0),
         }
 
-    def reset_state(self):
+    def reset_state(self) -> None:
         # The level is training state, not a statistic: it survives resets.
         for v in (self.objective_sum, self.samples, self.flooded, self.units):
             v.assign(0.0)
@@ -178,7 +184,15 @@ class FloodingMonitor(keras.metrics.Metric):
 class FloodingBase(keras.losses.Loss):
     """Common part of `Flooding` and `IndividualFlooding` (see their docs)."""
 
-    def __init__(self, loss, level, allow_negative_level=False, name=None, reduction=None, dtype=None):
+    def __init__(
+        self,
+        loss: LossLike,
+        level: float,
+        allow_negative_level: bool = False,
+        name: str | None = None,
+        reduction: str | None = None,
+        dtype: DTypeLike | keras.DTypePolicy = None,
+    ) -> None:
         self.allow_negative_level = _validation.check_bool("allow_negative_level", allow_negative_level)
         level = validate_level(level, self.allow_negative_level)
         self.loss = loss
@@ -192,12 +206,12 @@ class FloodingBase(keras.losses.Loss):
 
     # ------------------------------------------------------------------ level
     @property
-    def level(self):
+    def level(self) -> float:
         """The current flood level b (a Python float)."""
         return float(ops.convert_to_numpy(self.monitor.level))
 
     @level.setter
-    def level(self, value):
+    def level(self, value: float) -> None:
         value = validate_level(value, self.allow_negative_level)
         if _backend.name() == "jax" and not self.monitor.attached and value != self.level:
             warnings.warn(
@@ -210,7 +224,7 @@ class FloodingBase(keras.losses.Loss):
         self.monitor.level.assign(value)
 
     @property
-    def level_variable(self):
+    def level_variable(self) -> keras.Variable:
         """The `keras.Variable` holding b (float32, not trainable)."""
         return self.monitor.level
 
@@ -234,22 +248,22 @@ class FloodingBase(keras.losses.Loss):
             values, sample_weight=sample_weight, mask=mask, reduction=self.reduction, dtype=self.dtype
         )
 
-    def call(self, y_true, y_pred):
+    def call(self, y_true: Tensor, y_pred: Tensor) -> Tensor:
         return self.inner.call(y_true, y_pred)
 
-    def _unscale(self):
+    def _unscale(self) -> float:
         """Undo Keras's 1/replicas scaling of a mean-reduced loss (tf.distribute)."""
         if self.reduction in ("sum_over_batch_size", "mean", "mean_with_sample_weight"):
             return replica_unscale()
         return 1.0
 
-    def plain(self, y_true, y_pred, sample_weight=None):
+    def plain(self, y_true: Tensor, y_pred: Tensor, sample_weight: Tensor | None = None) -> Tensor:
         """The wrapped loss reduced by Keras's rules, with its own gradient."""
         with keras.name_scope(self.name):
             values, mask = self._values(y_true, y_pred)
             return self._reduce(values, sample_weight, mask)
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         config = super().get_config()
         config.update(
             {
@@ -263,14 +277,14 @@ class FloodingBase(keras.losses.Loss):
         return config
 
     @classmethod
-    def from_config(cls, config):
+    def from_config(cls, config: dict[str, Any]) -> FloodingBase:
         config = dict(config)
         loss = config.pop("loss")
         if isinstance(loss, dict):
             loss = keras.saving.deserialize_keras_object(loss)
         return cls(loss=loss, **config)
 
-    def attach(self, model, index=0, prefix=""):
+    def attach(self, model: keras.Model, index: int = 0, prefix: str = "") -> bool:
         """Make the level and statistics part of `model`: its state and logs.
 
         `FloodLevelScheduler` calls this for every flooding loss of the model
@@ -291,10 +305,10 @@ class FloodingBase(keras.losses.Loss):
         return True
 
 
-def replica_unscale():
+def replica_unscale() -> float:
     """The factor that undoes Keras's per-replica scaling of a reduced loss."""
     return float(_backend.num_replicas_in_sync())
 
 
-def batch_size_of(y_pred):
+def batch_size_of(y_pred: Tensor) -> int | Tensor:
     return ops.shape(tree.flatten(y_pred)[0])[0]

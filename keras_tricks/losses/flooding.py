@@ -1,6 +1,9 @@
+from __future__ import annotations
+
 import keras
 from keras import ops
 
+from keras_tricks._typing import DTypeLike, LossLike, Tensor
 from keras_tricks.losses._flooding_base import (
     FloodingBase,
     batch_size_of,
@@ -62,7 +65,15 @@ class Flooding(FloodingBase):
     1.0986...
     """
 
-    def __init__(self, loss, level, allow_negative_level=False, name="flooding", reduction=None, dtype=None):
+    def __init__(
+        self,
+        loss: LossLike,
+        level: float,
+        allow_negative_level: bool = False,
+        name: str = "flooding",
+        reduction: str | None = None,
+        dtype: DTypeLike = None,
+    ) -> None:
         super().__init__(
             loss,
             level,
@@ -78,7 +89,7 @@ class Flooding(FloodingBase):
                 "IndividualFlooding to flood each sample's loss."
             )
 
-    def __call__(self, y_true, y_pred, sample_weight=None):
+    def __call__(self, y_true: Tensor, y_pred: Tensor, sample_weight: Tensor | None = None) -> Tensor:
         with keras.name_scope(self.name):
             values, mask = self._values(y_true, y_pred)
             plain = self._reduce(values, sample_weight, mask)
@@ -94,7 +105,7 @@ class Flooding(FloodingBase):
                 )
             return flood_gradient(plain, level, unscale)
 
-    def objective(self, y_true, y_pred, sample_weight=None):
+    def objective(self, y_true: Tensor, y_pred: Tensor, sample_weight: Tensor | None = None) -> Tensor:
         """J = |L - b| + b itself (value and gradient), for custom loops."""
         plain = self.plain(y_true, y_pred, sample_weight) * self._unscale()
         level = ops.cast(self.monitor.level, plain.dtype)

@@ -1,18 +1,21 @@
+from __future__ import annotations
+
 import keras
 from keras import ops
 
+from keras_tricks._typing import DTypeLike, Tensor
 from keras_tricks.losses.multilabel_categorical_crossentropy import (
     multilabel_categorical_crossentropy,
 )
 
 
-def check_span_scores(y_pred):
+def check_span_scores(y_pred: Tensor) -> None:
     """ValueError unless `y_pred` is GlobalPointer scores (batch, heads, n, n)."""
     if len(y_pred.shape) != 4:
         raise ValueError(f"`y_pred` must have shape (batch, heads, n, n), got {tuple(y_pred.shape)}.")
 
 
-def check_dense_labels(y_true, y_pred, hint):
+def check_dense_labels(y_true: Tensor, y_pred: Tensor, hint: str) -> None:
     """ValueError unless `y_true` has the shape of the `(batch, heads, n, n)`
     scores (axes unknown statically are not compared); `hint` says where span
     lists go instead."""
@@ -25,7 +28,7 @@ def check_dense_labels(y_true, y_pred, hint):
         )
 
 
-def span_crossentropy(y_true, y_pred):
+def span_crossentropy(y_true: Tensor, y_pred: Tensor) -> Tensor:
     """Per-sample GlobalPointer loss from dense labels: the multi-label
     cross-entropy over the n*n spans of each type, averaged over types."""
     shape = ops.shape(y_pred)
@@ -69,10 +72,15 @@ class GlobalPointerCrossentropy(keras.losses.Loss):
     >>> model.compile("adam", keras_tricks.losses.GlobalPointerCrossentropy())
     """
 
-    def __init__(self, name="global_pointer_crossentropy", reduction="sum_over_batch_size", dtype=None):
+    def __init__(
+        self,
+        name: str = "global_pointer_crossentropy",
+        reduction: str | None = "sum_over_batch_size",
+        dtype: DTypeLike = None,
+    ) -> None:
         super().__init__(name=name, reduction=reduction, dtype=dtype)
 
-    def call(self, y_true, y_pred):
+    def call(self, y_true: Tensor, y_pred: Tensor) -> Tensor:
         check_span_scores(y_pred)
         check_dense_labels(y_true, y_pred, "span lists go to SparseGlobalPointerCrossentropy")
         return span_crossentropy(y_true, y_pred)

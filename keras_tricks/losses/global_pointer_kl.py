@@ -1,10 +1,13 @@
+from __future__ import annotations
+
 import keras
 from keras import ops
 
 from keras_tricks import _numerics
+from keras_tricks._typing import Tensor
 
 
-def _check_scores(name, x):
+def _check_scores(name: str, x: Tensor) -> None:
     if len(x.shape) != 4:
         raise ValueError(
             f"`{name}` must be span scores of shape (batch, heads, n, n), got shape {tuple(x.shape)}."
@@ -16,7 +19,7 @@ def _check_scores(name, x):
 
 
 @keras.saving.register_keras_serializable(package="keras_tricks")
-def global_pointer_kl(s, t):
+def global_pointer_kl(s: Tensor, t: Tensor) -> Tensor:
     """Symmetric divergence between two GlobalPointer score tensors, for R-Drop.
 
     Each span is a binary decision with probability sigmoid(s); the symmetric

@@ -1,6 +1,9 @@
+from __future__ import annotations
+
 import keras
 from keras import ops
 
+from keras_tricks._typing import DTypeLike, LossLike, Tensor
 from keras_tricks.losses._flooding_base import FloodingBase, batch_size_of, flood_gradient
 
 
@@ -51,8 +54,14 @@ class IndividualFlooding(FloodingBase):
     """
 
     def __init__(
-        self, loss, level, allow_negative_level=False, name="individual_flooding", reduction=None, dtype=None
-    ):
+        self,
+        loss: LossLike,
+        level: float,
+        allow_negative_level: bool = False,
+        name: str = "individual_flooding",
+        reduction: str | None = None,
+        dtype: DTypeLike = None,
+    ) -> None:
         super().__init__(
             loss,
             level,
@@ -62,7 +71,7 @@ class IndividualFlooding(FloodingBase):
             dtype=dtype,
         )
 
-    def __call__(self, y_true, y_pred, sample_weight=None):
+    def __call__(self, y_true: Tensor, y_pred: Tensor, sample_weight: Tensor | None = None) -> Tensor:
         with keras.name_scope(self.name):
             values, mask = self._values(y_true, y_pred)
             level = ops.cast(self.monitor.level, values.dtype)
@@ -84,7 +93,7 @@ class IndividualFlooding(FloodingBase):
                 )
             return out
 
-    def objective(self, y_true, y_pred, sample_weight=None):
+    def objective(self, y_true: Tensor, y_pred: Tensor, sample_weight: Tensor | None = None) -> Tensor:
         """J = reduce_i(|l_i - b| + b) itself (value and gradient)."""
         with keras.name_scope(self.name):
             values, mask = self._values(y_true, y_pred)

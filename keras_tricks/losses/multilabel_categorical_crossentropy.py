@@ -1,10 +1,13 @@
+from __future__ import annotations
+
 import keras
 from keras import ops
 
 from keras_tricks import _numerics
+from keras_tricks._typing import Tensor
 
 
-def _log1p_sum_exp(x):
+def _log1p_sum_exp(x: Tensor) -> Tensor:
     """log(1 + sum(exp(x), axis=-1)), stable, for x with -inf entries (which
     drop out). The "1" is the implicit logit 0 of the threshold class; no
     concatenation, so no copy of x."""
@@ -15,7 +18,7 @@ def _log1p_sum_exp(x):
 
 
 @keras.saving.register_keras_serializable(package="keras_tricks")
-def multilabel_categorical_crossentropy(y_true, y_pred):
+def multilabel_categorical_crossentropy(y_true: Tensor, y_pred: Tensor) -> Tensor:
     """Multi-label "softmax + cross-entropy" with a threshold at logit 0.
 
     Su Jianlin, "将'softmax+交叉熵'推广到多标签分类问题" (2020,

@@ -1,9 +1,13 @@
+from __future__ import annotations
+
 import warnings
+from typing import Any
 
 import keras
 import numpy as np
 from keras import ops
 
+from keras_tricks._typing import DTypeLike, Tensor
 from keras_tricks.losses.global_pointer_crossentropy import (
     check_span_scores,
     span_crossentropy,
@@ -12,7 +16,7 @@ from keras_tricks.spans.conventions import SPAN_PADDING, check_padding
 from keras_tricks.spans.labels import sparse_spans_to_dense
 
 
-def _warn_if_bert4keras_padded(y_true):
+def _warn_if_bert4keras_padded(y_true: Tensor) -> None:
     """Under the default padding, a span list in which (0, 0) occurs more than
     once can only be bert4keras-style padding. Checked where the labels are
     concrete (eager calls, NumPy labels); a traced step cannot warn."""
@@ -30,7 +34,7 @@ def _warn_if_bert4keras_padded(y_true):
         )
 
 
-def check_sparse_labels(y_true, y_pred):
+def check_sparse_labels(y_true: Tensor, y_pred: Tensor) -> None:
     """ValueError unless `y_true` is `(batch, heads, max_spans, 2)` span lists
     matching the batch and heads of the `(batch, heads, n, n)` scores."""
     true_shape, pred_shape = tuple(y_true.shape), tuple(y_pred.shape)
@@ -95,15 +99,15 @@ class SparseGlobalPointerCrossentropy(keras.losses.Loss):
 
     def __init__(
         self,
-        padding=SPAN_PADDING,
-        name="sparse_global_pointer_crossentropy",
-        reduction="sum_over_batch_size",
-        dtype=None,
-    ):
+        padding: int | str = SPAN_PADDING,
+        name: str = "sparse_global_pointer_crossentropy",
+        reduction: str | None = "sum_over_batch_size",
+        dtype: DTypeLike = None,
+    ) -> None:
         super().__init__(name=name, reduction=reduction, dtype=dtype)
         self.padding = check_padding(padding)
 
-    def call(self, y_true, y_pred):
+    def call(self, y_true: Tensor, y_pred: Tensor) -> Tensor:
         check_span_scores(y_pred)
         check_sparse_labels(y_true, y_pred)
         if self.padding == SPAN_PADDING:
@@ -114,7 +118,7 @@ class SparseGlobalPointerCrossentropy(keras.losses.Loss):
         dense = ops.reshape(dense, ops.shape(y_pred))
         return span_crossentropy(dense, y_pred)
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         config = super().get_config()
         config["padding"] = self.padding
         return config

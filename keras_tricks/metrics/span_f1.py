@@ -1,10 +1,15 @@
 """Entity-level (span-level) micro precision, recall and F1 for GlobalPointer
 scores: `SpanF1`, `SpanPrecision`, `SpanRecall`."""
 
+from __future__ import annotations
+
+from typing import Any
+
 import keras
 from keras import ops
 
 from keras_tricks import _numerics, _validation
+from keras_tricks._typing import DTypeLike, Tensor
 from keras_tricks.losses.global_pointer_crossentropy import check_dense_labels
 from keras_tricks.losses.sparse_global_pointer_crossentropy import check_sparse_labels
 from keras_tricks.spans.conventions import MASK_VALUE, SPAN_PADDING, check_padding
@@ -14,7 +19,14 @@ from keras_tricks.spans.labels import sparse_spans_to_dense
 class _SpanCounts(keras.metrics.Metric):
     """Accumulates true/false positives and false negatives of spans."""
 
-    def __init__(self, threshold=0.0, sparse=False, padding=SPAN_PADDING, name=None, dtype=None):
+    def __init__(
+        self,
+        threshold: float = 0.0,
+        sparse: bool = False,
+        padding: int | str = SPAN_PADDING,
+        name: str | None = None,
+        dtype: DTypeLike = None,
+    ) -> None:
         super().__init__(name=name, dtype=dtype)
         self.threshold = _validation.check_float(
             "threshold", threshold, minimum=MASK_VALUE, min_inclusive=False
@@ -26,7 +38,7 @@ class _SpanCounts(keras.metrics.Metric):
         self.false_positives = self.add_variable((), "zeros", dtype="int32", name="false_positives")
         self.false_negatives = self.add_variable((), "zeros", dtype="int32", name="false_negatives")
 
-    def update_state(self, y_true, y_pred, sample_weight=None):
+    def update_state(self, y_true: Tensor, y_pred: Tensor, sample_weight: Tensor | None = None) -> None:
         if sample_weight is not None:
             raise ValueError(f"{type(self).__name__} counts spans and takes no `sample_weight`.")
         y_pred = ops.convert_to_tensor(y_pred)
@@ -49,19 +61,19 @@ class _SpanCounts(keras.metrics.Metric):
         self.false_positives.assign_add(count(ops.logical_and(pred, ops.logical_not(true))))
         self.false_negatives.assign_add(count(ops.logical_and(ops.logical_not(pred), true)))
 
-    def _counts(self):
+    def _counts(self) -> tuple[Tensor, Tensor, Tensor]:
         f = lambda v: ops.cast(v, "float32")  # noqa: E731
         return f(self.true_positives), f(self.false_positives), f(self.false_negatives)
 
     @staticmethod
-    def _ratio(num, den):
+    def _ratio(num: Tensor, den: Tensor) -> Tensor:
         return ops.where(den > 0, num / ops.maximum(den, 1.0), ops.zeros_like(num))
 
-    def reset_state(self):
+    def reset_state(self) -> None:
         for v in (self.true_positives, self.false_positives, self.false_negatives):
             v.assign(ops.zeros((), dtype="int32"))
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         config = super().get_config()
         config.update({"threshold": self.threshold, "sparse": self.sparse, "padding": self.padding})
         return config
@@ -110,10 +122,17 @@ _DOC = """{what} of predicted spans, micro-averaged over an epoch.
 class SpanF1(_SpanCounts):
     __doc__ = _DOC.format(what="Micro F1", cls="SpanF1")
 
-    def __init__(self, threshold=0.0, sparse=False, padding=SPAN_PADDING, name="span_f1", dtype=None):
+    def __init__(
+        self,
+        threshold: float = 0.0,
+        sparse: bool = False,
+        padding: int | str = SPAN_PADDING,
+        name: str = "span_f1",
+        dtype: DTypeLike = None,
+    ) -> None:
         super().__init__(threshold=threshold, sparse=sparse, padding=padding, name=name, dtype=dtype)
 
-    def result(self):
+    def result(self) -> Tensor:
         tp, fp, fn = self._counts()
         return self._ratio(2.0 * tp, 2.0 * tp + fp + fn)
 
@@ -122,10 +141,17 @@ class SpanF1(_SpanCounts):
 class SpanPrecision(_SpanCounts):
     __doc__ = _DOC.format(what="Micro precision", cls="SpanPrecision")
 
-    def __init__(self, threshold=0.0, sparse=False, padding=SPAN_PADDING, name="span_precision", dtype=None):
+    def __init__(
+        self,
+        threshold: float = 0.0,
+        sparse: bool = False,
+        padding: int | str = SPAN_PADDING,
+        name: str = "span_precision",
+        dtype: DTypeLike = None,
+    ) -> None:
         super().__init__(threshold=threshold, sparse=sparse, padding=padding, name=name, dtype=dtype)
 
-    def result(self):
+    def result(self) -> Tensor:
         tp, fp, _ = self._counts()
         return self._ratio(tp, tp + fp)
 
@@ -134,9 +160,16 @@ class SpanPrecision(_SpanCounts):
 class SpanRecall(_SpanCounts):
     __doc__ = _DOC.format(what="Micro recall", cls="SpanRecall")
 
-    def __init__(self, threshold=0.0, sparse=False, padding=SPAN_PADDING, name="span_recall", dtype=None):
+    def __init__(
+        self,
+        threshold: float = 0.0,
+        sparse: bool = False,
+        padding: int | str = SPAN_PADDING,
+        name: str = "span_recall",
+        dtype: DTypeLike = None,
+    ) -> None:
         super().__init__(threshold=threshold, sparse=sparse, padding=padding, name=name, dtype=dtype)
 
-    def result(self):
+    def result(self) -> Tensor:
         tp, _, fn = self._counts()
         return self._ratio(tp, tp + fn)

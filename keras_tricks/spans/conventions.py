@@ -2,9 +2,12 @@
 logit of a masked span, the padding of span-list labels, and which label rows
 are spans."""
 
+from __future__ import annotations
+
 import numpy as np
 
 from keras_tricks import _numerics
+from keras_tricks._typing import Tensor
 
 #: The logit the span heads give every impossible span (padding at either
 #: end, and end < start with `tril_mask`): -8192.0 in every float type. It is
@@ -12,21 +15,21 @@ from keras_tricks import _numerics
 #: of them, and consumers recognise it by exact equality, so a real span
 #: scored at -5000 still gets its loss. See `keras_tricks._numerics.mask_value`
 #: for the derivation.
-MASK_VALUE = _numerics.mask_value("float32")
+MASK_VALUE: float = _numerics.mask_value("float32")
 
 #: Value that pads the span lists of `SparseGlobalPointerCrossentropy`
 #: (any row with a negative start or end is padding).
-SPAN_PADDING = -1
+SPAN_PADDING: int = -1
 
 #: The two padding conventions of span-list labels.
 #: `-1` (ours): rows with a negative start or end are padding, and the span
 #: (0, 0) is a real one-token entity at position 0.
 #: `"bert4keras"`: rows are padded with (0, 0), and the span (0, 0) is
 #: dropped (it is the [CLS] position in bert4keras's data, never an entity).
-PADDINGS = (SPAN_PADDING, "bert4keras")
+PADDINGS: tuple[int | str, ...] = (SPAN_PADDING, "bert4keras")
 
 
-def check_padding(padding):
+def check_padding(padding: int | str) -> int | str:
     """The `padding` argument of the sparse span losses and metrics."""
     if isinstance(padding, (bool, np.bool_)) or padding not in PADDINGS:
         raise ValueError(
@@ -37,7 +40,7 @@ def check_padding(padding):
     return SPAN_PADDING if not isinstance(padding, str) else padding
 
 
-def valid_span_rows(y_true, n, padding=SPAN_PADDING):
+def valid_span_rows(y_true: Tensor, n: int | Tensor, padding: int | str = SPAN_PADDING) -> Tensor:
     """Boolean `(..., max_spans)`: which (start, end) rows are spans.
 
     The one definition shared by the sparse loss and the sparse metrics: a

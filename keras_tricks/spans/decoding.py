@@ -1,13 +1,16 @@
 """Host-side decoding of span scores."""
 
+from __future__ import annotations
+
 import numpy as np
 from keras import ops
 
 from keras_tricks import _validation
+from keras_tricks._typing import Tensor
 from keras_tricks.spans.conventions import MASK_VALUE
 
 
-def decode_spans(scores, threshold=0.0, max_span_length=None):
+def decode_spans(scores: Tensor, threshold: float = 0.0, max_span_length: int | None = None) -> np.ndarray:
     """Spans predicted by GlobalPointer-style scores: every (i, j, type) with
     score > `threshold` (and, if `max_span_length` is given, at most that many
     tokens long), nested and overlapping spans included.

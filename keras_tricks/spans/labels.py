@@ -1,14 +1,19 @@
 """Span-list labels: built on the host from entity lists, and turned into
 the dense `(batch, heads, n, n)` labels inside a loss or metric."""
 
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
 import numpy as np
 from keras import ops
 
 from keras_tricks import _validation
+from keras_tricks._typing import Tensor
 from keras_tricks.spans.conventions import SPAN_PADDING, check_padding, valid_span_rows
 
 
-def sparse_spans_to_dense(y_true, n, padding=SPAN_PADDING):
+def sparse_spans_to_dense(y_true: Tensor, n: int | Tensor, padding: int | str = SPAN_PADDING) -> Tensor:
     """`(batch, heads, max_spans, 2)` (start, end) rows -> float32 dense labels
     `(batch, heads, n, n)`. Rows that `valid_span_rows` rejects are dropped;
     duplicate rows count once."""
@@ -29,7 +34,12 @@ def sparse_spans_to_dense(y_true, n, padding=SPAN_PADDING):
     return ops.reshape(dense, (shape[0], shape[1], n, n))
 
 
-def spans_to_sparse_labels(batch_spans, num_types, max_spans=None, padding=SPAN_PADDING):
+def spans_to_sparse_labels(
+    batch_spans: Iterable[Iterable[Sequence[int]]],
+    num_types: int,
+    max_spans: int | None = None,
+    padding: int | str = SPAN_PADDING,
+) -> np.ndarray:
     """Build the `(batch, num_types, max_spans, 2)` int32 labels of
     `SparseGlobalPointerCrossentropy` / `SpanF1(sparse=True)` from entity
     lists, on the host (NumPy).

@@ -1,9 +1,13 @@
 """Utilities shared by every check of the harness: tolerances, argument
 validation, conversions, registration checks."""
 
+from __future__ import annotations
+
 import contextlib
 import json
 import tempfile
+from collections.abc import Iterator
+from typing import Any
 
 import keras
 import numpy as np
@@ -12,8 +16,8 @@ from keras import ops, tree
 from keras_tricks import _backend, _numerics
 from keras_tricks._validation import check_float, check_type
 
-POLICIES = ("float32", "mixed_float16", "mixed_bfloat16")
-ALL_CHECKS = ("call", "dtypes", "serialization", "fit", "devices", "mask")
+POLICIES: tuple[str, ...] = ("float32", "mixed_float16", "mixed_bfloat16")
+ALL_CHECKS: tuple[str, ...] = ("call", "dtypes", "serialization", "fit", "devices", "mask")
 _REGISTERED_PREFIX = "keras_tricks>"
 _ULPS = 8.0
 
@@ -29,7 +33,7 @@ class HarnessFailure(AssertionError):
 # --------------------------------------------------------------------------
 
 
-def to_numpy(x):
+def to_numpy(x: Any) -> Any:
     """Any backend tensor (bfloat16 included) or nested structure -> NumPy."""
 
     def convert(t):
@@ -50,7 +54,7 @@ def to_numpy(x):
 
 
 @contextlib.contextmanager
-def dtype_policy(policy):
+def dtype_policy(policy: str | keras.DTypePolicy) -> Iterator[None]:
     """Set the global Keras dtype policy for the duration of a `with` block."""
     previous = keras.config.dtype_policy()
     keras.config.set_dtype_policy(policy)
@@ -60,7 +64,7 @@ def dtype_policy(policy):
         keras.config.set_dtype_policy(previous)
 
 
-def _check_tolerance(tolerance):
+def _check_tolerance(tolerance: Any) -> float:
     # NaN or inf would make every comparison pass; 0 or less every one fail.
     return check_float("tolerance", tolerance, minimum=0.0, min_inclusive=False)
 
@@ -103,11 +107,17 @@ def _check_names(name, values, allowed, what):
 _POLICY_NAMES = ("float32", "float64", "float16", "bfloat16", "mixed_float16", "mixed_bfloat16")
 
 
-def _check_policies(policies):
+def _check_policies(policies: Any) -> tuple[str, ...]:
     return _check_names("policies", policies, _POLICY_NAMES, "dtype policy names")
 
 
-def assert_close(actual, expected, dtype="float32", tolerance=1.0, what="outputs"):
+def assert_close(
+    actual: Any,
+    expected: Any,
+    dtype: str | np.dtype | type = "float32",
+    tolerance: float = 1.0,
+    what: str = "outputs",
+) -> None:
     """Assert two (nested) results agree to the rounding level of `dtype`.
 
     |actual - expected| <= 8 * tolerance * eps(dtype) * (|expected| + rms(expected))

@@ -1,7 +1,13 @@
 """`check_activation`: an activation as a layer and as a `Dense` activation."""
 
-import keras
+from __future__ import annotations
 
+from collections.abc import Callable, Collection
+
+import keras
+import numpy as np
+
+from keras_tricks._typing import Tensor
 from keras_tricks.testing._core import (
     ALL_CHECKS,
     HarnessFailure,
@@ -14,7 +20,13 @@ from keras_tricks.testing.layers import (
 )
 
 
-def check_activation(fn, x, *, tolerance=1.0, checks=ALL_CHECKS):
+def check_activation(
+    fn: Callable[..., Tensor],
+    x: np.ndarray | list[np.ndarray],
+    *,
+    tolerance: float = 1.0,
+    checks: Collection[str] = ALL_CHECKS,
+) -> None:
     """Run the layer checks on `Activation(fn)` and `Dense(3, activation=fn)`.
 
     `fn` must be registered (`register_keras_serializable(package="keras_tricks")`);

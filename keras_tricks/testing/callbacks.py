@@ -1,7 +1,12 @@
 """`check_callback`: a short `fit()` with a callback."""
 
+from __future__ import annotations
+
+from collections.abc import Callable, Collection
+
 import keras
 import numpy as np
+from numpy.typing import ArrayLike
 
 from keras_tricks._validation import check_int
 from keras_tricks.testing._core import (
@@ -21,7 +26,14 @@ def _tiny_regression(seed=0, n=64, features=4):
     return x, y
 
 
-def check_callback(callback_factory, *, model_factory=None, data=None, epochs=2, policies=POLICIES):
+def check_callback(
+    callback_factory: Callable[[], keras.callbacks.Callback],
+    *,
+    model_factory: Callable[[], keras.Model] | None = None,
+    data: tuple[ArrayLike, ArrayLike] | None = None,
+    epochs: int = 2,
+    policies: Collection[str] = POLICIES,
+) -> None:
     """Run a short `fit()`, `evaluate()` and `predict()` with a callback.
 
     Args:

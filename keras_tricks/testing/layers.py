@@ -1,11 +1,16 @@
 """`check_layer`: the Keras contract of a layer (see the package docstring)."""
 
+from __future__ import annotations
+
 import inspect
 import os
+from collections.abc import Callable, Collection
+from typing import Any
 
 import keras
 import numpy as np
 from keras import ops, tree
+from numpy.typing import ArrayLike
 
 from keras_tricks import _backend, _numerics
 from keras_tricks._validation import check_bool
@@ -378,19 +383,19 @@ def _check_layer_mask(case, tolerance, output_mask, expected_output_mask):
 
 
 def check_layer(
-    layer_cls,
-    init_kwargs,
-    inputs,
+    layer_cls: type[keras.layers.Layer],
+    init_kwargs: dict[str, Any] | None,
+    inputs: np.ndarray | list[np.ndarray],
     *,
-    call_kwargs=None,
-    mask=None,
-    output_mask=None,
-    expected_output_mask="same",
-    checks=ALL_CHECKS,
-    tolerance=1.0,
-    policies=POLICIES,
-    expect_compute_dtype_outputs=True,
-):
+    call_kwargs: dict[str, Any] | None = None,
+    mask: ArrayLike | None = None,
+    output_mask: Callable[[np.ndarray], ArrayLike] | None = None,
+    expected_output_mask: str | ArrayLike | None = "same",
+    checks: Collection[str] = ALL_CHECKS,
+    tolerance: float = 1.0,
+    policies: Collection[str] = POLICIES,
+    expect_compute_dtype_outputs: bool = True,
+) -> None:
     """Run the harness checks on a layer class.
 
     Args:

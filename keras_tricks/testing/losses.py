@@ -1,12 +1,18 @@
 """`check_loss`: the Keras contract of a loss."""
 
+from __future__ import annotations
+
 import os
+from collections.abc import Callable, Collection
+from typing import Any
 
 import keras
 import numpy as np
 from keras import ops
+from numpy.typing import ArrayLike
 
 from keras_tricks import _backend
+from keras_tricks._typing import Tensor
 from keras_tricks.testing._core import (
     POLICIES,
     HarnessFailure,
@@ -29,7 +35,7 @@ from keras_tricks.testing.layers import (
     _Affine,
 )
 
-LOSS_CHECKS = ("call", "dtypes", "serialization", "fit", "devices")
+LOSS_CHECKS: tuple[str, ...] = ("call", "dtypes", "serialization", "fit", "devices")
 
 
 def _make_loss(loss, init_kwargs):
@@ -58,16 +64,16 @@ def _evaluate_loss(model, loss, y_true, y_pred, sample_weight, jit):
 
 
 def check_loss(
-    loss,
-    init_kwargs,
-    y_true,
-    y_pred,
+    loss: type[keras.losses.Loss] | keras.losses.Loss | Callable[..., Tensor],
+    init_kwargs: dict[str, Any] | None,
+    y_true: Any,
+    y_pred: np.ndarray,
     *,
-    sample_weight=None,
-    checks=LOSS_CHECKS,
-    tolerance=1.0,
-    policies=POLICIES,
-):
+    sample_weight: ArrayLike | None = None,
+    checks: Collection[str] = LOSS_CHECKS,
+    tolerance: float = 1.0,
+    policies: Collection[str] = POLICIES,
+) -> None:
     """Run the harness checks on a loss (a `keras.losses.Loss` subclass, or a
     registered loss function with `init_kwargs=None`).
 

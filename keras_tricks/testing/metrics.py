@@ -1,10 +1,15 @@
 """`check_metric`: accumulation, compiled evaluation and saving of a metric."""
 
+from __future__ import annotations
+
 import os
+from collections.abc import Collection
+from typing import Any
 
 import keras
 import numpy as np
 from keras import ops, tree
+from numpy.typing import ArrayLike
 
 from keras_tricks import _backend
 from keras_tricks.testing._core import (
@@ -28,7 +33,7 @@ from keras_tricks.testing.losses import (
     _loss_model,
 )
 
-METRIC_CHECKS = ("call", "dtypes", "serialization", "devices")
+METRIC_CHECKS: tuple[str, ...] = ("call", "dtypes", "serialization", "devices")
 
 
 def _metric_result(metric, y_true, y_pred, splits=1):
@@ -53,16 +58,16 @@ def _evaluate_metric(model, metric, y_true, y_pred, jit, batches=2):
 
 
 def check_metric(
-    metric_cls,
-    init_kwargs,
-    y_true,
-    y_pred,
+    metric_cls: type[keras.metrics.Metric],
+    init_kwargs: dict[str, Any] | None,
+    y_true: Any,
+    y_pred: np.ndarray,
     *,
-    expected=None,
-    checks=METRIC_CHECKS,
-    tolerance=1.0,
-    policies=POLICIES,
-):
+    expected: ArrayLike | None = None,
+    checks: Collection[str] = METRIC_CHECKS,
+    tolerance: float = 1.0,
+    policies: Collection[str] = POLICIES,
+) -> None:
     """Run the harness checks on a `keras.metrics.Metric` subclass.
 
     Checks: the result is the same whether the data comes in one batch or

@@ -1,7 +1,11 @@
 """`check_strategy`: a multi-task strategy inside `MultiTaskModel`."""
 
+from __future__ import annotations
+
 import contextlib
 import os
+from collections.abc import Callable, Collection
+from typing import TYPE_CHECKING
 
 import keras
 import numpy as np
@@ -24,7 +28,10 @@ from keras_tricks.testing._core import (
     to_numpy,
 )
 
-STRATEGY_CHECKS = ("call", "dtypes", "serialization", "fit", "devices")
+if TYPE_CHECKING:  # for the annotation only; check_strategy imports multitask when it runs
+    from keras_tricks.multitask import Strategy
+
+STRATEGY_CHECKS: tuple[str, ...] = ("call", "dtypes", "serialization", "fit", "devices")
 
 
 def _multitask_case(k, seed=0, n=32):
@@ -56,7 +63,13 @@ def _train_multitask(strategy_factory, k, *, jit=False, eager=False, policy="flo
     return mt, x, ys, history.history
 
 
-def check_strategy(strategy_factory, *, tasks=2, checks=STRATEGY_CHECKS, tolerance=64.0):
+def check_strategy(
+    strategy_factory: Callable[[], Strategy | str],
+    *,
+    tasks: int = 2,
+    checks: Collection[str] = STRATEGY_CHECKS,
+    tolerance: float = 64.0,
+) -> None:
     """Checks a multi-task strategy inside `MultiTaskModel` on a tiny model.
 
     `strategy_factory() -> keras_tricks.multitask.Strategy` (or a name) is
