@@ -71,6 +71,105 @@ class RemoteTraceback(Exception):
         return f'\n"""\n{self.tb}"""'
 
 
+# ------------------------------------------------------------ main thread
+class _MainThreadGuard:
+    """What only the main thread can do for a stream that TensorFlow's `fit()`
+    runs in one of tf.data's threads.
+
+    Under TensorFlow, `fit(gen.forfit())` pulls batches from a tf.data thread
+    and keeps the suspended stream referenced, so (1) a Ctrl-C in the main
+    thread never reaches the stream, whose workers would live on until
+    `close()`, and (2) an exception the stream raises comes out of `fit()` as
+    `UnknownError: Graph execution error`, its type lost. While a pool is open
+    and Python's default SIGINT handler is in place in the main thread, this
+    guard's handler replaces it (a handler of the user's own is left alone,
+    and the default is put back when the last pool closes):
+
+    - on Ctrl-C it first closes every open pool, then raises
+      KeyboardInterrupt exactly as the default handler would;
+    - a stream that fails in another thread than the one that made it hands
+      its exception to `deliver()`, which wakes the main thread
+      (`_thread.interrupt_main`); the handler then raises that exception, the
+      worker's traceback attached, in the main thread, in place of the
+      `UnknownError` that TensorFlow makes of it.
+    """
+
+    def __init__(self):
+        self.pools = weakref.WeakSet()
+        self.pending = None
+        self.lock = threading.Lock()
+
+    @staticmethod
+    def installed():
+        try:
+            return signal.getsignal(signal.SIGINT) is _on_sigint
+        except (ValueError, OSError):
+            return False
+
+    def add(self, pool):
+        self.pools.add(pool)
+        if threading.current_thread() is not threading.main_thread():
+            return
+        try:
+            if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+                signal.signal(signal.SIGINT, _on_sigint)
+        except (ValueError, OSError):  # an embedded interpreter without signals
+            pass
+
+    def discard(self, pool):
+        self.pools.discard(pool)
+        self.uninstall_if_idle()
+
+    def uninstall_if_idle(self):
+        if self.pools or self.pending is not None:
+            return
+        if threading.current_thread() is not threading.main_thread():
+            return  # only the main thread may; the handler stays, harmless
+        if self.installed():
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    def deliver(self, exc, owner_thread):
+        """Hand `exc` to the main thread when the stream ran in another thread
+        than `owner_thread` (the main one) and the guard is in place; True if
+        it was handed over."""
+        if owner_thread != threading.main_thread().ident or threading.get_ident() == owner_thread:
+            return False
+        if not self.installed():
+            return False
+        import _thread
+
+        with self.lock:
+            if self.pending is None:
+                self.pending = exc
+        _thread.interrupt_main(signal.SIGINT)
+        return True
+
+
+def _on_sigint(signum, frame):
+    with GUARD.lock:
+        exc, GUARD.pending = GUARD.pending, None
+    if exc is None:
+        for pool in list(GUARD.pools):
+            try:
+                pool.close()
+            except Exception:  # noqa: BLE001 - the interrupt must go through
+                pass
+    GUARD.uninstall_if_idle()
+    if exc is not None:
+        raise exc
+    signal.default_int_handler(signum, frame)
+
+
+GUARD = _MainThreadGuard()
+
+
+class StreamToken:
+    """Stands in the guard for a stream without workers (nothing to close)."""
+
+    def close(self):
+        pass
+
+
 # ---------------------------------------------------------------- transport
 class _Shm:
     """A reference to an array placed in a shared-memory segment."""
@@ -348,6 +447,7 @@ class _Pool:
         except BaseException:
             self.close()
             raise
+        GUARD.add(self)
 
     @property
     def pids(self):
@@ -406,9 +506,11 @@ class _Pool:
             exc = pickle.loads(blob)
         except Exception:  # noqa: BLE001 - unpicklable on this side
             exc = RuntimeError("an exception that could not be unpickled")
+        # The worker's traceback goes into a note as well as the cause: Keras's
+        # traceback filtering re-raises `from None`, which drops the cause.
         exc.add_note(
             f"(raised in DataGenerator worker {w}, pid {self.processes[w].pid}, "
-            f"building batch {index} of epoch {epoch}; its traceback is above)"
+            f"building batch {index} of epoch {epoch}; the worker's traceback:)\n{tb.rstrip()}"
         )
         raise exc from RemoteTraceback(tb)
 
@@ -465,6 +567,7 @@ class _Pool:
         if self.closed:
             return
         self.closed = True
+        GUARD.discard(self)
         for c in self.conns:
             try:
                 c.send(None)

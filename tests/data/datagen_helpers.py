@@ -126,3 +126,25 @@ class UnpicklableGenerator(DataGenerator):
         for is_end, x in self.sample(random_):
             if is_end:
                 yield np.zeros(1 << 15), (lambda: x)
+
+
+class FailingRegressionGenerator(RegressionGenerator):
+    """RegressionGenerator whose batch holding sample index `fail_at` raises
+    ZeroDivisionError in `explode` (a name the worker's traceback must show)."""
+
+    fail_at = 40
+
+    def __iter__(self, random_=False):
+        xs = []
+        for is_end, (i, x) in self.sample(random_):
+            if i == self.fail_at:
+                explode(i)
+            xs.append(x)
+            if len(xs) == self.batch_size or is_end:
+                x = np.asarray(xs, dtype="float32")
+                yield x, x @ np.array([[1.0], [-2.0], [0.5], [3.0]], dtype="float32")
+                xs = []
+
+
+def explode(i):
+    return i / 0

@@ -1,0 +1,131 @@
+"""Ctrl-C and worker exceptions under `fit(gen.forfit())` on every backend.
+
+Under TensorFlow, fit() pulls the stream from a tf.data thread: a Ctrl-C in
+the main thread never reached the stream (its workers lived on until
+`close()`), and a worker's exception came out of fit() as `UnknownError:
+Graph execution error`. `_pool._MainThreadGuard` handles both; these tests
+pin the user-visible behaviour, which must be the same on JAX and PyTorch.
+"""
+
+import os
+import signal
+import time
+import traceback
+
+import keras
+import numpy as np
+import psutil
+import pytest
+
+from tests.data.datagen_helpers import FailingRegressionGenerator, RegressionGenerator
+
+
+def _model():
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
+    model.compile(optimizer="sgd", loss="mse")
+    return model
+
+
+def _data(n=64):
+    return list(np.random.default_rng(0).normal(size=(n, 4)).astype("float32"))
+
+
+def _gone_within(pids, seconds):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        alive = [
+            p for p in pids if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE
+        ]
+        if not alive:
+            return []
+        time.sleep(0.05)
+    return alive
+
+
+class _PressCtrlC(keras.callbacks.Callback):
+    def __init__(self, gen):
+        super().__init__()
+        self.gen = gen
+        self.pids = []
+
+    def on_train_batch_end(self, batch, logs=None):
+        if batch == 1:
+            self.pids = [p for pool in self.gen._pools for p in pool.pids]
+            os.kill(os.getpid(), signal.SIGINT)
+
+
+def test_ctrl_c_during_fit_stops_the_workers():
+    gen = RegressionGenerator(_data(), batch_size=8, workers=2, start_method="fork", seed=0)
+    press = _PressCtrlC(gen)
+    with pytest.raises(KeyboardInterrupt) as info:
+        _model().fit(gen.forfit(), steps_per_epoch=len(gen), epochs=3, verbose=0, callbacks=[press])
+    # The traceback (held here, as a REPL or pytest would) keeps fit()'s
+    # frames and the stream alive: the workers must be gone anyway.
+    assert info.value is not None and len(press.pids) == 2
+    assert _gone_within(press.pids, 2.0) == []
+    gen.close()
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_worker_exception_under_fit_keeps_its_type_message_and_traceback(workers):
+    data = list(enumerate(_data()))
+    gen = FailingRegressionGenerator(data, batch_size=8, workers=workers, start_method="fork", seed=0)
+    with pytest.raises(ZeroDivisionError, match="division by zero") as info:
+        _model().fit(gen.forfit(random=False), steps_per_epoch=len(gen), epochs=2, verbose=0)
+    shown = "".join(traceback.format_exception(info.value))
+    # What the user reads names the function that raised, in the worker or not.
+    assert "in explode" in shown and "return i / 0" in shown
+    if workers:
+        assert "raised in DataGenerator worker" in shown
+    gen.close()
+
+
+def test_a_handler_of_the_users_own_is_left_alone():
+    calls = []
+
+    def mine(signum, frame):
+        calls.append(signum)
+
+    previous = signal.signal(signal.SIGINT, mine)
+    try:
+        gen = RegressionGenerator(_data(16), batch_size=8, workers=1, start_method="fork", seed=0)
+        with gen:
+            next(iter(gen.forfit()))
+            assert signal.getsignal(signal.SIGINT) is mine
+        assert signal.getsignal(signal.SIGINT) is mine
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+_HANDLER_SCRIPT = """
+import gc, signal, sys
+sys.path.insert(0, sys.argv[1])
+from keras_tricks.data import _pool
+from tests.data.datagen_helpers import PidGenerator
+
+assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+for workers in (0, 2):
+    gen = PidGenerator(list(range(8)), batch_size=4, workers=workers, start_method="fork")
+    stream = gen.forfit()
+    next(stream)
+    assert signal.getsignal(signal.SIGINT) is _pool._on_sigint, workers
+    stream.close()
+    gen.close()
+    gc.collect()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler, workers
+print("ok")
+"""
+
+
+def test_the_default_handler_comes_back_when_the_last_stream_closes(tmp_path):
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    script = tmp_path / "handler.py"
+    script.write_text(_HANDLER_SCRIPT)
+    proc = subprocess.run(
+        [sys.executable, str(script), root], capture_output=True, text=True, timeout=300, cwd=root
+    )
+    assert proc.returncode == 0 and proc.stdout.strip().endswith("ok"), proc.stderr[-2000:]
