@@ -129,7 +129,7 @@ def num_replicas_in_sync():
     return 1
 
 
-def ema_update(averages, variables, momentum):
+def ema_update(averages, variables, momentum, applied=None):
     """averages[i] <- momentum * averages[i] + (1 - momentum) * variables[i].
 
     `averages` are float32 `keras.Variable`s, `variables` Keras variables (or,
@@ -137,11 +137,16 @@ def ema_update(averages, variables, momentum):
     tensor. PyTorch runs it with multi-tensor (`_foreach`) kernels, a couple
     of launches for all variables instead of several per variable;
     TensorFlow and JAX compile the elementwise ops into the train step anyway.
-    Same arithmetic, in the same order, on every backend.
+    Same arithmetic, in the same order, on every backend. `applied`, a
+    boolean tensor (TensorFlow and JAX only): when False, every average keeps
+    its value, bit for bit.
     """
     c = 1.0 - momentum
     if name() == "torch":
         import torch
+
+        if applied is not None:
+            raise ValueError("ema_update: `applied` is not supported on PyTorch; branch on it first.")
 
         targets = [a.value for a in averages]
         sources = [ops.cast(ops.convert_to_tensor(v), t.dtype) for v, t in zip(variables, targets)]
@@ -151,7 +156,8 @@ def ema_update(averages, variables, momentum):
             torch._foreach_add_(targets, torch._foreach_mul(sources, ops.convert_to_tensor(c)))
         return
     for avg, var in zip(averages, variables):
-        avg.assign(momentum * avg + c * ops.cast(var, avg.dtype))
+        new = momentum * avg + c * ops.cast(var, avg.dtype)
+        avg.assign(new if applied is None else ops.where(applied, new, ops.convert_to_tensor(avg)))
 
 
 def fuse(fn, static_argnums=()):

@@ -1,6 +1,7 @@
 """Exponential moving average (EMA) of model weights, one line in `fit()`."""
 
 import contextlib
+import hashlib
 import math
 import numbers
 
@@ -44,6 +45,19 @@ def _validate_bool(name, value):
     return bool(value)
 
 
+def _fingerprint(values):
+    """A digest of each array's exact bits (dtype and shape included), to tell
+    later whether a variable still holds exactly the value assigned to it."""
+    out = []
+    for value in values:
+        value = np.ascontiguousarray(value)
+        h = hashlib.blake2b(digest_size=16)
+        h.update(f"{value.dtype.str}{value.dtype.name}{value.shape}".encode())
+        h.update(value.reshape(-1).view(np.uint8).data)
+        out.append(h.digest())
+    return out
+
+
 def _momentum_at(momentum, warmup, step):
     """m_t for the update that follows `step` earlier updates (a tensor)."""
     m = ops.convert_to_tensor(momentum, "float32")
@@ -51,6 +65,27 @@ def _momentum_at(momentum, warmup, step):
         t = ops.cast(step, "float32")
         m = ops.minimum(m, (1.0 + t) / (10.0 + t))
     return m
+
+
+def _may_skip_updates(optimizer):
+    """Whether `optimizer.apply` may leave the weights alone on some steps:
+    gradient accumulation (the weights move every N-th call) or loss scaling
+    (a step with non-finite gradients is skipped), anywhere in the chain of
+    wrapped optimizers."""
+    while optimizer is not None:
+        if getattr(optimizer, "gradient_accumulation_steps", None) or isinstance(
+            optimizer, keras.optimizers.LossScaleOptimizer
+        ):
+            return True
+        optimizer = getattr(optimizer, "inner_optimizer", None)
+    return False
+
+
+def _applied(before, after):
+    """A boolean tensor: the wrapped optimizer's `iterations` (the count of
+    *applied* updates: Keras floor-divides it by the accumulation steps, and a
+    loss-scale step that is skipped does not count) moved during this step."""
+    return ops.not_equal(after, before)
 
 
 @contextlib.contextmanager
@@ -87,6 +122,12 @@ class ExponentialMovingAverageOptimizer(keras.optimizers.Optimizer):
     inside the compiled train step (TensorFlow graph, JAX `jit`, PyTorch
     step), so it costs a few fused elementwise ops per variable and no
     host round trip.
+
+    The EMA steps only when the wrapped optimizer applied an update (its
+    `iterations` moved): not on the accumulating steps of
+    `gradient_accumulation_steps=N`, nor on a step a `LossScaleOptimizer`
+    skips for non-finite gradients (on PyTorch that check is a host sync,
+    as Keras's own accumulation and loss scaling are).
 
     Its state is saved by `model.save()` / `save_weights()` /
     `ModelCheckpoint` together with the wrapped optimizer's, under keys of its
@@ -128,7 +169,9 @@ class ExponentialMovingAverageOptimizer(keras.optimizers.Optimizer):
             _keras_compat.set_optimizer_distribution_strategy(
                 self, _keras_compat.optimizer_distribution_strategy(inner_optimizer)
             )
-        self._set_state(averaged=[], averages=[], extra=[], extra_averages=[], pending={}, backup=None)
+        self._set_state(
+            averaged=[], averages=[], extra=[], extra_averages=[], pending={}, backup=None, swapped_in=None
+        )
 
     @_keras_compat.no_automatic_dependency_tracking
     def _set_state(self, **attrs):
@@ -229,39 +272,61 @@ class ExponentialMovingAverageOptimizer(keras.optimizers.Optimizer):
 
     # --------------------------------------------------------------- updates
 
-    def _update_ema(self, pairs):
-        """avg <- m_t * avg + (1 - m_t) * var for each pair; then t <- t + 1."""
+    def _update_ema(self, pairs, applied=None):
+        """avg <- m_t * avg + (1 - m_t) * var for each pair; then t <- t + 1.
+
+        `applied` (a boolean tensor, or None for always): whether the wrapped
+        optimizer applied an update this step; when not, nothing changes."""
         if _backend.name() == "tensorflow":
             import tensorflow as tf
 
-            def merge_fn(distribution, pairs):
+            def merge_fn(distribution, pairs, applied):
+                if applied is not None:
+                    # The same on every replica (the gradients are
+                    # all-reduced): take the first, as LossScaleOptimizer does.
+                    applied = distribution.experimental_local_results(applied)[0]
                 m = _momentum_at(self.momentum, self.warmup, self._ema_step.value)
                 c = 1.0 - m
 
+                def keep_unless_applied(new, old):
+                    return new if applied is None else tf.where(applied, new, old)
+
                 def update(avg, var, m, c):
-                    avg.assign(m * avg + c * tf.cast(var, avg.dtype))
+                    avg.assign(keep_unless_applied(m * avg + c * tf.cast(var, avg.dtype), avg))
 
                 for avg, var in pairs:
                     distribution.extended.update(avg.value, update, args=(var.value, m, c), group=False)
                 if self.bias_correction:
                     distribution.extended.update(
                         self._ema_debias.value,
-                        lambda d, m: d.assign(m * d + (1.0 - m)),
+                        lambda d, m: d.assign(keep_unless_applied(m * d + (1.0 - m), d)),
                         args=(m,),
                         group=False,
                     )
-                distribution.extended.update(self._ema_step.value, lambda s: s.assign_add(1), group=False)
+                one = 1 if applied is None else tf.cast(applied, self._ema_step.dtype)
+                distribution.extended.update(
+                    self._ema_step.value, lambda s, one: s.assign_add(one), args=(one,), group=False
+                )
 
             _keras_compat.tf_maybe_merge_call(
-                merge_fn, _keras_compat.optimizer_distribution_strategy(self), pairs
+                merge_fn, _keras_compat.optimizer_distribution_strategy(self), pairs, applied
             )
             return
+        if applied is not None and _backend.name() == "torch":
+            # PyTorch runs eagerly, and Keras's own accumulation and loss
+            # scaling already branch on the host here: do the same.
+            if not bool(applied):
+                return
+            applied = None
         m = _momentum_at(self.momentum, self.warmup, self._ema_step)
         if pairs:
-            _backend.ema_update([a for a, _ in pairs], [v for _, v in pairs], m)
+            _backend.ema_update([a for a, _ in pairs], [v for _, v in pairs], m, applied)
         if self.bias_correction:
-            self._ema_debias.assign(m * self._ema_debias + (1.0 - m))
-        self._ema_step.assign_add(1)
+            debias = m * self._ema_debias + (1.0 - m)
+            if applied is not None:
+                debias = ops.where(applied, debias, ops.convert_to_tensor(self._ema_debias))
+            self._ema_debias.assign(debias)
+        self._ema_step.assign_add(1 if applied is None else ops.cast(applied, self._ema_step.dtype))
 
     def _pairs(self, include_extra):
         pairs = list(zip(self._averages, self._averaged))
@@ -273,27 +338,41 @@ class ExponentialMovingAverageOptimizer(keras.optimizers.Optimizer):
         if not self.built:
             with keras.name_scope(self.name, caller=self):
                 self.build(trainable_variables)
+        skip = _may_skip_updates(self.inner_optimizer)
+        # A copy (on PyTorch a variable's tensor is updated in place).
+        before = ops.copy(ops.convert_to_tensor(self.inner_optimizer.iterations)) if skip else None
         self.inner_optimizer.apply(grads, trainable_variables)
+        applied = _applied(before, ops.convert_to_tensor(self.inner_optimizer.iterations)) if skip else None
         # Non-trainable variables (BatchNorm statistics) already hold this
         # step's values here on TensorFlow and PyTorch.
-        self._update_ema(self._pairs(include_extra=True))
+        self._update_ema(self._pairs(include_extra=True), applied)
 
     def stateless_apply(self, optimizer_variables, grads, trainable_variables):
         own = len(self._variables)
-        new_trainable, new_inner = self.inner_optimizer.stateless_apply(
+        inner = self.inner_optimizer
+
+        def inner_iterations(values):
+            with keras.StatelessScope(state_mapping=list(zip(inner.variables, values))):
+                return ops.convert_to_tensor(inner.iterations)
+
+        skip = _may_skip_updates(inner)
+        before = inner_iterations(optimizer_variables[own:]) if skip else None
+        new_trainable, new_inner = inner.stateless_apply(
             optimizer_variables[own:], grads, trainable_variables
         )
+        applied = _applied(before, inner_iterations(new_inner)) if skip else None
         mapping = list(zip(self._variables, optimizer_variables[:own]))
         mapping += list(zip(self._averaged, new_trainable))
         with keras.StatelessScope(state_mapping=mapping) as scope:
-            self._update_ema(self._pairs(include_extra=False))
+            self._update_ema(self._pairs(include_extra=False), applied)
         new_own = [scope.get_current_value(v) for v in self._variables]
         return new_trainable, new_own + list(new_inner)
 
-    def update_extra_from_values(self, values, step_after):
+    def update_extra_from_values(self, values, step_after, step_before):
         """JAX: update the extra averages from this step's non-trainable values
-        (`values`, aligned with `attach_extra_variables`), `step_after` being
-        the EMA step count after the step."""
+        (`values`, aligned with `attach_extra_variables`), `step_before` and
+        `step_after` being the EMA step count before and after the step (equal
+        when the wrapped optimizer applied no update: then nothing changes)."""
         if not self._extra:
             return
         fn = getattr(self, "_jax_extra_fn", None)
@@ -302,13 +381,16 @@ class ExponentialMovingAverageOptimizer(keras.optimizers.Optimizer):
 
             momentum, warmup = self.momentum, self.warmup
 
-            def fn(avgs, vals, step_after):
+            def fn(avgs, vals, step_after, step_before):
                 m = _momentum_at(momentum, warmup, step_after - 1)
-                return [m * a + (1.0 - m) * v.astype(a.dtype) for a, v in zip(avgs, vals)]
+                applied = step_after != step_before
+                return [
+                    ops.where(applied, m * a + (1.0 - m) * v.astype(a.dtype), a) for a, v in zip(avgs, vals)
+                ]
 
             fn = jax.jit(fn)
             self._set_state(jax_extra_fn=fn)
-        new = fn([a.value for a in self._extra_averages], values, step_after)
+        new = fn([a.value for a in self._extra_averages], values, step_after, step_before)
         for avg, value in zip(self._extra_averages, new):
             avg.assign(value)
 
@@ -342,7 +424,10 @@ class ExponentialMovingAverageOptimizer(keras.optimizers.Optimizer):
 
     @property
     def holds_ema(self):
-        """True while the model holds the EMA weights (raw ones kept aside)."""
+        """True while the model holds the EMA weights (raw ones kept aside).
+
+        Call `settle()` first to take into account weights written by anything
+        else (EarlyStopping, load_weights, ...) since they were swapped in."""
         return self._backup is not None
 
     def ema_values(self):
@@ -360,10 +445,31 @@ class ExponentialMovingAverageOptimizer(keras.optimizers.Optimizer):
             values.append(np.asarray(value).astype(keras.backend.standardize_dtype(var.dtype)))
         return values
 
+    def _written_since_swap_in(self):
+        """True when the model's weights are no longer, bit for bit, the EMA
+        weights that `swap_in` put there (someone else wrote them)."""
+        if self._backup is None or self._swapped_in is None:
+            return False
+        current = [np.array(ops.convert_to_numpy(v)) for v in self.averaged_variables]
+        return _fingerprint(current) != self._swapped_in
+
+    @_keras_compat.no_automatic_dependency_tracking
+    def settle(self):
+        """Take in weights written by anything else while the EMA weights were
+        in the model: they stay, and the raw weights kept aside are dropped
+        (so no later swap reverts them). Returns True when that happened."""
+        if self._written_since_swap_in():
+            self.discard_raw()
+            return True
+        return False
+
     @_keras_compat.no_automatic_dependency_tracking
     def swap_in(self):
         """Put the EMA weights in the model, keeping the raw ones aside."""
-        if not self.built or self._backup is not None:
+        if not self.built:
+            return
+        self.settle()
+        if self._backup is not None:
             return
         variables = self.averaged_variables
         ema = self.ema_values()
@@ -372,21 +478,24 @@ class ExponentialMovingAverageOptimizer(keras.optimizers.Optimizer):
             for v, value in zip(variables, ema):
                 v.assign(value)
         self._backup = backup
+        self._swapped_in = _fingerprint(ema)
 
     @_keras_compat.no_automatic_dependency_tracking
     def swap_out(self):
-        """Put the raw weights back, bit for bit."""
-        if self._backup is None:
+        """Put the raw weights back, bit for bit, unless something else wrote
+        the model's weights since `swap_in` (then those stay, see `settle`)."""
+        if self._backup is None or self.settle():
             return
         with _strategy_scope(self._strategy()):
             for v, value in zip(self.averaged_variables, self._backup):
                 v.assign(value)
-        self._backup = None
+        self.discard_raw()
 
     @_keras_compat.no_automatic_dependency_tracking
     def discard_raw(self):
         """Keep whatever the model holds and forget the raw weights."""
         self._backup = None
+        self._swapped_in = None
 
     # ----------------------------------------------------- saving / loading
 
@@ -395,6 +504,7 @@ class ExponentialMovingAverageOptimizer(keras.optimizers.Optimizer):
             for key, value in self._pending.items():
                 store[key] = value
             return
+        self.settle()  # raw weights made stale by e.g. EarlyStopping are not saved
         store["ema_step"] = ops.convert_to_numpy(self._ema_step)
         store["ema_debias"] = ops.convert_to_numpy(self._ema_debias)
         for i, avg in enumerate(self.average_variables):
@@ -409,6 +519,9 @@ class ExponentialMovingAverageOptimizer(keras.optimizers.Optimizer):
 
     @_keras_compat.no_automatic_dependency_tracking
     def load_own_variables(self, store):
+        # Loading writes the model's weights too: raw weights kept aside from
+        # before are stale now. The file's own, if any, come in below.
+        self.discard_raw()
         self._pending = {k: np.array(store[k]) for k in store.keys()}
         self._apply_pending()
 
@@ -444,6 +557,8 @@ class ExponentialMovingAverageOptimizer(keras.optimizers.Optimizer):
         saved_raw = sum(k.startswith("raw_") for k in pending)
         if raw_keys and saved_raw == len(raw_keys) and all(k in pending for k in raw_keys):
             self._backup = [pending.pop(k) for k in raw_keys]
+            # The file's model weights are the EMA weights of its averages.
+            self._swapped_in = _fingerprint(self.ema_values())
 
     # --------------------------------------------------------------- config
 
@@ -502,6 +617,24 @@ class ExponentialMovingAverage(keras.callbacks.Callback):
     - after `fit()`: the EMA weights (`weights_after_fit="raw"` for the raw
       ones). `EarlyStopping(restore_best_weights=True)` then restores the best
       EMA weights, since it snapshots them at `on_epoch_end`.
+
+    Weights written by anything else while the EMA weights are in the model
+    (`EarlyStopping` restoring the best ones, `model.load_weights()` of a
+    checkpoint, `model.set_weights()`) are never reverted: when the model no
+    longer holds, bit for bit, the EMA weights put there, what it holds is
+    kept as its weights and the raw weights kept aside are dropped. So after
+    `EarlyStopping(restore_best_weights=True)` the model holds the best
+    weights through `raw_weights()` / `ema_weights()` blocks, and a later
+    `fit()` continues from them. Loading a file saved while the EMA weights
+    were in (`ModelCheckpoint` at `on_epoch_end`, `BackupAndRestore`) brings
+    its raw weights back with it; `keras.callbacks.SwapEMAWeights` works only
+    with Keras's own `use_ema`, which is refused, and raises.
+
+    The EMA steps once per update the wrapped optimizer applies (`t` counts
+    those): with `gradient_accumulation_steps=N` once every N steps, on the
+    weights of the applied update (Keras's own `use_ema` averages every
+    micro-step), and not on a step a `LossScaleOptimizer` skips for
+    non-finite gradients.
 
     Order in the callbacks list does not matter when `fit()` has validation
     data (the EMA weights go in at the start of validation); without
@@ -568,6 +701,7 @@ class ExponentialMovingAverage(keras.callbacks.Callback):
         self.weights_after_fit = _validate_choice("weights_after_fit", weights_after_fit, _WEIGHTS)
         self._in_fit = False
         self._swapped_by = None
+        self._jax_last_step = None
         if _backend.name() == "jax" and self.variables == "all":
             # The JAX train step never hands the new non-trainable values to
             # the optimizer, so those averages are updated here after each
@@ -675,15 +809,24 @@ class ExponentialMovingAverage(keras.callbacks.Callback):
         index = {id(v): i for i, v in enumerate(model.non_trainable_variables)}
         values = [state["non_trainable_variables"][index[id(v)]] for v in wrapper._extra]
         step_index = next(i for i, v in enumerate(model.optimizer.variables) if v is wrapper.ema_step)
-        wrapper.update_extra_from_values(values, state["optimizer_variables"][step_index])
+        step_after = state["optimizer_variables"][step_index]
+        step_before = self._jax_last_step
+        if step_before is None:  # not built at on_train_begin: it started at 0
+            step_before = step_after - 1
+        wrapper.update_extra_from_values(values, step_after, step_before)
+        self._jax_last_step = ops.copy(step_after)  # the next step donates step_after
 
     # ---------------------------------------------------------- swapping
 
     def _swap_in(self, who):
         wrapper = self._wrapper()
-        if wrapper is None or self.evaluate_with != "ema" or wrapper.holds_ema:
+        if wrapper is None or self.evaluate_with != "ema":
             return
         self.model  # on JAX, reading .model syncs the training state first
+        if wrapper.built:
+            wrapper.settle()
+        if wrapper.holds_ema:
+            return
         wrapper.swap_in()
         self._swapped_by = who
 
@@ -700,6 +843,14 @@ class ExponentialMovingAverage(keras.callbacks.Callback):
     def on_train_begin(self, logs=None):
         self._in_fit = True
         self._swap_out()  # e.g. resumed from a checkpoint saved with EMA in
+        wrapper = self._wrapper()
+        # JAX, variables="all": the step count before each step, to tell the
+        # steps that applied an update (a skipped one does not count).
+        self._jax_last_step = (
+            np.array(ops.convert_to_numpy(wrapper.ema_step))
+            if wrapper is not None and wrapper.built
+            else None
+        )
 
     def on_epoch_begin(self, epoch, logs=None):
         self._swap_out()
@@ -743,13 +894,17 @@ class ExponentialMovingAverage(keras.callbacks.Callback):
     @contextlib.contextmanager
     def ema_weights(self, model=None):
         """Within the block the model holds the EMA weights; on exit it holds
-        what it held before (bit for bit)."""
+        what it held before (bit for bit), including weights another callback
+        wrote (see the class docstring)."""
         with self._holding(model, ema=True):
             yield
 
     @contextlib.contextmanager
     def raw_weights(self, model=None):
-        """Within the block the model holds the raw (trained) weights."""
+        """Within the block the model holds the raw (trained) weights; on exit
+        it holds what it held before (bit for bit). After weights written by
+        something else (e.g. EarlyStopping's best ones), those are the raw
+        weights."""
         with self._holding(model, ema=False):
             yield
 
@@ -764,6 +919,7 @@ class ExponentialMovingAverage(keras.callbacks.Callback):
                 "The model keeps no EMA yet: compile it and train it with this "
                 "callback (or load a model saved with it)."
             )
+        wrapper.settle()  # e.g. EarlyStopping restored weights since the swap
         before = wrapper.holds_ema
         (wrapper.swap_in if ema else wrapper.swap_out)()
         try:

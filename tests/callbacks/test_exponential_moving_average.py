@@ -5,7 +5,7 @@ import sys
 import keras
 import numpy as np
 import pytest
-from distributed_workers import distributed_tests
+from distributed_workers import distributed_tests, run_worker
 
 from keras_tricks import _backend, testing
 from keras_tricks.callbacks import ExponentialMovingAverage, ExponentialMovingAverageOptimizer
@@ -434,3 +434,199 @@ def _check_distributed(got):
 test_mirrored_strategy_on_two_virtual_cpus, test_data_parallel_on_two_virtual_cpus = distributed_tests(
     os.path.join(HERE, "_ema_worker.py"), _check_distributed
 )
+
+
+# ------------------ callbacks that write the weights (hardening item 11)
+
+
+def _round_trips(ema, model, what):
+    """`with ema.raw_weights(): pass` and `with ema.ema_weights(): pass` leave
+    the model holding exactly what it held before."""
+    held = weights(model.weights)
+    with ema.raw_weights():
+        pass
+    _identical(weights(model.weights), held, f"{what}: after raw_weights()")
+    with ema.ema_weights():
+        pass
+    _identical(weights(model.weights), held, f"{what}: after ema_weights()")
+    return held
+
+
+@pytest.mark.parametrize("ema_first", [True, False])
+def test_weights_restored_by_early_stopping_stay_through_swaps_and_the_next_fit(tmp_path, ema_first):
+    # It restored the best EMA weights, but `with ema.raw_weights(): pass`
+    # put the last epoch's EMA weights back, a saved model kept the last raw
+    # weights to resume from, and the next fit() started from them.
+    model = make_model()
+    rec = Recorder()
+    ema = ExponentialMovingAverage(momentum=MOMENTUM)
+    stop = keras.callbacks.EarlyStopping(
+        monitor="val_loss", mode="max", patience=1, restore_best_weights=True
+    )
+    _fit(model, [rec, ema, stop] if ema_first else [rec, stop, ema], epochs=5)
+    best = weights(model.trainable_variables)
+    _close(best, numpy_ema(rec.trajectory, MOMENTUM, True, False)[STEPS_PER_EPOCH - 1], "restored")
+    path = str(tmp_path / "stopped.keras")
+    model.save(path)  # right away: loading it must not bring the last raw weights back
+    loaded = keras.saving.load_model(path)
+    with ExponentialMovingAverage(momentum=MOMENTUM).raw_weights(loaded):
+        _identical(weights(loaded.trainable_variables), best, "raw weights of the saved model")
+    _round_trips(ema, model, "EarlyStopping")
+    with ema.raw_weights():  # the restored weights are the model's now
+        _identical(weights(model.trainable_variables), best, "inside raw_weights()")
+    later = Recorder()
+    _fit(model, [later, ema], epochs=1, validation=False)
+    _identical(later.batch_begin[0], best, "the next fit() starts from the restored weights")
+
+
+class _Interrupt(keras.callbacks.Callback):
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch == 1:
+            raise RuntimeError("interrupted")
+
+
+def test_backup_and_restore_resumes_the_raw_weights_and_the_average(tmp_path):
+    straight = make_model()
+    ema = ExponentialMovingAverage(momentum=MOMENTUM)
+    _fit(straight, [ema], epochs=2)
+    expected = weights(straight.weights)
+    with ema.raw_weights():
+        expected_raw = weights(straight.weights)
+
+    model = make_model()
+    ema = ExponentialMovingAverage(momentum=MOMENTUM)
+    backup = str(tmp_path / "backup")
+    with pytest.raises(RuntimeError, match="interrupted"):
+        _fit(model, [ema, keras.callbacks.BackupAndRestore(backup), _Interrupt()], epochs=2)
+    _round_trips(ema, model, "after the interruption")
+    # Resumed from epoch 1 out of the backup (saved with the EMA weights in).
+    _fit(model, [keras.callbacks.BackupAndRestore(backup), ema], epochs=2)
+    _close(weights(model.weights), expected, "EMA after the resumed fit()", 16)
+    _round_trips(ema, model, "BackupAndRestore")
+    with ema.raw_weights():
+        _close(weights(model.weights), expected_raw, "raw after the resumed fit()", 16)
+
+
+@pytest.mark.parametrize("with_ema", [True, False])
+def test_loading_a_checkpoint_after_fit_is_not_reverted(tmp_path, with_ema):
+    # with_ema: saved by ModelCheckpoint(save_weights_only) at on_epoch_end,
+    # with the EMA weights in (and the raw ones in the file); otherwise saved
+    # with the raw weights in. Either way loading it into a model that holds
+    # the EMA weights must not be undone by the raw weights kept from before.
+    model = make_model()
+    rec = Recorder()
+    ema = ExponentialMovingAverage(momentum=MOMENTUM)
+    path = str(tmp_path / "epoch{epoch}.weights.h5")
+    saver = keras.callbacks.ModelCheckpoint(path, save_weights_only=True)
+    _fit(model, [rec, ema, saver], epochs=2)
+    first = path.format(epoch=1)
+    if not with_ema:
+        model.load_weights(first)
+        with ema.raw_weights():
+            model.save_weights(first)
+    model.load_weights(first)
+    _round_trips(ema, model, "ModelCheckpoint")
+    raw0 = rec.trajectory[STEPS_PER_EPOCH]
+    if with_ema:
+        ref = numpy_ema(rec.trajectory, MOMENTUM, True, False)[STEPS_PER_EPOCH - 1]
+        _close(weights(model.trainable_variables), ref, "the EMA epoch-1 weights loaded")
+    else:
+        _identical(weights(model.trainable_variables), raw0, "the raw epoch-1 weights loaded")
+    with ema.raw_weights():
+        _identical(weights(model.trainable_variables), raw0, "raw weights of the checkpoint")
+    later = Recorder()
+    _fit(model, [later, ema], epochs=1, validation=False)
+    _identical(later.batch_begin[0], raw0, "the next fit() resumes from the checkpoint's raw weights")
+
+
+def test_keras_swap_ema_weights_is_refused_and_leaves_the_model_consistent():
+    # SwapEMAWeights works with Keras's own `use_ema`, which this callback
+    # refuses: it raises (Keras's error) when it first runs.
+    model = make_model()
+    ema = ExponentialMovingAverage(momentum=MOMENTUM)
+    with pytest.raises(ValueError, match="use_ema"):
+        _fit(model, [ema, keras.callbacks.SwapEMAWeights(swap_on_epoch=True)], epochs=2)
+    _round_trips(ema, model, "SwapEMAWeights")
+
+
+# ------------- one EMA step per applied update (hardening item 12)
+
+
+def _changed(trajectory):
+    """[whether step i moved the weights] for the steps of a trajectory."""
+    return [
+        any(not np.array_equal(a, b) for a, b in zip(now, before))
+        for before, now in zip(trajectory[:-1], trajectory[1:])
+    ]
+
+
+@pytest.mark.parametrize("warmup, bias_correction", [(True, False), (True, True)])
+def test_gradient_accumulation_averages_the_applied_updates_only(warmup, bias_correction):
+    # The EMA stepped on every micro-step (as Keras's own `use_ema` does),
+    # averaging the same weights N times over and running the warm-up N
+    # times too fast.
+    steps = 2
+    model = make_model(optimizer=keras.optimizers.Adam(0.05, gradient_accumulation_steps=steps))
+    rec = Recorder()
+    ema = ExponentialMovingAverage(momentum=MOMENTUM, warmup=warmup, bias_correction=bias_correction)
+    _fit(model, [rec, ema], epochs=2, validation=False)
+    applied = [(i + 1) % steps == 0 for i in range(2 * STEPS_PER_EPOCH)]
+    assert _changed(rec.trajectory) == applied  # what Keras documents
+    sequence = [rec.trajectory[0]] + [w for w, a in zip(rec.trajectory[1:], applied) if a]
+    ref = numpy_ema(sequence, MOMENTUM, warmup, bias_correction)
+    _close(weights(model.trainable_variables), ref[-1], "EMA of the applied updates")
+    assert int(keras.ops.convert_to_numpy(model.optimizer.ema_step)) == len(ref) == STEPS_PER_EPOCH
+    with ema.raw_weights():
+        _identical(weights(model.trainable_variables), rec.trajectory[-1], "raw weights")
+
+
+@pytest.mark.parametrize("bias_correction", [False, True])
+def test_skipped_loss_scale_steps_do_not_enter_the_average(bias_correction):
+    # Under mixed_float16 the LossScaleOptimizer skips a step whose gradients
+    # are not finite (here: the second batch of each epoch has an infinite
+    # target); the EMA averaged the unchanged weights in all the same.
+    x, y = data()
+    y[BATCH : 2 * BATCH] = np.inf
+    with testing.dtype_policy("mixed_float16"):
+        model = make_model()
+        assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
+        rec = Recorder()
+        ema = ExponentialMovingAverage(momentum=MOMENTUM, bias_correction=bias_correction)
+        model.fit(x, y, epochs=2, batch_size=BATCH, shuffle=False, verbose=0, callbacks=[rec, ema])
+    applied = _changed(rec.trajectory)
+    assert not applied[1] and not applied[STEPS_PER_EPOCH + 1], "the infinite batches were not skipped"
+    sequence = [rec.trajectory[0]] + [w for w, a in zip(rec.trajectory[1:], applied) if a]
+    ref = numpy_ema(sequence, MOMENTUM, True, bias_correction)
+    _close(weights(model.trainable_variables), ref[-1], "EMA of the applied updates")
+    assert int(keras.ops.convert_to_numpy(model.optimizer.ema_step)) == len(ref) < 2 * STEPS_PER_EPOCH
+    for w in weights(model.trainable_variables):
+        assert np.all(np.isfinite(w))
+
+
+def test_gradient_accumulation_averages_batchnorm_statistics_at_applied_updates_only():
+    # The statistics move on every micro-step; their average (variables="all",
+    # updated outside the train step on JAX) steps with the applied updates.
+    steps = 2
+    model = make_model(
+        batchnorm=True, optimizer=keras.optimizers.Adam(0.05, gradient_accumulation_steps=steps)
+    )
+    rec_n = Recorder("non_trainable")
+    ema = ExponentialMovingAverage(momentum=MOMENTUM, variables="all")
+    _fit(model, [rec_n, ema], epochs=1, validation=False)
+    applied = [(i + 1) % steps == 0 for i in range(STEPS_PER_EPOCH)]
+    assert all(_changed(rec_n.trajectory))
+    sequence = [rec_n.trajectory[0]] + [w for w, a in zip(rec_n.trajectory[1:], applied) if a]
+    moving = [v for v in model.non_trainable_variables if "float" in str(v.dtype)]
+    _close(weights(moving), numpy_ema(sequence, MOMENTUM, True, False)[-1], "BatchNorm statistics EMA")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("skip", ["accumulate", "loss_scale"])
+def test_skipped_updates_on_two_virtual_cpus(tmp_path, skip):
+    # On TensorFlow the "applied" flag crosses a tf.distribute merge call.
+    if _backend.name() not in ("tensorflow", "jax"):
+        pytest.skip("tf.distribute / JAX DataParallel")
+    if skip == "accumulate" and _backend.name() == "tensorflow":
+        pytest.skip("Keras 3.15's gradient accumulation fails under MirroredStrategy, EMA or not")
+    mode = "mirrored" if _backend.name() == "tensorflow" else "dataparallel"
+    _check_distributed(run_worker(os.path.join(HERE, "_ema_worker.py"), mode, tmp_path, {"EMA_SKIP": skip}))
