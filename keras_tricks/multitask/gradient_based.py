@@ -78,14 +78,21 @@ def solve_quadratic_exactly(a, b, simplex):
 
     Active-set enumeration: the minimiser lies in the relative interior of
     one face {w_i = 0 for i not in S}, where it solves the KKT equations of
-    the face (A_SS w_S + b_S + mu 1 = 0, sum w_S = 1 on the simplex). All
-    2^k - 1 faces are solved in one batched `ops.solve` (a (k+1)-square
-    system each, padded with the identity off the face; after scaling A and
-    b to unit size, a ridge of 1e-6 keeps faces of collinear gradients
-    solvable), and the
-    feasible solution with the lowest objective is the minimiser of the
-    convex problem. No iterations: exact up to rounding and the ridge, and
-    a handful of small ops inside the train step.
+    the face. All 2^k - 1 faces are solved in one batched `ops.solve` (a
+    (k+1)-square system each, padded with the identity off the face), and
+    the feasible solution with the lowest objective is the minimiser of the
+    convex problem. No iterations: a handful of small ops inside the train
+    step.
+
+    The problem is solved in the variables v = D^1/2 w, D = diag(A) (a zero
+    diagonal entry, i.e. a zero gradient, counts as the largest one): the
+    matrix D^-1/2 A D^-1/2 has a unit diagonal whatever the norms of the
+    gradients, the simplex becomes sum_i v_i / sqrt(D_i) = 1, and w =
+    D^-1/2 v. A ridge of 1e-6 on that unit diagonal keeps faces of
+    collinear gradients solvable (TensorFlow raises on a singular system);
+    being relative to each gradient's own norm, it does not favour the
+    small gradients when one is 10^4 times the others (the ridge on A
+    itself, sized by its trace, did).
     """
     import itertools
 
@@ -97,34 +104,48 @@ def solve_quadratic_exactly(a, b, simplex):
         masks = np.concatenate([np.zeros((1, k), "float32"), masks])
     m = ops.convert_to_tensor(masks)  # (faces, k)
     faces = masks.shape[0]
+    eye = ops.eye(k, dtype=a.dtype)
+    # Diagonal scaling. Entries below eps^2 of the largest (gradients 10^7
+    # times smaller than the largest) are zero at float32 precision.
+    diagonal = ops.diagonal(a)
+    largest = ops.maximum(ops.max(diagonal), tiny())
+    d = ops.where(ops.greater(diagonal, eps() * eps() * largest), diagonal, largest)
+    root = ops.sqrt(d)
+    a = a / (root[:, None] * root[None, :])
+    b = b / root
+    c = 1.0 / root  # the simplex constraint: sum_i c_i v_i = 1
+    c_max = ops.max(c)
+    c = c / c_max  # (and the right-hand side 1 / c_max)
     # Scaling A and b together leaves the minimiser unchanged; at unit scale
-    # the ridge keeps every face system positive definite (TensorFlow raises
-    # on a singular one), even for A = 0.
-    scale = ops.maximum(ops.maximum(ops.trace(a) / k, ops.max(ops.abs(b))), tiny())
+    # the ridge keeps every face system positive definite, even for A = 0.
+    scale = ops.maximum(ops.maximum(ops.max(ops.diagonal(a)), ops.max(ops.abs(b))), tiny())
     a = a / scale
     b = b / scale
-    ridge = 1e-6 * ops.maximum(ops.trace(a) / k, 1.0)
-    a_r = a + ridge * ops.eye(k, dtype=a.dtype)
+    ridge = 1e-6 * ops.maximum(ops.max(ops.diagonal(a)), 1.0)
+    a_r = a + ridge * eye
     on = m[:, :, None] * m[:, None, :]
-    block = a_r[None] * on + (1.0 - m)[:, :, None] * ops.eye(k, dtype=a.dtype)[None]
+    block = a_r[None] * on + (1.0 - m)[:, :, None] * eye[None]
     rhs = -b[None] * m
     if simplex:
-        top = ops.concatenate([block, m[:, :, None]], axis=2)
-        bottom = ops.concatenate([m[:, None, :], ops.zeros((faces, 1, 1), a.dtype)], axis=2)
+        cm = c[None] * m
+        top = ops.concatenate([block, cm[:, :, None]], axis=2)
+        bottom = ops.concatenate([cm[:, None, :], ops.zeros((faces, 1, 1), a.dtype)], axis=2)
         block = ops.concatenate([top, bottom], axis=1)
-        rhs = ops.concatenate([rhs, ops.ones((faces, 1), a.dtype)], axis=1)
-    w = ops.solve(block, rhs[:, :, None])[:, :k, 0] * m
-    scale = ops.maximum(ops.max(ops.abs(w), axis=1), 1.0)
+        rhs = ops.concatenate([rhs, ops.ones((faces, 1), a.dtype) / c_max], axis=1)
+    v = ops.solve(block, rhs[:, :, None])[:, :k, 0] * m
+    size = ops.maximum(ops.max(ops.abs(v), axis=1), 1.0)
     feasible = ops.logical_and(
-        ops.all(ops.greater_equal(w, -1e-4 * scale[:, None]), axis=1),
-        ops.all(ops.isfinite(w), axis=1),
+        ops.all(ops.greater_equal(v, -1e-4 * size[:, None]), axis=1),
+        ops.all(ops.isfinite(v), axis=1),
     )
-    w = ops.maximum(ops.where(ops.isfinite(w), w, 0.0), 0.0)
+    v = ops.maximum(ops.where(ops.isfinite(v), v, 0.0), 0.0)
     if simplex:
-        w = w / ops.maximum(ops.sum(w, axis=1, keepdims=True), tiny())
-    objective = 0.5 * ops.sum(w * ops.matmul(w, a), axis=1) + ops.sum(w * b[None], axis=1)
+        v = v / ops.maximum(ops.sum(v * c[None], axis=1, keepdims=True) * c_max, tiny())
+    objective = 0.5 * ops.sum(v * ops.matmul(v, a), axis=1) + ops.sum(v * b[None], axis=1)
     objective = ops.where(feasible, objective, float("inf"))
-    best = ops.take(w, ops.argmin(objective), axis=0)
+    best = ops.take(v, ops.argmin(objective), axis=0) / root
+    if simplex:
+        best = best / ops.maximum(ops.sum(best), tiny())
     fallback = ops.ones((k,), a.dtype) / k if simplex else ops.zeros((k,), a.dtype)
     return ops.where(ops.any(feasible), best, fallback)
 

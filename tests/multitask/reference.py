@@ -473,3 +473,76 @@ def primary_auxiliary(losses, gram, primary=0):
     lam, _ = optimize.nnls(v[aux].T, -v[primary])
     w[aux] = lam
     return w
+
+
+# --------------------------------------------------------------------------
+# Exact solutions by enumerating faces, on the gradient vectors (float64)
+# --------------------------------------------------------------------------
+
+
+def _faces(k):
+    for size in range(1, k + 1):
+        yield from (list(s) for s in itertools.combinations(range(k), size))
+
+
+def min_norm_point(grads):
+    """The min-norm point of the convex hull of the rows of `grads` (k, n), exactly.
+
+    For each face S (linearly independent g_S), the min-norm point of the
+    affine hull of g_S is d = sum_S w_i g_i with w_S proportional to
+    G_SS^-1 1; it is the answer when w_S >= 0 and the KKT certificate
+    <g_j, d> >= ||d||^2 holds for every j (sufficient: the problem is
+    convex). Returns (w, d). Independent of the core's solver: no bordered
+    KKT system, no ridge, no scaling, float64 throughout."""
+    grads = _as(grads)
+    k = grads.shape[0]
+    size = float(np.max(np.linalg.norm(grads, axis=1)))
+    for s in _faces(k):
+        gram = grads[s] @ grads[s].T
+        if np.linalg.matrix_rank(grads[s]) < len(s):
+            continue
+        m = np.linalg.solve(gram, np.ones(len(s)))
+        if np.any(m < 0):
+            continue
+        w = np.zeros(k)
+        w[s] = m / m.sum()
+        d = w @ grads
+        if np.all(grads @ d >= d @ d - 1e-10 * size * np.linalg.norm(d)):
+            return w, d
+    raise ValueError("no face satisfies the KKT conditions (dependent gradients?)")
+
+
+def cagrad_faces(grads, c):
+    """CAGrad's update, exactly, from the primal problem max_d min_i <g_i, d>
+    s.t. ||d - g0|| <= c ||g0|| (c > 0), by enumerating the set S of tasks
+    where the minimum is attained.
+
+    At the optimum d = g0 + m_S^T g_S with m_S >= 0, <g_i, d> = t on S and
+    ||m_S^T g_S|| = r = c ||g0||: m_S = t G_SS^-1 1 - G_SS^-1 b_S (b = G g0),
+    and t is the larger root of a quadratic. A face whose m_S >= 0 and whose
+    d reaches <g_j, d> >= t for every task j is optimal (KKT). Returns
+    d / (1 + c^2), the update of the paper."""
+    grads = _as(grads)
+    k = grads.shape[0]
+    g0 = grads.mean(axis=0)
+    r2 = c * c * (g0 @ g0)
+    size = float(np.max(np.linalg.norm(grads, axis=1)))
+    for s in _faces(k):
+        if np.linalg.matrix_rank(grads[s]) < len(s):
+            continue
+        gram = grads[s] @ grads[s].T
+        b = grads[s] @ g0
+        p = np.linalg.solve(gram, np.ones(len(s)))
+        q = np.linalg.solve(gram, b)
+        a, beta, gamma = p.sum(), q.sum(), b @ q
+        disc = beta * beta - a * (gamma - r2)
+        if a <= 0 or disc < 0:
+            continue
+        t = (beta + np.sqrt(disc)) / a
+        m = t * p - q
+        if np.any(m < -1e-12 * np.max(np.abs(m))):
+            continue
+        d = g0 + np.clip(m, 0, None) @ grads[s]
+        if np.all(grads @ d >= t - 1e-10 * size * np.linalg.norm(d)):
+            return d / (1 + c * c)
+    raise ValueError("no face satisfies the KKT conditions")

@@ -431,3 +431,46 @@ def test_loss_strategies_finite_at_zero_loss(strategy):
     total, w = _combine(s, losses)
     assert np.isfinite(total) and np.all(np.isfinite(w)), (total, w)
     assert np.all(np.isfinite(_autodiff_weights(s, losses)))
+
+
+# ------------------------------------------- gradients of very different norms
+
+
+def _spread_norms(k, ratio, seed):
+    """Unit gradients in R^7, the first multiplied by `ratio` (float32-exact)."""
+    g = np.random.default_rng(seed).normal(size=(k, 7))
+    g /= np.linalg.norm(g, axis=1, keepdims=True)
+    g[0] *= ratio
+    g = g.astype(np.float32).astype(np.float64)
+    return g, (g @ g.T).astype(np.float32).astype(np.float64)
+
+
+@pytest.mark.parametrize("k", [3, 4, 5])
+@pytest.mark.parametrize("ratio", [1e2, 1e3, 1e4])
+def test_exact_solver_with_one_gradient_far_larger(k, ratio):
+    # Regression: the ridge of the exact solver was sized by the largest
+    # gradient (1e-6 trace / k), so with one gradient 10^3 times the others
+    # MGDA's direction was ~1e-1 off and CAGrad's ~1e-2 (10^4: 0.9 and 0.4).
+    in_support = 0
+    for seed in range(6):
+        grads, gram = _spread_norms(k, ratio, seed)
+        losses = np.ones(k)
+        w_ref, d_ref = ref.min_norm_point(grads)
+        in_support += w_ref[0] > 0
+        d = ref.combined_gradient(_compiled_weights(multitask.MGDA, k, losses, gram), grads)
+        err = np.linalg.norm(d - d_ref) / np.linalg.norm(d_ref)
+        assert err <= 1e-4, ("mgda", seed, err)
+        d = ref.combined_gradient(_compiled_weights(multitask.CAGrad, k, losses, gram, c=0.5), grads)
+        d_ref = ref.cagrad_faces(grads, 0.5)
+        err = np.linalg.norm(d - d_ref) / np.linalg.norm(d_ref)
+        assert err <= 1e-4, ("cagrad", seed, err)
+        # primary/auxiliary (no simplex), primary = a small gradient: the
+        # large one may cancel its conflicting part
+        w = _compiled_weights(multitask.PrimaryAuxiliary, k, losses, gram, primary=1)
+        lam, _ = ref.optimize.nnls(np.delete(grads, 1, axis=0).T, -grads[1])
+        u_ref = grads[1] + lam @ np.delete(grads, 1, axis=0)
+        u = ref.combined_gradient(w, grads)
+        err = np.linalg.norm(u - u_ref) / np.linalg.norm(grads[1])
+        assert err <= 1e-4, ("primary_auxiliary", seed, err)
+    # the cases include the large gradient inside the solution's face
+    assert in_support > 0
