@@ -128,7 +128,7 @@ def test_combined_gradient_and_gram():
 def test_grad_norm_normalization():
     g = np.array([[3.0, 4.0], [0.0, 0.0], [0.0, 0.5]])
     w = ref.grad_norm_normalization(None, ref.gram_of(g))
-    np.testing.assert_allclose(w, [0.2, 0.0, 2.0])
+    np.testing.assert_allclose(w, [0.2, 1.0, 2.0])  # a zero gradient keeps weight 1
 
 
 def test_gradnorm_hand():
