@@ -34,6 +34,42 @@ def train_step(model, *args):
     raise NotImplementedError(f"Unsupported Keras backend {backend!r}.")
 
 
+def loss_based_step(model, keras_step, *args):
+    """Keras's own train step, undone for the strategy's state when the optimizer skipped it.
+
+    `LossScaleOptimizer` skips a step whose gradients are not finite (its
+    `iterations` then stay put); the losses of that step must not enter the
+    strategy's state (DWA's epoch means, Initial's measurement) nor the
+    logged weights. A non-finite loss is already kept out by `compute_loss`
+    (that covers optimizers that do not skip).
+    """
+    guarded = list(model.strategy.non_trainable_variables) + [model.last_task_weights]
+    iterations = model.optimizer.iterations
+    if _backend.name() == "jax":
+        import jax.numpy as jnp
+
+        state, data = args
+        logs, new_state = keras_step(state, data)
+        index = [n for n, v in enumerate(model.optimizer.variables) if v is iterations]
+        if not index:
+            return logs, new_state
+        trainable, non_trainable, optimizer_vars, metrics_vars = new_state
+        applied = jnp.not_equal(optimizer_vars[index[0]], state[2][index[0]])
+        ids = {id(v) for v in guarded}
+        non_trainable = [
+            jnp.where(applied, new, old) if id(v) in ids else new
+            for v, old, new in zip(model.non_trainable_variables, state[1], non_trainable)
+        ]
+        return logs, (trainable, non_trainable, optimizer_vars, metrics_vars)
+    before = [(v, ops.copy(ops.convert_to_tensor(v))) for v in guarded]
+    count = ops.copy(ops.convert_to_tensor(iterations))
+    logs = keras_step(*args)
+    applied = ops.not_equal(ops.convert_to_tensor(iterations), count)
+    for variable, value in before:
+        variable.assign(ops.where(applied, ops.convert_to_tensor(variable), value))
+    return logs
+
+
 def _targets(model, losses, regularization, scale):
     """The scalars to differentiate: each task's share of the step, scaled."""
     replicas = float(_backend.num_replicas_in_sync())
@@ -50,12 +86,18 @@ def _finish(model, losses, regularization, grads, variables, scale):
     again and (tf.distribute) sums the replicas' updates.
     """
     k = len(model.tasks)
+    extra_finite = None
+    if regularization is not None:
+        extra_finite = ops.isfinite(regularization)
+        for g in grads[k]:
+            extra_finite = ops.logical_and(extra_finite, ops.all(ops.isfinite(g)))
     update, weights = model.combine_task_gradients(
         losses,
         grads[:k],
         variables,
         gradient_scale=scale,
         output_scale=scale / float(_backend.num_replicas_in_sync()),
+        extra_finite=extra_finite,
     )
     if regularization is not None:
         update = [u + r for u, r in zip(update, grads[k])]

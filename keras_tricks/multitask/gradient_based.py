@@ -33,6 +33,24 @@ def _norms(gram):
     return ops.sqrt(ops.maximum(ops.diagonal(gram), 0.0))
 
 
+def _active(gram):
+    """Tasks with a non-zero gradient on the shared variables (bool (k,)).
+
+    A task whose output has no path to the shared variables (or whose
+    gradient there is exactly zero) takes no part in the shared combination:
+    the strategies solve their problem over the other tasks.
+    """
+    return ops.greater(ops.diagonal(gram), 0.0)
+
+
+def _uniform_over(active):
+    """Uniform weights over the active tasks (over all of them if none is)."""
+    mask = ops.cast(active, "float32")
+    count = ops.sum(mask)
+    k = ops.shape(mask)[0]
+    return ops.where(ops.greater(count, 0.0), mask / ops.maximum(count, 1.0), ops.ones_like(mask) / k)
+
+
 def _quad(gram, w):
     """w^T G w, floored at 0 (rounding can make it slightly negative)."""
     return ops.maximum(ops.sum(w * ops.matmul(gram, w)), 0.0)
@@ -73,19 +91,29 @@ def minimize_quadratic(a, b, w0, project, iterations):
 EXACT_MAX_TASKS = 8
 
 
-def solve_quadratic_exactly(a, b, simplex):
+def solve_quadratic_exactly(a, b, simplex, allowed=None):
     """argmin 1/2 w^T A w + b^T w over w >= 0 (and sum w = 1 if `simplex`), k <= 8.
 
     Active-set enumeration: the minimiser lies in the relative interior of
     one face {w_i = 0 for i not in S}, where it solves the KKT equations of
-    the face (A_SS w_S + b_S + mu 1 = 0, sum w_S = 1 on the simplex). All
-    2^k - 1 faces are solved in one batched `ops.solve` (a (k+1)-square
-    system each, padded with the identity off the face; after scaling A and
-    b to unit size, a ridge of 1e-6 keeps faces of collinear gradients
-    solvable), and the
-    feasible solution with the lowest objective is the minimiser of the
-    convex problem. No iterations: exact up to rounding and the ridge, and
-    a handful of small ops inside the train step.
+    the face. All 2^k - 1 faces are solved in one batched `ops.solve` (a
+    (k+1)-square system each, padded with the identity off the face), and
+    the feasible solution with the lowest objective is the minimiser of the
+    convex problem. No iterations: a handful of small ops inside the train
+    step.
+
+    The problem is solved in the variables v = D^1/2 w, D = diag(A) (a zero
+    diagonal entry, i.e. a zero gradient, counts as the largest one): the
+    matrix D^-1/2 A D^-1/2 has a unit diagonal whatever the norms of the
+    gradients, the simplex becomes sum_i v_i / sqrt(D_i) = 1, and w =
+    D^-1/2 v. A ridge of 1e-6 on that unit diagonal keeps faces of
+    collinear gradients solvable (TensorFlow raises on a singular system);
+    being relative to each gradient's own norm, it does not favour the
+    small gradients when one is 10^4 times the others (the ridge on A
+    itself, sized by its trace, did).
+
+    `allowed` (bool (k,), optional): only faces within these coordinates
+    are candidates (the others' weights are 0).
     """
     import itertools
 
@@ -97,34 +125,51 @@ def solve_quadratic_exactly(a, b, simplex):
         masks = np.concatenate([np.zeros((1, k), "float32"), masks])
     m = ops.convert_to_tensor(masks)  # (faces, k)
     faces = masks.shape[0]
+    eye = ops.eye(k, dtype=a.dtype)
+    # Diagonal scaling. Entries below eps^2 of the largest (gradients 10^7
+    # times smaller than the largest) are zero at float32 precision.
+    diagonal = ops.diagonal(a)
+    largest = ops.maximum(ops.max(diagonal), tiny())
+    d = ops.where(ops.greater(diagonal, eps() * eps() * largest), diagonal, largest)
+    root = ops.sqrt(d)
+    a = a / (root[:, None] * root[None, :])
+    b = b / root
+    c = 1.0 / root  # the simplex constraint: sum_i c_i v_i = 1
+    c_max = ops.max(c)
+    c = c / c_max  # (and the right-hand side 1 / c_max)
     # Scaling A and b together leaves the minimiser unchanged; at unit scale
-    # the ridge keeps every face system positive definite (TensorFlow raises
-    # on a singular one), even for A = 0.
-    scale = ops.maximum(ops.maximum(ops.trace(a) / k, ops.max(ops.abs(b))), tiny())
+    # the ridge keeps every face system positive definite, even for A = 0.
+    scale = ops.maximum(ops.maximum(ops.max(ops.diagonal(a)), ops.max(ops.abs(b))), tiny())
     a = a / scale
     b = b / scale
-    ridge = 1e-6 * ops.maximum(ops.trace(a) / k, 1.0)
-    a_r = a + ridge * ops.eye(k, dtype=a.dtype)
+    ridge = 1e-6 * ops.maximum(ops.max(ops.diagonal(a)), 1.0)
+    a_r = a + ridge * eye
     on = m[:, :, None] * m[:, None, :]
-    block = a_r[None] * on + (1.0 - m)[:, :, None] * ops.eye(k, dtype=a.dtype)[None]
+    block = a_r[None] * on + (1.0 - m)[:, :, None] * eye[None]
     rhs = -b[None] * m
     if simplex:
-        top = ops.concatenate([block, m[:, :, None]], axis=2)
-        bottom = ops.concatenate([m[:, None, :], ops.zeros((faces, 1, 1), a.dtype)], axis=2)
+        cm = c[None] * m
+        top = ops.concatenate([block, cm[:, :, None]], axis=2)
+        bottom = ops.concatenate([cm[:, None, :], ops.zeros((faces, 1, 1), a.dtype)], axis=2)
         block = ops.concatenate([top, bottom], axis=1)
-        rhs = ops.concatenate([rhs, ops.ones((faces, 1), a.dtype)], axis=1)
-    w = ops.solve(block, rhs[:, :, None])[:, :k, 0] * m
-    scale = ops.maximum(ops.max(ops.abs(w), axis=1), 1.0)
+        rhs = ops.concatenate([rhs, ops.ones((faces, 1), a.dtype) / c_max], axis=1)
+    v = ops.solve(block, rhs[:, :, None])[:, :k, 0] * m
+    size = ops.maximum(ops.max(ops.abs(v), axis=1), 1.0)
     feasible = ops.logical_and(
-        ops.all(ops.greater_equal(w, -1e-4 * scale[:, None]), axis=1),
-        ops.all(ops.isfinite(w), axis=1),
+        ops.all(ops.greater_equal(v, -1e-4 * size[:, None]), axis=1),
+        ops.all(ops.isfinite(v), axis=1),
     )
-    w = ops.maximum(ops.where(ops.isfinite(w), w, 0.0), 0.0)
+    if allowed is not None:
+        outside = ops.sum(m * (1.0 - ops.cast(allowed, m.dtype))[None], axis=1)
+        feasible = ops.logical_and(feasible, ops.equal(outside, 0.0))
+    v = ops.maximum(ops.where(ops.isfinite(v), v, 0.0), 0.0)
     if simplex:
-        w = w / ops.maximum(ops.sum(w, axis=1, keepdims=True), tiny())
-    objective = 0.5 * ops.sum(w * ops.matmul(w, a), axis=1) + ops.sum(w * b[None], axis=1)
+        v = v / ops.maximum(ops.sum(v * c[None], axis=1, keepdims=True) * c_max, tiny())
+    objective = 0.5 * ops.sum(v * ops.matmul(v, a), axis=1) + ops.sum(v * b[None], axis=1)
     objective = ops.where(feasible, objective, float("inf"))
-    best = ops.take(w, ops.argmin(objective), axis=0)
+    best = ops.take(v, ops.argmin(objective), axis=0) / root
+    if simplex:
+        best = best / ops.maximum(ops.sum(best), tiny())
     fallback = ops.ones((k,), a.dtype) / k if simplex else ops.zeros((k,), a.dtype)
     return ops.where(ops.any(feasible), best, fallback)
 
@@ -134,16 +179,19 @@ class GradNormNormalization(Strategy):
     """w_i = 1 / ||g_i||: every task's gradient gets unit norm, d = sum_i g_i / ||g_i||.
 
     Su (part II): the gradient-level analogue of `Realtime`; no task
-    dominates the shared update by the size of its gradient. A zero gradient
-    gets weight 0. The weights scale the task-specific parameters' gradients
-    too (they are loss weights: sum_i L_i / ||g_i||).
+    dominates the shared update by the size of its gradient. The weights
+    scale the task-specific parameters' gradients too (they are loss
+    weights: sum_i L_i / ||g_i||). A task with a zero gradient on the shared
+    variables (no path to them) gets weight 1: it adds nothing to the shared
+    update, and its own head trains on its plain loss.
     """
 
     uses_gradients = True
     scales_task_specific = True
 
     def task_weights(self, losses, gram, training=True):
-        return safe_divide(ops.ones_like(losses), _norms(gram))
+        norms = _norms(gram)
+        return ops.where(ops.greater(norms, 0.0), safe_divide(ops.ones_like(norms), norms), 1.0)
 
 
 @_register
@@ -165,6 +213,10 @@ class GradNorm(Strategy):
     and each task's own parameters get w_i times their gradient. Weights and
     L0 are saved with the model. The paper takes g_i with respect to the last
     shared layer; here it is the shared variables `MultiTaskModel` uses.
+    A task with a zero gradient on them (no path to the shared variables)
+    takes no part: the means are over the other tasks, its weight is left as
+    it is (its head trains on w_i L_i), and the others are renormalised to
+    sum k minus its weight.
 
     Args:
         alpha: the asymmetry (paper: 1.5; 0 equalises the gradient norms).
@@ -202,13 +254,18 @@ class GradNorm(Strategy):
         started = ops.greater(ops.convert_to_tensor(self.started), 0.0)
         initial = ops.where(started, ops.convert_to_tensor(self.initial_losses), losses)
         norms = _norms(gram)
+        active = ops.greater(norms, 0.0)
+        mask = ops.cast(active, weights.dtype)
+        count = ops.maximum(ops.sum(mask), 1.0)
         g = weights * norms
         ratio = safe_divide(losses, initial)
-        relative = safe_divide(ratio, ops.mean(ratio))
-        target = ops.mean(g) * ops.power(relative, self.alpha)
+        relative = safe_divide(ratio, ops.sum(ratio * mask) / count)
+        target = (ops.sum(g * mask) / count) * ops.power(relative, self.alpha)
         new = ops.maximum(weights - self.learning_rate * ops.sign(g - target) * norms, 0.0)
-        total = ops.sum(new)
-        new = ops.where(ops.greater(total, 0.0), k * safe_divide(new, total), ops.ones_like(new))
+        budget = k - ops.sum(weights * (1.0 - mask))
+        total = ops.sum(new * mask)
+        rescaled = ops.where(ops.greater(total, 0.0), budget * safe_divide(new, total), budget / count)
+        new = ops.where(active, rescaled, weights)
         self.loss_weights.assign(new)
         self.initial_losses.assign(initial)
         self.started.assign(1.0)
@@ -227,7 +284,9 @@ class MGDA(Strategy):
     Sener & Koltun, "Multi-Task Learning as Multi-Objective Optimization"
     (NeurIPS 2018): w = argmin_{w in simplex} ||sum_i w_i g_i||^2 = w^T G w,
     d = sum_i w_i g_i, a direction that decreases every task (or 0 at a
-    Pareto-stationary point). Two tasks: closed form
+    Pareto-stationary point). A task with a zero gradient on the shared
+    variables (no path to them) is left out of the hull (weight 0), so it
+    does not stop the others. Two tasks: closed form
     w_0 = clip((G_11 - G_01) / (G_00 + G_11 - 2 G_01), 0, 1). Up to 8 tasks
     (`solver="auto"`): the exact minimiser by active-set enumeration
     (`solve_quadratic_exactly`), which measured 1000x more accurate than 250
@@ -254,6 +313,7 @@ class MGDA(Strategy):
 
     def task_weights(self, losses, gram, training=True):
         k = ops.shape(gram)[0]
+        active = _active(gram)
         if k == 2:
             g00, g01, g11 = gram[0, 0], gram[0, 1], gram[1, 1]
             denominator = g00 + g11 - 2.0 * g01
@@ -262,21 +322,25 @@ class MGDA(Strategy):
                 ops.clip(safe_divide(g11 - g01, denominator), 0.0, 1.0),
                 0.5,
             )
+            both = ops.logical_and(active[0], active[1])
+            w0 = ops.where(both, w0, ops.where(active[0], 1.0, ops.where(active[1], 0.0, 0.5)))
             return ops.stack([w0, 1.0 - w0])
         if k <= EXACT_MAX_TASKS and self.solver == "auto":
-            return solve_quadratic_exactly(2.0 * gram, ops.zeros((k,), gram.dtype), simplex=True)
+            return solve_quadratic_exactly(
+                2.0 * gram, ops.zeros((k,), gram.dtype), simplex=True, allowed=active
+            )
         diagonal = ops.diagonal(gram)
 
         def body(_, w):
             gw = ops.matmul(gram, w)
-            t = ops.argmin(gw)
+            t = ops.argmin(ops.where(active, gw, float("inf")))
             ww = ops.sum(w * gw)
             wt = ops.take(gw, t)
             tt = ops.take(diagonal, t)
             step = ops.clip(safe_divide(ww - wt, ww + tt - 2.0 * wt), 0.0, 1.0)
             return (1.0 - step) * w + step * ops.one_hot(t, k, dtype=w.dtype)
 
-        return ops.fori_loop(0, self.max_iterations, body, ops.ones((k,), gram.dtype) / k)
+        return ops.fori_loop(0, self.max_iterations, body, _uniform_over(active))
 
     def get_config(self):
         config = super().get_config()
@@ -368,7 +432,9 @@ class CAGrad(Strategy):
     exactly (`solve_quadratic_exactly`) and the optimal tau, the fixed point
     tau = ||g_w(tau)||, is found by bisection on log tau; beyond, by
     majorise-minimise rounds of 20 FISTA steps each. Each task's own
-    parameters get its plain gradient.
+    parameters get its plain gradient. A task with a zero gradient on the
+    shared variables (no path to them) is left out: g0 is the mean of the
+    other tasks' gradients and w is 0 on it.
 
     Args:
         c: radius of the ball relative to ||g0|| (>= 0; paper: 0.5).
@@ -402,12 +468,12 @@ class CAGrad(Strategy):
         best = ops.where(ops.greater(a, 0.0), best, 0.5)
         return ops.stack([best, 1.0 - best])
 
-    def _solve_by_bisection(self, gram, b, s, floor):
+    def _solve_by_bisection(self, gram, b, s, floor, active):
         # For a fixed tau, the majorised problem is a QP solved exactly; the
         # optimum is the fixed point tau = ||g_w(tau)||, found by bisection on
         # log tau in [floor, max_i ||g_i||] (||g_w|| - tau changes sign once).
         def solve(tau):
-            return solve_quadratic_exactly(safe_divide(s, tau) * gram, b, simplex=True)
+            return solve_quadratic_exactly(safe_divide(s, tau) * gram, b, simplex=True, allowed=active)
 
         low = ops.log(floor)
         high = ops.log(ops.maximum(ops.max(_norms(gram)), floor))
@@ -424,11 +490,13 @@ class CAGrad(Strategy):
 
     def task_weights(self, losses, gram, training=True):
         k = ops.shape(gram)[0]
-        mean = ops.ones((k,), gram.dtype) / k
+        active = _active(gram)
+        mean = _uniform_over(active)
         g0_norm = ops.sqrt(_quad(gram, mean))
         s = self.c * g0_norm
         if k == 2:
-            w = self._solve_two(gram, s)
+            both = ops.logical_and(active[0], active[1])
+            w = ops.where(both, self._solve_two(gram, s), mean)
         else:
             b = ops.matmul(gram, mean)
             floor = ops.maximum(eps() * s, tiny())
@@ -436,11 +504,16 @@ class CAGrad(Strategy):
             def round_(_, w):
                 tau = ops.maximum(ops.sqrt(_quad(gram, w)), floor)
                 if k <= EXACT_MAX_TASKS:
-                    return solve_quadratic_exactly((s / tau) * gram, b, simplex=True)
-                return minimize_quadratic((s / tau) * gram, b, w, project_to_simplex, 20)
+                    return solve_quadratic_exactly((s / tau) * gram, b, simplex=True, allowed=active)
+                return minimize_quadratic((s / tau) * gram, b, w, project, 20)
+
+            def project(v):
+                # Onto the simplex of the active tasks: an inactive entry at
+                # min(v) - 1 lies below the threshold and is projected to 0.
+                return project_to_simplex(ops.where(active, v, ops.min(v) - 1.0))
 
             if k <= EXACT_MAX_TASKS:
-                w = self._solve_by_bisection(gram, b, s, floor)
+                w = self._solve_by_bisection(gram, b, s, floor, active)
             else:
                 w = ops.fori_loop(0, self.max_iterations, round_, mean)
         gw_norm = ops.sqrt(_quad(gram, w))
@@ -464,7 +537,9 @@ class PrimaryAuxiliary(Strategy):
     up to 8 auxiliary tasks: exact (`solve_quadratic_exactly`); more: FISTA
     on lambda >= 0 for `max_iterations` steps. Each auxiliary
     task's own parameters still get its plain gradient, so its head keeps
-    learning.
+    learning. If the primary task has a zero gradient on the shared
+    variables (no path to them), the auxiliary tasks cannot push it uphill
+    and get lambda_i = 1 (their plain sum moves the shared variables).
 
     Args:
         primary: the primary task, by name or index (default 0: the first output).
@@ -511,6 +586,8 @@ class PrimaryAuxiliary(Strategy):
             lam = minimize_quadratic(
                 2.0 * g_aa, 2.0 * g_pa, ops.zeros_like(g_pa), ops.relu, self.max_iterations
             )
+        # A primary task without a path to the shared variables: nothing to protect.
+        lam = ops.where(ops.greater(gram[p, p], 0.0), lam, ops.ones_like(lam))
         parts = {p: ops.ones((), gram.dtype)}
         for position, i in enumerate(others):
             parts[i] = lam[position]

@@ -1,5 +1,7 @@
 """MultiTaskModel: a multi-output Keras model trained with a multi-task weighting strategy."""
 
+import warnings
+
 import keras
 from keras import ops
 
@@ -49,6 +51,10 @@ class MultiTaskModel(keras.Model):
       get its own gradient (scaled by w_i for the loss-weighting ones). Under
       `tf.distribute` the per-task gradients are summed over replicas before
       the weights are computed, so every replica takes the same step.
+      A task whose gradient with respect to the shared variables is zero or
+      absent (an output with no path to them) takes no part in the shared
+      combination; its own variables still train on its own loss (a warning
+      at construction names such outputs).
 
     The logs show `loss` (the objective that is differentiated; for
     gradient-based strategies the plain sum of task losses), and for each
@@ -122,6 +128,19 @@ class MultiTaskModel(keras.Model):
                 f"The outputs {names} share no trainable variable, so strategy "
                 f"{self.strategy.name!r} has nothing to combine; check `shared`."
             )
+        if self.strategy.uses_gradients:
+            apart = [
+                name
+                for name, output in zip(names, outputs)
+                if not any(id(v) in self._shared_ids for v in keras.Model(model.inputs, output).weights)
+            ]
+            if apart:
+                warnings.warn(
+                    f"The outputs {apart} have no path to the shared variables: strategy "
+                    f"{self.strategy.name!r} leaves them out of the shared update (their own "
+                    "variables still train on their own loss).",
+                    stacklevel=2,
+                )
         k = len(names)
         self.last_task_weights = self.add_weight(
             shape=(k,), initializer="ones", trainable=False, aggregation="mean", name="last_task_weights"
@@ -263,9 +282,17 @@ class MultiTaskModel(keras.Model):
             total, weights = ops.sum(losses), ops.convert_to_tensor(self.last_task_weights)
         else:
             # In evaluation too, the logged weights are those that built `total`.
-            total, weights = self.strategy.combine(losses, training=training)
             if training:
+                # A batch with a non-finite loss must not enter the strategy's
+                # running statistics (DWA's epoch means, Initial's measurement).
+                finite = ops.all(ops.isfinite(losses))
+                state = self._strategy_state()
+                total, weights = self.strategy.combine(losses, training=True)
+                self._restore_unless(finite, state)
+                weights = ops.where(finite, weights, ops.convert_to_tensor(self.last_task_weights))
                 self.last_task_weights.assign(ops.stop_gradient(weights))
+            else:
+                total, weights = self.strategy.combine(losses, training=False)
         self._track(ops.stop_gradient(losses), ops.stop_gradient(weights), _batch_size(x, y))
         total = total / float(_backend.num_replicas_in_sync())
         regularization = self._regularization()
@@ -273,13 +300,29 @@ class MultiTaskModel(keras.Model):
 
     # -- gradient-based training ----------------------------------------------
 
+    def _strategy_state(self):
+        """(variable, copy of its value) for the strategy's non-trainable state."""
+        return [(v, ops.copy(ops.convert_to_tensor(v))) for v in self.strategy.non_trainable_variables]
+
+    @staticmethod
+    def _restore_unless(keep, state):
+        for variable, before in state:
+            variable.assign(ops.where(keep, ops.convert_to_tensor(variable), before))
+
     def train_step(self, *args):
         if not self.strategy.uses_gradients:
-            return super().train_step(*args)
+            return _train_step.loss_based_step(self, super().train_step, *args)
         return _train_step.train_step(self, *args)
 
     def combine_task_gradients(
-        self, losses, task_grads, variables, training=True, gradient_scale=1.0, output_scale=1.0
+        self,
+        losses,
+        task_grads,
+        variables,
+        training=True,
+        gradient_scale=1.0,
+        output_scale=1.0,
+        extra_finite=None,
     ):
         """The update for `variables` from per-task gradients (keras.ops, every backend).
 
@@ -288,6 +331,11 @@ class MultiTaskModel(keras.Model):
         returned gradients are `output_scale / gradient_scale` times the
         combined update, so scales cost one multiplication of k numbers
         rather than passes over k gradients. Returns (gradients, weights).
+
+        A step with a non-finite loss or gradient (or `extra_finite` False,
+        e.g. a non-finite regularisation gradient), which `LossScaleOptimizer`
+        skips, leaves the strategy's state as it was and reports the previous
+        step's weights.
         """
         k = len(task_grads)
         shared = [id(v) in self._shared_ids for v in variables]
@@ -305,15 +353,21 @@ class MultiTaskModel(keras.Model):
         gram = ops.stack([ops.stack([entries[min(i, j), max(i, j)] for j in range(k)]) for i in range(k)]) / (
             gradient_scale * gradient_scale
         )
-        # Under loss scaling a step may overflow; the optimizer then skips it, and
-        # the strategy's state must not learn from it either.
-        finite = ops.all(ops.isfinite(gram))
-        state = [(v, ops.copy(ops.convert_to_tensor(v))) for v in self.strategy.non_trainable_variables]
+        # Under loss scaling a step may overflow; the optimizer then skips it
+        # (any non-finite gradient), and the strategy's state must not learn
+        # from it either: neither from a non-finite loss nor gradient.
+        finite = ops.logical_and(ops.all(ops.isfinite(gram)), ops.all(ops.isfinite(losses)))
+        for v, is_shared in enumerate(shared):
+            if not is_shared:
+                for i in self._feeding(variables[v], k):
+                    finite = ops.logical_and(finite, ops.all(ops.isfinite(task_grads[i][v])))
+        if extra_finite is not None:
+            finite = ops.logical_and(finite, extra_finite)
+        state = self._strategy_state()
         # (A zero Gram matrix in its place: solvers must not see inf or NaN.)
         safe_gram = ops.where(finite, gram, ops.zeros_like(gram))
         weights = ops.stop_gradient(self.strategy.task_weights(losses, safe_gram, training=training))
-        for variable, before in state:
-            variable.assign(ops.where(finite, ops.convert_to_tensor(variable), before))
+        self._restore_unless(finite, state)
         weights = ops.where(finite, weights, ops.convert_to_tensor(self.last_task_weights))
         factor = output_scale / gradient_scale
         shared_coefficients = weights * factor
@@ -335,6 +389,11 @@ class MultiTaskModel(keras.Model):
                 total = term if total is None else total + term
             gradients.append(total)
         return gradients, weights
+
+    def _feeding(self, variable, k):
+        """The tasks whose gradient of a non-shared `variable` can be non-zero."""
+        owner = self._owners.get(id(variable))
+        return range(k) if owner is None else [owner]
 
     def fit(self, *args, callbacks=None, **kwargs):
         callbacks = list(callbacks or [])

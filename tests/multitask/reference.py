@@ -172,9 +172,10 @@ def dwa(losses, prev1=None, prev2=None, temperature=2.0):
 
 
 def grad_norm_normalization(losses, gram):
-    """Su part II: w_i = 1 / ||g_i|| (0 where g_i = 0)."""
+    """Su part II: w_i = 1 / ||g_i||; 1 where g_i = 0 (a task without a path to
+    the shared variables keeps its plain loss: keras_tricks's convention)."""
     norms = np.sqrt(np.clip(np.diag(_as(gram)), 0, None))
-    out = np.zeros_like(norms)
+    out = np.ones_like(norms)
     nz = norms > 0
     out[nz] = 1.0 / norms[nz]
     return out
@@ -191,19 +192,23 @@ def gradnorm(losses, gram, state, alpha=1.5, learning_rate=0.025):
     Gbar = mean(G), r_i = (L_i / L0_i) / mean_j(L_j / L0_j), target
     Gbar r_i^alpha held constant; one gradient step on sum_i |G_i - target_i|
     in w (its derivative is sign(G_i - target_i) ||g_i||), clipped at >= 0 and
-    renormalised to sum k."""
+    renormalised to sum k. Tasks with g_i = 0 (no path to the shared
+    variables) are left out of the means and keep their weight; the others
+    are renormalised to k minus the weights left out (keras_tricks's
+    convention)."""
     losses = _as(losses)
     k = losses.size
     w = _as(state["w"]).copy()
     l0 = losses.copy() if state["l0"] is None else _as(state["l0"])
     norms = np.sqrt(np.clip(np.diag(_as(gram)), 0, None))
+    on = norms > 0
     big_g = w * norms
     ratio = losses / l0
-    r = ratio / ratio.mean()
-    target = big_g.mean() * r**alpha
+    r = ratio / ratio[on].mean()
+    target = big_g[on].mean() * r**alpha
     new_w = w - learning_rate * np.sign(big_g - target) * norms
     new_w = np.clip(new_w, 0.0, None)
-    new_w = new_w * k / new_w.sum()
+    new_w[on] = new_w[on] * (k - w[~on].sum()) / new_w[on].sum()
     return w, {"w": new_w, "l0": l0}
 
 
@@ -246,8 +251,14 @@ def _mgda_enumerate(gram):
 def mgda(losses, gram):
     """Sener & Koltun 2018: w = argmin_{w in simplex} w^T G w (min-norm point of
     the convex hull of the gradients). Closed form for k = 2, exact active-set
-    enumeration otherwise (k <= 8)."""
+    enumeration otherwise (k <= 8). Tasks with g_i = 0 (no path to the shared
+    variables) are left out (weight 0: keras_tricks's convention)."""
     gram = _as(gram)
+    on = np.diag(gram) > 0
+    if not on.all() and on.any():
+        w = np.zeros(len(on))
+        w[on] = mgda(losses, gram[np.ix_(on, on)]) if on.sum() > 1 else 1.0
+        return w
     if gram.shape[0] == 2:
         return _mgda_two(gram)
     return _mgda_enumerate(gram)
@@ -401,6 +412,16 @@ def cagrad(losses, gram, c=0.5):
     Gram matrix and mapped back to weights by least squares."""
     gram = _as(gram)
     k = gram.shape[0]
+    on = np.diag(gram) > 0
+    if not on.all() and on.any():
+        # tasks with g_i = 0 are left out (keras_tricks's convention)
+        w = np.zeros(k)
+        if on.sum() == 1:
+            # one task: g_w = g0 = g_i, d = (1 + c) g_i / (1 + c^2)
+            w[on] = (1 + c) / (1 + c * c)
+        else:
+            w[on] = cagrad(losses, gram[np.ix_(on, on)], c)
+        return w
     g0_coef = np.ones(k) / k
     if k == 2:
         w = cagrad_inner(gram, c)
@@ -465,6 +486,10 @@ def primary_auxiliary(losses, gram, primary=0):
     aux = [i for i in range(k) if i != primary]
     w = np.zeros(k)
     w[primary] = 1.0
+    if gram[primary, primary] <= 0:
+        # no path from the primary task to the shared variables: nothing to
+        # protect, the auxiliary tasks get weight 1 (keras_tricks's convention)
+        return np.ones(k)
     if k == 2:
         a = aux[0]
         w[a] = max(-gram[primary, a], 0.0) / gram[a, a] if gram[a, a] > 0 else 0.0
@@ -473,3 +498,76 @@ def primary_auxiliary(losses, gram, primary=0):
     lam, _ = optimize.nnls(v[aux].T, -v[primary])
     w[aux] = lam
     return w
+
+
+# --------------------------------------------------------------------------
+# Exact solutions by enumerating faces, on the gradient vectors (float64)
+# --------------------------------------------------------------------------
+
+
+def _faces(k):
+    for size in range(1, k + 1):
+        yield from (list(s) for s in itertools.combinations(range(k), size))
+
+
+def min_norm_point(grads):
+    """The min-norm point of the convex hull of the rows of `grads` (k, n), exactly.
+
+    For each face S (linearly independent g_S), the min-norm point of the
+    affine hull of g_S is d = sum_S w_i g_i with w_S proportional to
+    G_SS^-1 1; it is the answer when w_S >= 0 and the KKT certificate
+    <g_j, d> >= ||d||^2 holds for every j (sufficient: the problem is
+    convex). Returns (w, d). Independent of the core's solver: no bordered
+    KKT system, no ridge, no scaling, float64 throughout."""
+    grads = _as(grads)
+    k = grads.shape[0]
+    size = float(np.max(np.linalg.norm(grads, axis=1)))
+    for s in _faces(k):
+        gram = grads[s] @ grads[s].T
+        if np.linalg.matrix_rank(grads[s]) < len(s):
+            continue
+        m = np.linalg.solve(gram, np.ones(len(s)))
+        if np.any(m < 0):
+            continue
+        w = np.zeros(k)
+        w[s] = m / m.sum()
+        d = w @ grads
+        if np.all(grads @ d >= d @ d - 1e-10 * size * np.linalg.norm(d)):
+            return w, d
+    raise ValueError("no face satisfies the KKT conditions (dependent gradients?)")
+
+
+def cagrad_faces(grads, c):
+    """CAGrad's update, exactly, from the primal problem max_d min_i <g_i, d>
+    s.t. ||d - g0|| <= c ||g0|| (c > 0), by enumerating the set S of tasks
+    where the minimum is attained.
+
+    At the optimum d = g0 + m_S^T g_S with m_S >= 0, <g_i, d> = t on S and
+    ||m_S^T g_S|| = r = c ||g0||: m_S = t G_SS^-1 1 - G_SS^-1 b_S (b = G g0),
+    and t is the larger root of a quadratic. A face whose m_S >= 0 and whose
+    d reaches <g_j, d> >= t for every task j is optimal (KKT). Returns
+    d / (1 + c^2), the update of the paper."""
+    grads = _as(grads)
+    k = grads.shape[0]
+    g0 = grads.mean(axis=0)
+    r2 = c * c * (g0 @ g0)
+    size = float(np.max(np.linalg.norm(grads, axis=1)))
+    for s in _faces(k):
+        if np.linalg.matrix_rank(grads[s]) < len(s):
+            continue
+        gram = grads[s] @ grads[s].T
+        b = grads[s] @ g0
+        p = np.linalg.solve(gram, np.ones(len(s)))
+        q = np.linalg.solve(gram, b)
+        a, beta, gamma = p.sum(), q.sum(), b @ q
+        disc = beta * beta - a * (gamma - r2)
+        if a <= 0 or disc < 0:
+            continue
+        t = (beta + np.sqrt(disc)) / a
+        m = t * p - q
+        if np.any(m < -1e-12 * np.max(np.abs(m))):
+            continue
+        d = g0 + np.clip(m, 0, None) @ grads[s]
+        if np.all(grads @ d >= t - 1e-10 * size * np.linalg.norm(d)):
+            return d / (1 + c * c)
+    raise ValueError("no face satisfies the KKT conditions")

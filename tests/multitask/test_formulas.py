@@ -218,10 +218,12 @@ def test_cagrad(k, name, c, request):
     # ||d - g0|| <= c ||g0||, with d = (1 + c^2) * update
     d = ref.combined_gradient(w, grads) * (1 + c * c)
     d_ref = ref.combined_gradient(w_ref, grads) * (1 + c * c)
-    g0 = grads.mean(axis=0)
+    # tasks with a zero gradient take no part (no path to the shared variables)
+    on = np.diag(gram) > 0
+    g0 = grads[on].mean(axis=0)
     scale2 = _scale(grads) ** 2
     assert np.linalg.norm(d - g0) <= c * np.linalg.norm(g0) + 1e-5 * _scale(grads)
-    t, t_ref = np.min(grads @ d), np.min(grads @ d_ref)
+    t, t_ref = np.min(grads[on] @ d), np.min(grads[on] @ d_ref)
     assert t >= t_ref - 1e-5 * scale2, (t, t_ref, w, w_ref)
     # the direction itself, where it is unique (0 not in the convex hull)
     if k == 2 or ref.mgda(losses, gram) @ gram @ ref.mgda(losses, gram) > 1e-6 * scale2:
@@ -431,3 +433,46 @@ def test_loss_strategies_finite_at_zero_loss(strategy):
     total, w = _combine(s, losses)
     assert np.isfinite(total) and np.all(np.isfinite(w)), (total, w)
     assert np.all(np.isfinite(_autodiff_weights(s, losses)))
+
+
+# ------------------------------------------- gradients of very different norms
+
+
+def _spread_norms(k, ratio, seed):
+    """Unit gradients in R^7, the first multiplied by `ratio` (float32-exact)."""
+    g = np.random.default_rng(seed).normal(size=(k, 7))
+    g /= np.linalg.norm(g, axis=1, keepdims=True)
+    g[0] *= ratio
+    g = g.astype(np.float32).astype(np.float64)
+    return g, (g @ g.T).astype(np.float32).astype(np.float64)
+
+
+@pytest.mark.parametrize("k", [3, 4, 5])
+@pytest.mark.parametrize("ratio", [1e2, 1e3, 1e4])
+def test_exact_solver_with_one_gradient_far_larger(k, ratio):
+    # Regression: the ridge of the exact solver was sized by the largest
+    # gradient (1e-6 trace / k), so with one gradient 10^3 times the others
+    # MGDA's direction was ~1e-1 off and CAGrad's ~1e-2 (10^4: 0.9 and 0.4).
+    in_support = 0
+    for seed in range(6):
+        grads, gram = _spread_norms(k, ratio, seed)
+        losses = np.ones(k)
+        w_ref, d_ref = ref.min_norm_point(grads)
+        in_support += w_ref[0] > 0
+        d = ref.combined_gradient(_compiled_weights(multitask.MGDA, k, losses, gram), grads)
+        err = np.linalg.norm(d - d_ref) / np.linalg.norm(d_ref)
+        assert err <= 1e-4, ("mgda", seed, err)
+        d = ref.combined_gradient(_compiled_weights(multitask.CAGrad, k, losses, gram, c=0.5), grads)
+        d_ref = ref.cagrad_faces(grads, 0.5)
+        err = np.linalg.norm(d - d_ref) / np.linalg.norm(d_ref)
+        assert err <= 1e-4, ("cagrad", seed, err)
+        # primary/auxiliary (no simplex), primary = a small gradient: the
+        # large one may cancel its conflicting part
+        w = _compiled_weights(multitask.PrimaryAuxiliary, k, losses, gram, primary=1)
+        lam, _ = ref.optimize.nnls(np.delete(grads, 1, axis=0).T, -grads[1])
+        u_ref = grads[1] + lam @ np.delete(grads, 1, axis=0)
+        u = ref.combined_gradient(w, grads)
+        err = np.linalg.norm(u - u_ref) / np.linalg.norm(grads[1])
+        assert err <= 1e-4, ("primary_auxiliary", seed, err)
+    # the cases include the large gradient inside the solution's face
+    assert in_support > 0

@@ -16,6 +16,7 @@ import pytest
 from distributed_workers import distributed_tests
 
 from keras_tricks import multitask, testing
+from tests.multitask import reference as ref
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
@@ -160,6 +161,57 @@ def test_three_tasks_grad_norm_normalization():
     (_, gt, gh), ts, hs, _, _ = step("grad_norm_normalization", k=3)
     w = 1.0 / np.sqrt(np.diag(gram_of(gt)))
     check_step(ts, hs, gt, gh, w, w)
+
+
+GRADIENT_STRATEGIES = ["grad_norm_normalization", "gradnorm", "mgda", "pcgrad", "cagrad", "primary_auxiliary"]
+
+
+@pytest.mark.parametrize("strategy", GRADIENT_STRATEGIES)
+def test_a_task_without_a_path_to_the_trunk_takes_no_part(strategy):
+    # Regression: t2 is computed straight from the input; its zero trunk
+    # gradient made MGDA put all weight on it (the trunk stopped) and
+    # grad_norm_normalization give it weight 0 (its own head stopped).
+    model = linear_model(k=2)
+    rng = np.random.default_rng(7)
+    x_in = model.inputs[0]
+    direct = keras.layers.Dense(1, use_bias=False, name="t2")
+    model = keras.Model(x_in, model.outputs + [direct(x_in)])
+    direct.kernel.assign(rng.normal(size=(D, 1)).astype("float32"))
+    x, ys = linear_data(k=2)
+    ys.append(rng.normal(size=(N, 1)).astype("float32"))
+    losses, g_trunk, g_heads = numpy_gradients(model, x, ys[:2])
+    a2 = np.asarray(direct.kernel, np.float64)
+    g_direct = 2.0 / N * x.T.astype(np.float64) @ (x.astype(np.float64) @ a2 - ys[2])
+    trunk_before = np.asarray(model.get_layer("trunk").kernel, np.float64)
+    heads_before = [np.asarray(model.get_layer(f"t{i}").kernel, np.float64) for i in range(3)]
+    with pytest.warns(UserWarning, match=r"\['t2'\] have no path to the shared variables") as record:
+        mt = multitask.MultiTaskModel(model, strategy=strategy)
+    assert len([w for w in record if "no path" in str(w.message)]) == 1
+    mt.compile(optimizer=keras.optimizers.SGD(1.0), loss="mse")
+    mt.train_on_batch(x, ys)
+    trunk_step = trunk_before - np.asarray(model.get_layer("trunk").kernel, np.float64)
+    head_steps = [heads_before[i] - np.asarray(model.get_layer(f"t{i}").kernel, np.float64) for i in range(3)]
+    # the reference of each strategy on the two connected tasks (the third has g = 0)
+    gram = np.zeros((3, 3))
+    gram[:2, :2] = gram_of(g_trunk)
+    all_losses = np.append(losses, np.mean((x @ a2 - ys[2]) ** 2))
+    w = {
+        "grad_norm_normalization": lambda: ref.grad_norm_normalization(all_losses, gram),
+        "gradnorm": lambda: ref.gradnorm(all_losses, gram, ref.gradnorm_init(3))[0],
+        "mgda": lambda: ref.mgda(all_losses, gram),
+        "pcgrad": lambda: ref.pcgrad(all_losses, gram, ref.pcgrad_permutation_sets(3)[0]),
+        "cagrad": lambda: ref.cagrad(all_losses, gram),
+        "primary_auxiliary": lambda: ref.primary_auxiliary(all_losses, gram),
+    }[strategy]()
+    assert np.linalg.norm(trunk_step) > 1e-3 * np.linalg.norm(g_trunk[0])  # the trunk moves
+    testing.assert_close(
+        trunk_step, sum(wi * g for wi, g in zip(w[:2], g_trunk)), tolerance=256, what="shared update"
+    )
+    # every head moves; t2's by its own plain gradient
+    scale = w if mt.strategy.scales_task_specific else np.ones(3)
+    for i, g in enumerate(g_heads + [g_direct]):
+        testing.assert_close(head_steps[i], scale[i] * g, tolerance=64, what=f"head t{i}")
+    assert np.abs(head_steps[2]).max() > 0
 
 
 def test_explicit_shared_variables():
@@ -327,6 +379,86 @@ def test_mixed_precision_training_stays_finite(strategy, policy):
     assert history["loss"][-1] < history["loss"][0]
     for v in mt.trainable_variables:
         assert v.dtype == "float32"
+
+
+def _every_state(mt):
+    """Strategy variables, seed states, logged weights and model weights, as NumPy."""
+    state = mt.strategy.variables + [g.state for g in mt.strategy._seed_generators]
+    state = state + [mt.last_task_weights] + mt.model.weights
+    return {v.path: np.array(testing.to_numpy(v)) for v in state}
+
+
+SKIPPABLE = ["initial", "dwa", "gradnorm"] + [
+    pytest.param(s, marks=pytest.mark.slow)
+    for s in ["uncertainty", "pcgrad", "mgda", "grad_norm_normalization"]
+]
+
+
+@pytest.mark.parametrize("strategy", SKIPPABLE)
+def test_a_skipped_step_leaves_every_strategy_state_unchanged(strategy):
+    # Regression: a batch that LossScaleOptimizer skips still entered the
+    # strategy's state (DWA's epoch sums, Initial's measurement), so DWA's next
+    # epoch was NaN. A skipped step must change nothing at all.
+    x, ys = _digits_like(k=3, n=32)
+    strategy = multitask.get(strategy)
+    if isinstance(strategy, multitask.Initial):
+        strategy = multitask.Initial(steps=4)  # still measuring at the bad steps
+    mt = multitask.MultiTaskModel(_mlp(k=3), strategy=strategy)
+    optimizer = keras.optimizers.LossScaleOptimizer(keras.optimizers.Adam(1e-2), initial_scale=8.0)
+    mt.compile(optimizer=optimizer, loss="mse")
+    good = (x[:16], [y[:16] for y in ys])
+    mt.train_on_batch(*good)  # a good step first: the state is not initial
+    bads = ["nan_loss", "inf_loss", "overflowing_gradients"]
+    if isinstance(strategy, multitask.Initial):
+        bads = bads[:2]  # while measuring, its total is scale-free: nothing to overflow
+    for bad in bads:
+        before = _every_state(mt)
+        bad_x, bad_ys = x[16:], [y[16:].copy() for y in ys]
+        if bad == "nan_loss":
+            bad_ys[1][3] = np.nan
+        elif bad == "inf_loss":
+            bad_ys[1][3] = np.inf
+        else:
+            # finite losses, but the scaled gradients overflow float32
+            optimizer.dynamic_scale.assign(2.0**127)
+            bad_x, bad_ys = 1e4 * bad_x, [1e4 * y for y in bad_ys]
+        iterations = int(testing.to_numpy(optimizer.iterations))
+        logs = mt.train_on_batch(bad_x, bad_ys, return_dict=True)
+        assert int(testing.to_numpy(optimizer.iterations)) == iterations, f"{bad}: the step was not skipped"
+        assert (bad == "overflowing_gradients") == np.isfinite(logs["t1_loss"]), (bad, logs)
+        after = _every_state(mt)
+        for path, value in before.items():
+            np.testing.assert_array_equal(after[path], value, err_msg=f"{bad}: {path}")
+        # the next (good) step trains again
+        optimizer.dynamic_scale.assign(8.0)
+        logs = mt.train_on_batch(*good, return_dict=True)
+        assert int(testing.to_numpy(optimizer.iterations)) == iterations + 1
+        assert np.all(np.isfinite(testing.to_numpy(mt.last_task_weights))), bad
+
+
+def test_dwa_epoch_after_a_skipped_batch_is_finite():
+    # The issue's run: one NaN batch per epoch under mixed_float16. DWA's epoch
+    # means are taken over the other batches, so its weights stay finite and
+    # the model keeps training.
+    x, ys = _digits_like(n=48)
+    ys[0][20] = np.nan  # in the second of three batches
+    with testing.dtype_policy("mixed_float16"):
+        mt = multitask.MultiTaskModel(_mlp(), strategy="dwa")
+        mt.compile(optimizer=keras.optimizers.LossScaleOptimizer(keras.optimizers.Adam(1e-2)), loss="mse")
+        sums = []
+
+        class Record(keras.callbacks.Callback):
+            def on_epoch_end(self, epoch, logs=None):
+                sums.append(np.array(testing.to_numpy(mt.strategy.previous)))
+
+        history = mt.fit(x, ys, epochs=4, batch_size=16, shuffle=False, verbose=0, callbacks=[Record()])
+    for epoch in range(4):
+        assert np.isfinite(history.history["t0_weight"][epoch]), history.history
+        assert np.isfinite(history.history["t1_loss"][epoch])
+    assert np.all(np.isfinite(sums)), sums
+    # the clean task's loss keeps falling: the epochs after the skipped batch train
+    assert history.history["t1_loss"][-1] < history.history["t1_loss"][0]
+    assert all(np.all(np.isfinite(w)) for w in mt.get_weights())
 
 
 def test_gradient_strategy_matches_float32_under_loss_scaling():

@@ -128,7 +128,7 @@ def test_combined_gradient_and_gram():
 def test_grad_norm_normalization():
     g = np.array([[3.0, 4.0], [0.0, 0.0], [0.0, 0.5]])
     w = ref.grad_norm_normalization(None, ref.gram_of(g))
-    np.testing.assert_allclose(w, [0.2, 0.0, 2.0])
+    np.testing.assert_allclose(w, [0.2, 1.0, 2.0])  # a zero gradient keeps weight 1
 
 
 def test_gradnorm_hand():
@@ -323,3 +323,19 @@ def test_primary_auxiliary_kkt(k, seed):
         options={"ftol": 1e-15, "gtol": 1e-12},
     )
     assert u @ u <= res.fun + 1e-7 * scale
+
+
+@pytest.mark.parametrize("k", [3, 4])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_face_enumerations_agree_with_the_other_references(k, seed):
+    # min_norm_point / cagrad_faces (exact, on vectors) against the bordered
+    # KKT enumeration, SLSQP on the simplex, and SLSQP on CAGrad's primal.
+    rng = np.random.default_rng(seed)
+    grads = rng.normal(size=(k, 6)) * rng.uniform(0.5, 3.0, size=(k, 1))
+    w, d = ref.min_norm_point(grads)
+    np.testing.assert_allclose(d, ref.combined_gradient(ref.mgda(None, ref.gram_of(grads)), grads), atol=1e-9)
+    np.testing.assert_allclose(d, ref.combined_gradient(ref.mgda_slsqp(ref.gram_of(grads)), grads), atol=1e-6)
+    assert w.min() >= 0 and w.sum() == pytest.approx(1.0)
+    for c in (0.3, 0.8):
+        primal, _ = ref.cagrad_primal(grads, c)
+        np.testing.assert_allclose(ref.cagrad_faces(grads, c), primal / (1 + c * c), atol=1e-6)
