@@ -78,7 +78,7 @@ def optimizer_step_times(model_by_config, repeats):
     """Median time of the optimizer update alone (gradients fixed), compiled
     the way each backend's train step compiles it: the EMA's own cost without
     the forward and backward passes around it."""
-    from keras_tricks.callbacks import ExponentialMovingAverageOptimizer
+    from keras_tricks.optimizers import ExponentialMovingAverageOptimizer
 
     backend = keras.backend.backend()
     template = model_by_config["plain"][0].trainable_variables

@@ -10,13 +10,14 @@ Submodules, one per capability:
     keras_tricks.spans        span conventions (MASK_VALUE, SPAN_PADDING), labels,
                               decode_spans
     keras_tricks.callbacks    ExponentialMovingAverage, FloodLevelScheduler
+    keras_tricks.optimizers   ExponentialMovingAverageOptimizer (the EMA callback's engine)
     keras_tricks.data         DataGenerator, sequence_padding
     keras_tricks.multitask    MultiTaskModel and the multi-task weighting strategies
     keras_tricks.testing      the shared cross-backend test harness (import it
                               explicitly: it is for tests)
 """
 
-from keras_tricks import activations, callbacks, data, layers, losses, metrics, multitask, spans
+from keras_tricks import activations, callbacks, data, layers, losses, metrics, multitask, optimizers, spans
 from keras_tricks.version import __version__
 
 __all__ = [
@@ -27,6 +28,7 @@ __all__ = [
     "losses",
     "metrics",
     "multitask",
+    "optimizers",
     "spans",
     "__version__",
 ]

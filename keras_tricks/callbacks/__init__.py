@@ -1,10 +1,8 @@
 """Callbacks of keras_tricks, one file per callback."""
 
-from keras_tricks.callbacks.exponential_moving_average import (
-    ExponentialMovingAverage,
-    ExponentialMovingAverageOptimizer,
-)
+from keras_tricks.callbacks.exponential_moving_average import ExponentialMovingAverage
 from keras_tricks.callbacks.flood_level_scheduler import FloodLevelScheduler
+from keras_tricks.optimizers import ExponentialMovingAverageOptimizer  # its home before 0.2
 
 __all__ = [
     "ExponentialMovingAverage",

@@ -8,7 +8,8 @@ import pytest
 from distributed_workers import distributed_tests, run_worker
 
 from keras_tricks import _backend, testing
-from keras_tricks.callbacks import ExponentialMovingAverage, ExponentialMovingAverageOptimizer
+from keras_tricks.callbacks import ExponentialMovingAverage
+from keras_tricks.optimizers import ExponentialMovingAverageOptimizer
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from ema_common import (  # noqa: E402
