@@ -39,28 +39,25 @@ from keras_tricks.multitask.loss_based import (
     prior_loss,
 )
 from keras_tricks.multitask.multi_task_model import MultiTaskModel
-from keras_tricks.multitask.strategy import Strategy, get
-
-STRATEGIES = {
-    "equal": Equal,
-    "initial": Initial,
-    "prior": Prior,
-    "realtime": Realtime,
-    "generalized_mean": GeneralizedMean,
-    "uncertainty": Uncertainty,
-    "dwa": DWA,
-    "grad_norm_normalization": GradNormNormalization,
-    "gradnorm": GradNorm,
-    "mgda": MGDA,
-    "pcgrad": PCGrad,
-    "cagrad": CAGrad,
-    "primary_auxiliary": PrimaryAuxiliary,
-}
+from keras_tricks.multitask.strategy import STRATEGIES, Strategy, get
 
 __all__ = [
-    "MultiTaskModel",
-    "Strategy",
+    "DWA",
+    "MGDA",
     "STRATEGIES",
+    "CAGrad",
+    "Equal",
+    "GeneralizedMean",
+    "GradNorm",
+    "GradNormNormalization",
+    "Initial",
+    "MultiTaskModel",
+    "PCGrad",
+    "PrimaryAuxiliary",
+    "Prior",
+    "Realtime",
+    "Strategy",
+    "Uncertainty",
     "get",
     "prior_loss",
-] + [cls.__name__ for cls in STRATEGIES.values()]
+]

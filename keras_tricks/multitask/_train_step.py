@@ -106,9 +106,8 @@ def _finish(model, losses, regularization, grads, variables, scale):
 
 
 def _log(model, x, y, y_pred, sample_weight, losses, regularization, weights):
-    from keras_tricks.multitask.multi_task_model import _batch_size
 
-    batch = _batch_size(x, y)
+    batch = batch_size(x, y)
     total = ops.sum(losses)
     if regularization is not None:
         total = total + regularization
@@ -223,3 +222,12 @@ def _jax_step(model, state, data):
     metrics_vars = current(model.metrics_variables, metrics_vars)
     trainable, optimizer_vars = model.optimizer.stateless_apply(optimizer_vars, update, trainable)
     return logs, (trainable, non_trainable, optimizer_vars, metrics_vars)
+
+
+def batch_size(x, y):
+    """The batch size of a step: the first axis of the first tensor with one
+    (1 when there is none, e.g. scalar inputs)."""
+    for t in keras.tree.flatten(x) + keras.tree.flatten(y):
+        if t is not None and len(ops.shape(t)) > 0:
+            return ops.shape(t)[0]
+    return 1

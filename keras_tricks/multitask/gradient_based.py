@@ -21,6 +21,7 @@ from keras import ops
 from keras_tricks.multitask.strategy import (
     Strategy,
     eps,
+    register_strategy,
     safe_divide,
     tiny,
     validate_number,
@@ -175,6 +176,7 @@ def solve_quadratic_exactly(a, b, simplex, allowed=None):
 
 
 @_register
+@register_strategy("grad_norm_normalization")
 class GradNormNormalization(Strategy):
     """w_i = 1 / ||g_i||: every task's gradient gets unit norm, d = sum_i g_i / ||g_i||.
 
@@ -195,6 +197,7 @@ class GradNormNormalization(Strategy):
 
 
 @_register
+@register_strategy("gradnorm")
 class GradNorm(Strategy):
     """GradNorm: learn loss weights that equalise the tasks' training rates.
 
@@ -278,6 +281,7 @@ class GradNorm(Strategy):
 
 
 @_register
+@register_strategy("mgda")
 class MGDA(Strategy):
     """MGDA: the min-norm point of the convex hull of the task gradients.
 
@@ -349,6 +353,7 @@ class MGDA(Strategy):
 
 
 @_register
+@register_strategy("pcgrad")
 class PCGrad(Strategy):
     """PCGrad: project each task's gradient off the others' it conflicts with.
 
@@ -414,6 +419,7 @@ class PCGrad(Strategy):
 
 
 @_register
+@register_strategy("cagrad")
 class CAGrad(Strategy):
     """CAGrad: the best worst-task improvement within a ball around the average gradient.
 
@@ -526,6 +532,7 @@ class CAGrad(Strategy):
 
 
 @_register
+@register_strategy("primary_auxiliary")
 class PrimaryAuxiliary(Strategy):
     """Auxiliary tasks that never push the primary task uphill.
 

@@ -17,6 +17,7 @@ from keras import ops
 from keras_tricks.multitask.strategy import (
     Strategy,
     eps,
+    register_strategy,
     safe_divide,
     tiny,
     validate_number,
@@ -41,6 +42,7 @@ class _FixedWeights(Strategy):
 
 
 @_register
+@register_strategy("equal")
 class Equal(_FixedWeights):
     """Fixed weights: total = sum_i w_i L_i (default w_i = 1, Keras's own sum).
 
@@ -72,6 +74,7 @@ class Equal(_FixedWeights):
 
 
 @_register
+@register_strategy("initial")
 class Initial(Strategy):
     """alpha_i = 1 / L_i at the start of training: total = sum_i L_i / L_i(0).
 
@@ -140,6 +143,7 @@ class Initial(Strategy):
 
 
 @_register
+@register_strategy("prior")
 class Prior(_FixedWeights):
     """alpha_i = 1 / L_i(prior): the loss of a predictor that knows only the label prior.
 
@@ -227,6 +231,7 @@ def prior_loss(y, kind):
 
 
 @_register
+@register_strategy("realtime")
 class Realtime(Strategy):
     """total = sum_i L_i / (stop_gradient(L_i) + epsilon).
 
@@ -264,6 +269,7 @@ class Realtime(Strategy):
 
 
 @_register
+@register_strategy("generalized_mean")
 class GeneralizedMean(Strategy):
     """total = ((1/k) sum_i L_i^gamma)^(1/gamma); gamma = 0 is the geometric mean.
 
@@ -313,6 +319,7 @@ class GeneralizedMean(Strategy):
 
 
 @_register
+@register_strategy("uncertainty")
 class Uncertainty(Strategy):
     """Homoscedastic uncertainty: total = sum_i L_i / (2 sigma_i^2) + log sigma_i.
 
@@ -348,6 +355,7 @@ class Uncertainty(Strategy):
 
 
 @_register
+@register_strategy("dwa")
 class DWA(Strategy):
     """Dynamic Weight Average: w_i(t) = k softmax_i(r_i(t-1) / T), total = sum_i w_i L_i.
 

@@ -293,7 +293,7 @@ class MultiTaskModel(keras.Model):
                 self.last_task_weights.assign(ops.stop_gradient(weights))
             else:
                 total, weights = self.strategy.combine(losses, training=False)
-        self._track(ops.stop_gradient(losses), ops.stop_gradient(weights), _batch_size(x, y))
+        self._track(ops.stop_gradient(losses), ops.stop_gradient(weights), _train_step.batch_size(x, y))
         total = total / float(_backend.num_replicas_in_sync())
         regularization = self._regularization()
         return total if regularization is None else total + regularization
@@ -424,10 +424,3 @@ class MultiTaskModel(keras.Model):
         model = keras.saving.deserialize_keras_object(config.pop("model"))
         strategy = keras.saving.deserialize_keras_object(config.pop("strategy"))
         return cls(model, strategy=strategy, **config)
-
-
-def _batch_size(x, y):
-    for t in keras.tree.flatten(x) + keras.tree.flatten(y):
-        if t is not None and len(ops.shape(t)) > 0:
-            return ops.shape(t)[0]
-    return 1

@@ -162,6 +162,25 @@ def eps(dtype="float32"):
     return float(finfo(dtype).eps)
 
 
+#: Strategy classes by name, filled by `register_strategy` as the strategy
+#: modules load (kept here, not in the package `__init__`, so that `get` needs
+#: no import of the package that imports this module).
+STRATEGIES: dict = {}
+
+
+def register_strategy(name):
+    """Class decorator: make `get(name)` (and `MultiTaskModel(strategy=name)`)
+    build this strategy class."""
+
+    def add(cls):
+        if name in STRATEGIES and STRATEGIES[name] is not cls:
+            raise ValueError(f"Strategy name {name!r} is already taken by {STRATEGIES[name].__name__}.")
+        STRATEGIES[name] = cls
+        return cls
+
+    return add
+
+
 def get(identifier):
     """A strategy from its name, a config dict or a `Strategy` (returned as is).
 
@@ -170,8 +189,6 @@ def get(identifier):
     "pcgrad", "cagrad", "primary_auxiliary". Raises ValueError naming the
     unknown name and listing the known ones.
     """
-    from keras_tricks.multitask import STRATEGIES
-
     if isinstance(identifier, Strategy):
         return identifier
     if isinstance(identifier, dict):
