@@ -369,6 +369,7 @@ def main(argv=None):
         validation_data=([val_ids[:, :-1], val_labels], val_ids[:, 1:], val_weights),
         epochs=args.epochs,
         verbose=2,
+        shuffle=False,  # the generator reshuffles itself (Keras would warn it ignores shuffle=True)
     )
 
     # Shuffled: each validation text with the condition of another one.
