@@ -262,3 +262,14 @@ def _tolerance_dtype_for_device(device):
     # GPU matmuls and convolutions may run in TF32 (10 explicit mantissa bits,
     # the same as float16) on TensorFlow and JAX.
     return "float32" if device.startswith("cpu") else "float16"
+
+
+def _fit_result(history, model, name):
+    """The weights after a harness `fit()`, once its losses and weights are
+    known to be finite."""
+    losses = np.asarray(history.history["loss"])
+    if not np.all(np.isfinite(losses)):
+        raise HarnessFailure(f"{name}: fit() produced non-finite loss {losses}.")
+    after = model.get_weights()
+    _assert_finite(after, f"{name}: weights after fit()")
+    return after

@@ -26,6 +26,7 @@ from keras_tricks.testing._core import (
     _check_names,
     _check_policies,
     _check_tolerance,
+    _fit_result,
     _is_float_array,
     _jit_compile,
     _registered_if_ours,
@@ -309,11 +310,7 @@ def _check_layer_fit(case, epochs=3):
         verbose=0,
         shuffle=False,
     )
-    losses = np.asarray(history.history["loss"])
-    if not np.all(np.isfinite(losses)):
-        raise HarnessFailure(f"{case.name}: fit() produced non-finite loss {losses}.")
-    after = model.get_weights()
-    _assert_finite(after, f"{case.name}: weights after fit()")
+    after = _fit_result(history, model, case.name)
     trainable_ids = {id(v) for v in model.trainable_variables}
     for v, b, a in zip(model.weights, before, after):
         if id(v) in trainable_ids and np.array_equal(a, b):
