@@ -4,15 +4,22 @@ Everything backend-specific in keras_tricks lives behind the small functions
 of this module, each written for TensorFlow, JAX and PyTorch.
 """
 
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
 import keras
 from keras import ops, tree
 
+from keras_tricks._typing import Tensor
 
-def name():
+
+def name() -> str:
     return keras.backend.backend()
 
 
-def value_and_grad(fn, *args):
+def value_and_grad(fn: Callable[..., Tensor], *args: Any) -> tuple[Tensor, list[Any]]:
     """Value of the scalar `fn(*args)` and its gradient with respect to `args`.
 
     `args` may be tensors or nested lists of tensors; the gradient has the same
@@ -50,7 +57,7 @@ def value_and_grad(fn, *args):
     return value, tree.pack_sequence_as(list(args), list(grads))
 
 
-def list_devices():
+def list_devices() -> list[str]:
     """Every device Keras can place work on, as `keras.device` names.
 
     `keras.distribution.list_devices` is not implemented for PyTorch, hence
@@ -78,7 +85,7 @@ def list_devices():
     return devices
 
 
-def exceeds_in_eager(x, threshold):
+def exceeds_in_eager(x: Tensor, threshold: float) -> bool | None:
     """Whether max|x| > threshold, when that can be known without tracing.
 
     Returns a Python bool for a concrete tensor computed eagerly (one
@@ -116,7 +123,7 @@ def exceeds_in_eager(x, threshold):
     return None
 
 
-def num_replicas_in_sync():
+def num_replicas_in_sync() -> int:
     """How many replicas Keras divides a reduced loss by (`tf.distribute`).
 
     Keras scales a `"sum_over_batch_size"` loss by 1/replicas under a
@@ -129,7 +136,12 @@ def num_replicas_in_sync():
     return 1
 
 
-def ema_update(averages, variables, momentum, applied=None):
+def ema_update(
+    averages: Sequence[keras.Variable],
+    variables: Sequence[Any],
+    momentum: Tensor,
+    applied: Tensor | None = None,
+) -> None:
     """averages[i] <- momentum * averages[i] + (1 - momentum) * variables[i].
 
     `averages` are float32 `keras.Variable`s, `variables` Keras variables (or,
@@ -160,7 +172,7 @@ def ema_update(averages, variables, momentum, applied=None):
         avg.assign(new if applied is None else ops.where(applied, new, ops.convert_to_tensor(avg)))
 
 
-def fuse(fn, static_argnums=()):
+def fuse(fn: Callable[..., Any], static_argnums: int | Sequence[int] = ()) -> Callable[..., Any]:
     """`fn` compiled into one program where that costs nothing extra.
 
     On JAX every eager op is already compiled per shape and dtype, so

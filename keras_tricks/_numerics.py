@@ -5,13 +5,19 @@ into `-inf` or NaN; a fixed `1e-7` is below bfloat16's resolution at 1.0. Every
 constant a component needs is derived here from the dtype it computes in.
 """
 
+from __future__ import annotations
+
+from typing import Any
+
 import numpy as np
 from keras import backend
+
+from keras_tricks._typing import Tensor
 
 _HALF_DTYPES = ("float16", "bfloat16")
 
 
-def finfo(dtype):
+def finfo(dtype: Any) -> Any:
     """`np.finfo` that also understands `"bfloat16"` (through `ml_dtypes`)."""
     dtype = backend.standardize_dtype(dtype)
     if dtype == "bfloat16":
@@ -21,7 +27,7 @@ def finfo(dtype):
     return np.finfo(dtype)
 
 
-def accurate_dtype(dtype):
+def accurate_dtype(dtype: Any) -> str:
     """The dtype to compute in: float32 for half types, the dtype otherwise.
 
     Half types carry 8 or 11 significant bits; doing the arithmetic of an
@@ -33,11 +39,11 @@ def accurate_dtype(dtype):
     return "float32" if dtype in _HALF_DTYPES else dtype
 
 
-def is_float(dtype):
+def is_float(dtype: Any) -> bool:
     return backend.standardize_dtype(dtype).startswith(("float", "bfloat"))
 
 
-def mask_value(dtype):
+def mask_value(dtype: Any) -> float:
     """The logit that masked positions get in layers computing in `dtype`.
 
     A fixed `-1e12` overflows float16 (max 65504), and `x - (1 - mask) * 1e12`
@@ -66,7 +72,7 @@ def mask_value(dtype):
     return -float(2.0 ** np.floor(np.log2(bound)))
 
 
-def is_masked_logit(x, dtype=None):
+def is_masked_logit(x: Tensor, dtype: Any = None) -> Tensor:
     """Boolean tensor: which entries of `x` are exactly the masking value of
     `mask_value` (the value the span layers give impossible spans)."""
     from keras import ops

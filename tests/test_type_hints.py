@@ -10,10 +10,17 @@ import typing
 import pytest
 
 ANNOTATED = [
+    "keras_tricks._backend",
+    "keras_tricks._keras_compat",
+    "keras_tricks._numerics",
     "keras_tricks._typing",
     "keras_tricks._validation",
     "keras_tricks.activations",
+    "keras_tricks.callbacks.exponential_moving_average",
     "keras_tricks.callbacks.flood_level_scheduler",
+    "keras_tricks.data._pool",
+    "keras_tricks.data.generator",
+    "keras_tricks.data.padding",
     "keras_tricks.layers._rope",
     "keras_tricks.layers._span_base",
     "keras_tricks.layers.conditional_layer_normalization",
@@ -28,6 +35,12 @@ ANNOTATED = [
     "keras_tricks.losses.multilabel_categorical_crossentropy",
     "keras_tricks.losses.sparse_global_pointer_crossentropy",
     "keras_tricks.metrics.span_f1",
+    "keras_tricks.multitask._train_step",
+    "keras_tricks.multitask.gradient_based",
+    "keras_tricks.multitask.loss_based",
+    "keras_tricks.multitask.multi_task_model",
+    "keras_tricks.multitask.strategy",
+    "keras_tricks.optimizers.exponential_moving_average",
     "keras_tricks.spans.conventions",
     "keras_tricks.spans.decoding",
     "keras_tricks.spans.labels",
@@ -41,7 +54,8 @@ ANNOTATED = [
 ]
 
 # Keras methods are public even when a base class is private (the span
-# metrics inherit `update_state` from `_SpanCounts`).
+# metrics inherit `update_state` from `_SpanCounts`, `Equal` and `Prior`
+# `combine` from `_FixedWeights`); so are callbacks' `on_*` hooks.
 _KERAS_METHODS = {
     "__init__",
     "__call__",
@@ -56,7 +70,7 @@ _KERAS_METHODS = {
     "result",
     "update_state",
 }
-_PUBLIC_BASES = {"_SpanCounts"}
+_PUBLIC_BASES = {"_FixedWeights", "_SpanCounts"}
 
 
 def _public_callables(module):
@@ -79,14 +93,18 @@ def _public_callables(module):
 
 @pytest.mark.parametrize("module_name", ANNOTATED)
 def test_public_signatures_are_annotated(module_name):
-    from keras_tricks.multitask import Strategy  # a hint imported under TYPE_CHECKING
+    import keras
 
+    from keras_tricks.multitask import Strategy
+
+    # Names that modules import under TYPE_CHECKING only, for their hints.
+    localns = {"Strategy": Strategy, "keras": keras}
     module = importlib.import_module(module_name)
     assert getattr(module, "annotations", None) is not None, "missing `from __future__ import annotations`"
     missing = []
     for where, fn in _public_callables(module):
         fn = inspect.unwrap(fn)
-        hints = typing.get_type_hints(fn, localns={"Strategy": Strategy})
+        hints = typing.get_type_hints(fn, localns=localns)
         for param in inspect.signature(fn).parameters:
             if param not in ("self", "cls") and param not in hints:
                 missing.append(f"{where}({param})")
@@ -101,6 +119,10 @@ def test_the_check_sees_a_missing_hint():
     module = importlib.import_module("keras_tricks.layers.global_pointer")
     names = [where for where, _ in _public_callables(module)]
     assert "GlobalPointer.call" in names and "GlobalPointer.build" in names
+    names = [
+        where for where, _ in _public_callables(importlib.import_module("keras_tricks.multitask.loss_based"))
+    ]
+    assert "_FixedWeights.combine" in names and "Uncertainty.sigmas" in names
 
     def bare(x, y=1):
         return x

@@ -6,6 +6,8 @@ which this callback puts around the model's optimizer."""
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator
+from typing import Any
 
 import keras
 import numpy as np
@@ -120,14 +122,14 @@ class ExponentialMovingAverage(keras.callbacks.Callback):
 
     def __init__(
         self,
-        momentum=0.999,
-        warmup=True,
-        bias_correction=False,
-        variables="trainable",
-        evaluate_with="ema",
-        weights_after_fit="ema",
-        **kwargs,
-    ):
+        momentum: float = 0.999,
+        warmup: bool = True,
+        bias_correction: bool = False,
+        variables: str = "trainable",
+        evaluate_with: str = "ema",
+        weights_after_fit: str = "ema",
+        **kwargs: Any,
+    ) -> None:
         if kwargs:
             raise ValueError(
                 f"ExponentialMovingAverage got unknown options {sorted(kwargs)}; "
@@ -155,11 +157,11 @@ class ExponentialMovingAverage(keras.callbacks.Callback):
 
     # ------------------------------------------------------------ install
 
-    def set_model(self, model):
+    def set_model(self, model: keras.Model) -> None:
         super().set_model(model)
         self.install(model)
 
-    def install(self, model):
+    def install(self, model: keras.Model) -> ExponentialMovingAverageOptimizer | None:
         """Wrap `model.optimizer` (once) and return the wrapper, or None when
         the model has no optimizer (not compiled for training).
 
@@ -282,7 +284,7 @@ class ExponentialMovingAverage(keras.callbacks.Callback):
         wrapper.swap_out()
         self._swapped_by = None
 
-    def on_train_begin(self, logs=None):
+    def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
         self._in_fit = True
         self._swap_out()  # e.g. resumed from a checkpoint saved with EMA in
         wrapper = self._wrapper()
@@ -294,10 +296,10 @@ class ExponentialMovingAverage(keras.callbacks.Callback):
             else None
         )
 
-    def on_epoch_begin(self, epoch, logs=None):
+    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         self._swap_out()
 
-    def on_epoch_end(self, epoch, logs=None):
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         self._swap_in("epoch")
 
     def _finalize(self):
@@ -315,26 +317,26 @@ class ExponentialMovingAverage(keras.callbacks.Callback):
             wrapper.swap_out()
         self._swapped_by = None
 
-    def on_train_end(self, logs=None):
+    def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
         self._in_fit = False
 
-    def on_test_begin(self, logs=None):
+    def on_test_begin(self, logs: dict[str, Any] | None = None) -> None:
         self._swap_in("test")
 
-    def on_test_end(self, logs=None):
+    def on_test_end(self, logs: dict[str, Any] | None = None) -> None:
         if not self._in_fit:  # inside fit(), keep them for on_epoch_end
             self._swap_out("test")
 
-    def on_predict_begin(self, logs=None):
+    def on_predict_begin(self, logs: dict[str, Any] | None = None) -> None:
         self._swap_in("predict")
 
-    def on_predict_end(self, logs=None):
+    def on_predict_end(self, logs: dict[str, Any] | None = None) -> None:
         self._swap_out("predict")
 
     # ------------------------------------------------- context managers
 
     @contextlib.contextmanager
-    def ema_weights(self, model=None):
+    def ema_weights(self, model: keras.Model | None = None) -> Iterator[None]:
         """Within the block the model holds the EMA weights; on exit it holds
         what it held before (bit for bit), including weights another callback
         wrote (see the class docstring)."""
@@ -342,7 +344,7 @@ class ExponentialMovingAverage(keras.callbacks.Callback):
             yield
 
     @contextlib.contextmanager
-    def raw_weights(self, model=None):
+    def raw_weights(self, model: keras.Model | None = None) -> Iterator[None]:
         """Within the block the model holds the raw (trained) weights; on exit
         it holds what it held before (bit for bit). After weights written by
         something else (e.g. EarlyStopping's best ones), those are the raw
@@ -370,7 +372,7 @@ class ExponentialMovingAverage(keras.callbacks.Callback):
             if before != wrapper.holds_ema:
                 (wrapper.swap_in if before else wrapper.swap_out)()
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         return {
             "momentum": self.momentum,
             "warmup": self.warmup,
@@ -381,5 +383,5 @@ class ExponentialMovingAverage(keras.callbacks.Callback):
         }
 
     @classmethod
-    def from_config(cls, config):
+    def from_config(cls, config: dict[str, Any]) -> ExponentialMovingAverage:
         return cls(**config)

@@ -19,6 +19,8 @@ blocks on sending a result; the reader also ends the worker (`os._exit`) as
 soon as the main process says stop or goes away (end of file on the pipe).
 """
 
+from __future__ import annotations
+
 import collections
 import ctypes
 import itertools
@@ -63,7 +65,7 @@ class RemoteTraceback(Exception):
     """Carries a worker's formatted traceback as the `__cause__` of the
     exception re-raised in the main process."""
 
-    def __init__(self, tb):
+    def __init__(self, tb: str) -> None:
         super().__init__(tb)
         self.tb = tb
 
@@ -166,7 +168,7 @@ GUARD = _MainThreadGuard()
 class StreamToken:
     """Stands in the guard for a stream without workers (nothing to close)."""
 
-    def close(self):
+    def close(self) -> None:
         pass
 
 

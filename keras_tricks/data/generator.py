@@ -1,6 +1,8 @@
 """`DataGenerator`: bert4keras's data generator, with parallel workers that
 never hang, repeat or lose data."""
 
+from __future__ import annotations
+
 import collections.abc
 import contextlib
 import inspect
@@ -9,6 +11,8 @@ import numbers
 import random as python_random
 import threading
 import weakref
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -175,17 +179,17 @@ class DataGenerator:
 
     def __init__(
         self,
-        data,
-        batch_size=32,
-        buffer_size=None,
-        workers=0,
-        seed=None,
+        data: Sequence[Any] | Iterable[Any],
+        batch_size: int = 32,
+        buffer_size: int | None = None,
+        workers: int = 0,
+        seed: int | None = None,
         *,
-        start_method=None,
-        timeout=None,
-        prefetch=2,
-        shm_threshold=1 << 16,
-    ):
+        start_method: str | None = None,
+        timeout: float | None = None,
+        prefetch: int = 2,
+        shm_threshold: int | None = 1 << 16,
+    ) -> None:
         if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
             raise ValueError(f"`batch_size` must be an int >= 1; received batch_size={batch_size!r}.")
         if isinstance(workers, bool) or not isinstance(workers, numbers.Integral) or workers < 0:
@@ -264,7 +268,7 @@ class DataGenerator:
             cls.__iter__ = _dispatching_iter(fn)
 
     @property
-    def steps(self):
+    def steps(self) -> int | None:
         if not hasattr(self.data, "__len__"):
             return None
         return math.ceil(len(self.data) / self.batch_size)
@@ -282,11 +286,11 @@ class DataGenerator:
         return True
 
     @property
-    def worker_id(self):
+    def worker_id(self) -> int | None:
         """The worker building the current batch (None in the main process)."""
         return self._worker_id
 
-    def sample(self, random=False):
+    def sample(self, random: bool = False) -> Iterator[tuple[bool, Any]]:
         """Yield `(is_end, sample)`: inside `__iter__`, the samples of the
         batch being built; called directly, a whole epoch (shuffled when
         `random`) as in bert4keras."""
@@ -304,7 +308,7 @@ class DataGenerator:
         if have:
             yield True, previous
 
-    def forfit(self, random=True):
+    def forfit(self, random: bool = True) -> Iterator[Any]:
         """An endless stream of batches for `model.fit`, reshuffled every epoch
         (when `random`), its workers kept for the whole stream:
 
@@ -324,7 +328,7 @@ class DataGenerator:
         """
         return self._stream(random, forever=True, owner=threading.get_ident())
 
-    def to_dataset(self, output_signature=None, random=True):
+    def to_dataset(self, output_signature: Any = None, random: bool = True) -> Any:
         """A `tf.data.Dataset` of `forfit(random)` (TensorFlow only).
 
         `output_signature` defaults to the structure and dtypes of the first
@@ -349,7 +353,7 @@ class DataGenerator:
             lambda: (_as_tuples(b) for b in self.forfit(random)), output_signature=output_signature
         )
 
-    def close(self):
+    def close(self) -> None:
         """Stop every worker this generator started: the pool of a `with gen:`
         block and those of streams still alive (e.g. a `forfit()` that
         TensorFlow's `fit()` keeps referenced after it returns). A stream

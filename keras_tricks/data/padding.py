@@ -1,8 +1,13 @@
 """`sequence_padding`: ragged sequences to one rectangular batch array."""
 
+from __future__ import annotations
+
 import numbers
+from collections.abc import Sequence
 
 import numpy as np
+import numpy.typing as npt
+from numpy.typing import ArrayLike
 
 _MODES = ("post", "pre")
 
@@ -12,7 +17,15 @@ def _check_mode(name, mode):
         raise ValueError(f"`{name}` must be 'post' or 'pre'; received {name}={mode!r}.")
 
 
-def sequence_padding(inputs, length=None, value=0, seq_dims=1, mode="post", dtype=None, truncating="post"):
+def sequence_padding(
+    inputs: Sequence[ArrayLike] | np.ndarray,
+    length: int | Sequence[int] | None = None,
+    value: float = 0,
+    seq_dims: int = 1,
+    mode: str = "post",
+    dtype: npt.DTypeLike = None,
+    truncating: str = "post",
+) -> np.ndarray:
     """Pad (or truncate) ragged sequences to one batch array.
 
     The first `seq_dims` axes of every input are sequence axes: each is padded

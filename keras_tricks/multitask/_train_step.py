@@ -17,13 +17,21 @@ optimizer (which divides it out and skips non-finite steps); the scale only
 ever multiplies the k coefficients, never the gradients themselves.
 """
 
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
 import keras
 from keras import ops
 
 from keras_tricks import _backend, _keras_compat
+from keras_tricks._typing import Tensor
 
 
-def train_step(model, *args):
+def train_step(model: keras.Model, *args: Any) -> Any:
+    """The step of a gradient-based strategy on this backend (`model` is the
+    `MultiTaskModel`; `args` what Keras passes to its `train_step`)."""
     backend = _backend.name()
     if backend == "tensorflow":
         return _tensorflow_step(model, *args)
@@ -34,7 +42,7 @@ def train_step(model, *args):
     raise NotImplementedError(f"Unsupported Keras backend {backend!r}.")
 
 
-def loss_based_step(model, keras_step, *args):
+def loss_based_step(model: keras.Model, keras_step: Callable[..., Any], *args: Any) -> Any:
     """Keras's own train step, undone for the strategy's state when the optimizer skipped it.
 
     `LossScaleOptimizer` skips a step whose gradients are not finite (its
@@ -224,7 +232,7 @@ def _jax_step(model, state, data):
     return logs, (trainable, non_trainable, optimizer_vars, metrics_vars)
 
 
-def batch_size(x, y):
+def batch_size(x: Any, y: Any) -> int | Tensor:
     """The batch size of a step: the first axis of the first tensor with one
     (1 when there is none, e.g. scalar inputs)."""
     for t in keras.tree.flatten(x) + keras.tree.flatten(y):

@@ -15,9 +15,15 @@ Iterative solvers (Frank-Wolfe, FISTA) run a fixed number of iterations with
 use closed forms.
 """
 
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
 import keras
 from keras import ops
 
+from keras_tricks._typing import Shape, Tensor
 from keras_tricks.multitask.strategy import (
     Strategy,
     eps,
@@ -57,7 +63,7 @@ def _quad(gram, w):
     return ops.maximum(ops.sum(w * ops.matmul(gram, w)), 0.0)
 
 
-def project_to_simplex(v):
+def project_to_simplex(v: Tensor) -> Tensor:
     """Euclidean projection of v (k,) onto {w >= 0, sum w = 1} (sort-based, exact)."""
     k = ops.shape(v)[0]
     u = ops.flip(ops.sort(v), axis=0)
@@ -69,7 +75,9 @@ def project_to_simplex(v):
     return ops.maximum(v - theta, 0.0)
 
 
-def minimize_quadratic(a, b, w0, project, iterations):
+def minimize_quadratic(
+    a: Tensor, b: Tensor, w0: Tensor, project: Callable[[Tensor], Tensor], iterations: int
+) -> Tensor:
     """argmin_{w in C} 1/2 w^T A w + b^T w by FISTA (A symmetric PSD, k x k).
 
     Step 1/trace(A), a safe bound on the largest eigenvalue; `project` is the
@@ -92,7 +100,7 @@ def minimize_quadratic(a, b, w0, project, iterations):
 EXACT_MAX_TASKS = 8
 
 
-def solve_quadratic_exactly(a, b, simplex, allowed=None):
+def solve_quadratic_exactly(a: Tensor, b: Tensor, simplex: bool, allowed: Tensor | None = None) -> Tensor:
     """argmin 1/2 w^T A w + b^T w over w >= 0 (and sum w = 1 if `simplex`), k <= 8.
 
     Active-set enumeration: the minimiser lies in the relative interior of
@@ -191,7 +199,7 @@ class GradNormNormalization(Strategy):
     uses_gradients = True
     scales_task_specific = True
 
-    def task_weights(self, losses, gram, training=True):
+    def task_weights(self, losses: Tensor, gram: Tensor, training: bool = True) -> Tensor:
         norms = _norms(gram)
         return ops.where(ops.greater(norms, 0.0), safe_divide(ops.ones_like(norms), norms), 1.0)
 
@@ -229,12 +237,12 @@ class GradNorm(Strategy):
     uses_gradients = True
     scales_task_specific = True
 
-    def __init__(self, alpha=1.5, learning_rate=0.025, **kwargs):
+    def __init__(self, alpha: float = 1.5, learning_rate: float = 0.025, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.alpha = float(validate_number("alpha", alpha, low=0))
         self.learning_rate = float(validate_number("learning_rate", learning_rate, low=0, low_open=True))
 
-    def build(self, input_shape):
+    def build(self, input_shape: Shape) -> None:
         k = input_shape[0]
         self.loss_weights = self.add_weight(
             shape=(k,), initializer="ones", trainable=False, aggregation="mean", name="loss_weights"
@@ -247,7 +255,7 @@ class GradNorm(Strategy):
         )
         self.built = True
 
-    def task_weights(self, losses, gram, training=True):
+    def task_weights(self, losses: Tensor, gram: Tensor, training: bool = True) -> Tensor:
         losses = ops.stop_gradient(losses)
         # A copy: on PyTorch a variable's tensor is updated in place by assign.
         weights = ops.copy(ops.convert_to_tensor(self.loss_weights))
@@ -274,7 +282,7 @@ class GradNorm(Strategy):
         self.started.assign(1.0)
         return weights
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         config = super().get_config()
         config.update({"alpha": self.alpha, "learning_rate": self.learning_rate})
         return config
@@ -308,14 +316,14 @@ class MGDA(Strategy):
     uses_gradients = True
     scales_task_specific = False
 
-    def __init__(self, max_iterations=250, solver="auto", **kwargs):
+    def __init__(self, max_iterations: int = 250, solver: str = "auto", **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.max_iterations = validate_number("max_iterations", max_iterations, low=1, integer=True)
         if solver not in ("auto", "frank_wolfe"):
             raise ValueError(f"`solver` must be 'auto' or 'frank_wolfe'; got {solver!r}.")
         self.solver = solver
 
-    def task_weights(self, losses, gram, training=True):
+    def task_weights(self, losses: Tensor, gram: Tensor, training: bool = True) -> Tensor:
         k = ops.shape(gram)[0]
         active = _active(gram)
         if k == 2:
@@ -346,7 +354,7 @@ class MGDA(Strategy):
 
         return ops.fori_loop(0, self.max_iterations, body, _uniform_over(active))
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         config = super().get_config()
         config.update({"max_iterations": self.max_iterations, "solver": self.solver})
         return config
@@ -373,14 +381,20 @@ class PCGrad(Strategy):
     uses_gradients = True
     scales_task_specific = False
 
-    def __init__(self, seed=None, **kwargs):
+    def __init__(self, seed: int | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         if seed is not None:
             validate_number("seed", seed, integer=True)
         self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed)
 
-    def task_weights(self, losses, gram, training=True, order=None):
+    def task_weights(
+        self,
+        losses: Tensor,
+        gram: Tensor,
+        training: bool = True,
+        order: Tensor | Sequence[Sequence[int]] | None = None,
+    ) -> Tensor:
         """`order` (k, k) int: row i lists the tasks in the order task i visits them
         (its own index is skipped); random when None."""
         k = ops.shape(gram)[0]
@@ -405,14 +419,14 @@ class PCGrad(Strategy):
 
     # Keras does not save a SeedGenerator's state; a resumed run must draw the
     # same permutations as an uninterrupted one, so it is saved here.
-    def save_own_variables(self, store):
+    def save_own_variables(self, store: dict[str, Any]) -> None:
         store["seed_state"] = ops.convert_to_numpy(self.seed_generator.state)
 
-    def load_own_variables(self, store):
+    def load_own_variables(self, store: dict[str, Any]) -> None:
         if "seed_state" in store:
             self.seed_generator.state.assign(store["seed_state"])
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         config = super().get_config()
         config["seed"] = self.seed
         return config
@@ -451,7 +465,7 @@ class CAGrad(Strategy):
     uses_gradients = True
     scales_task_specific = False
 
-    def __init__(self, c=0.5, max_iterations=30, **kwargs):
+    def __init__(self, c: float = 0.5, max_iterations: int = 30, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.c = float(validate_number("c", c, low=0))
         self.max_iterations = validate_number("max_iterations", max_iterations, low=1, integer=True)
@@ -494,7 +508,7 @@ class CAGrad(Strategy):
         _, high = ops.fori_loop(0, self.max_iterations, body, (low, high))
         return solve(ops.maximum(ops.exp(high), floor))
 
-    def task_weights(self, losses, gram, training=True):
+    def task_weights(self, losses: Tensor, gram: Tensor, training: bool = True) -> Tensor:
         k = ops.shape(gram)[0]
         active = _active(gram)
         mean = _uniform_over(active)
@@ -525,7 +539,7 @@ class CAGrad(Strategy):
         gw_norm = ops.sqrt(_quad(gram, w))
         return (mean + safe_divide(s, gw_norm) * w) / (1.0 + self.c**2)
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         config = super().get_config()
         config.update({"c": self.c, "max_iterations": self.max_iterations})
         return config
@@ -556,14 +570,14 @@ class PrimaryAuxiliary(Strategy):
     uses_gradients = True
     scales_task_specific = False
 
-    def __init__(self, primary=0, max_iterations=200, **kwargs):
+    def __init__(self, primary: int | str = 0, max_iterations: int = 200, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         if isinstance(primary, bool) or not isinstance(primary, (int, str)):
             raise TypeError(f"`primary` must be a task name or index; got {primary!r}.")
         self.primary = primary
         self.max_iterations = validate_number("max_iterations", max_iterations, low=1, integer=True)
 
-    def bind(self, tasks):
+    def bind(self, tasks: Iterable[str]) -> PrimaryAuxiliary:
         tasks = [str(t) for t in tasks]
         if isinstance(self.primary, str):
             if self.primary not in tasks:
@@ -577,7 +591,7 @@ class PrimaryAuxiliary(Strategy):
             self.primary_index = self.primary % len(tasks)
         return super().bind(tasks)
 
-    def task_weights(self, losses, gram, training=True):
+    def task_weights(self, losses: Tensor, gram: Tensor, training: bool = True) -> Tensor:
         k = ops.shape(gram)[0]
         if self.tasks is None and isinstance(self.primary, str):
             raise ValueError("Bind the strategy to its tasks first: strategy.bind(task_names).")
@@ -600,7 +614,7 @@ class PrimaryAuxiliary(Strategy):
             parts[i] = lam[position]
         return ops.stack([parts[i] for i in range(k)])
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         config = super().get_config()
         config.update({"primary": self.primary, "max_iterations": self.max_iterations})
         return config

@@ -8,12 +8,18 @@ derives `initial`, `prior`, `realtime` and `generalized_mean` from the
 requirement that the total be invariant to rescaling any one task's loss.
 """
 
+from __future__ import annotations
+
 import math
+from collections.abc import Sequence
+from typing import Any
 
 import keras
 import numpy as np
 from keras import ops
+from numpy.typing import ArrayLike
 
+from keras_tricks._typing import Shape, Tensor
 from keras_tricks.multitask.strategy import (
     Strategy,
     eps,
@@ -30,14 +36,14 @@ _register = keras.saving.register_keras_serializable(package="keras_tricks")
 class _FixedWeights(Strategy):
     """total = sum_i w_i L_i with weights fixed when the tasks are bound."""
 
-    def fixed_weights(self, k):
+    def fixed_weights(self, k: int) -> list[float]:
         raise NotImplementedError
 
-    def build(self, input_shape):
+    def build(self, input_shape: Shape) -> None:
         self._weights = ops.convert_to_tensor(self.fixed_weights(input_shape[0]), "float32")
         self.built = True
 
-    def combine(self, losses, training=True):
+    def combine(self, losses: Tensor, training: bool = True) -> tuple[Tensor, Tensor]:
         return ops.sum(self._weights * losses), self._weights
 
 
@@ -60,14 +66,14 @@ class Equal(_FixedWeights):
     4.0
     """
 
-    def __init__(self, weights=None, **kwargs):
+    def __init__(self, weights: Sequence[float] | dict[str, float] | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.weights_arg = validate_positive_values("weights", weights, allow_zero=True)
 
-    def fixed_weights(self, k):
+    def fixed_weights(self, k: int) -> list[float]:
         return [1.0] * k if self.weights_arg is None else self._task_value("weights", self.weights_arg)
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         config = super().get_config()
         config["weights"] = self.weights_arg
         return config
@@ -96,12 +102,14 @@ class Initial(Strategy):
     [0.5, 2.0]
     """
 
-    def __init__(self, losses=None, steps=1, **kwargs):
+    def __init__(
+        self, losses: Sequence[float] | dict[str, float] | None = None, steps: int = 1, **kwargs: Any
+    ) -> None:
         super().__init__(**kwargs)
         self.losses_arg = validate_positive_values("losses", losses)
         self.steps = validate_number("steps", steps, low=1, integer=True)
 
-    def build(self, input_shape):
+    def build(self, input_shape: Shape) -> None:
         k = input_shape[0]
         given = self.losses_arg is not None
         values = self._task_value("losses", self.losses_arg) if given else [0.0] * k
@@ -121,7 +129,7 @@ class Initial(Strategy):
         )
         self.built = True
 
-    def combine(self, losses, training=True):
+    def combine(self, losses: Tensor, training: bool = True) -> tuple[Tensor, Tensor]:
         observed = ops.stop_gradient(losses)
         loss_sum = ops.convert_to_tensor(self.loss_sum)
         count = ops.convert_to_tensor(self.count)
@@ -136,7 +144,7 @@ class Initial(Strategy):
         weights = count / (loss_sum + eps() * count)
         return ops.sum(weights * losses), weights
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         config = super().get_config()
         config.update({"losses": self.losses_arg, "steps": self.steps})
         return config
@@ -166,7 +174,7 @@ class Prior(_FixedWeights):
     >>> s = Prior(losses).bind(["digit", "size"])
     """
 
-    def __init__(self, losses=None, **kwargs):
+    def __init__(self, losses: Sequence[float] | dict[str, float] | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         if losses is None:
             raise ValueError(
@@ -175,16 +183,16 @@ class Prior(_FixedWeights):
             )
         self.losses_arg = validate_positive_values("losses", losses)
 
-    def fixed_weights(self, k):
+    def fixed_weights(self, k: int) -> list[float]:
         return [1.0 / v for v in self._task_value("losses", self.losses_arg)]
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         config = super().get_config()
         config["losses"] = self.losses_arg
         return config
 
 
-def prior_loss(y, kind):
+def prior_loss(y: ArrayLike, kind: str) -> float:
     """The loss of the best input-blind predictor on targets `y` (float, natural log).
 
     * "categorical": integer labels of any shape, or one-hot/probability rows
@@ -251,18 +259,18 @@ class Realtime(Strategy):
     2.0
     """
 
-    def __init__(self, epsilon=None, **kwargs):
+    def __init__(self, epsilon: float | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         if epsilon is not None:
             validate_number("epsilon", epsilon, low=0, low_open=True)
         self.epsilon = epsilon
 
-    def combine(self, losses, training=True):
+    def combine(self, losses: Tensor, training: bool = True) -> tuple[Tensor, Tensor]:
         epsilon = eps() if self.epsilon is None else self.epsilon
         weights = 1.0 / (ops.stop_gradient(losses) + epsilon)
         return ops.sum(weights * losses), weights
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         config = super().get_config()
         config["epsilon"] = self.epsilon
         return config
@@ -294,11 +302,11 @@ class GeneralizedMean(Strategy):
     2.0
     """
 
-    def __init__(self, gamma=0.0, **kwargs):
+    def __init__(self, gamma: float = 0.0, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.gamma = float(validate_number("gamma", gamma))
 
-    def combine(self, losses, training=True):
+    def combine(self, losses: Tensor, training: bool = True) -> tuple[Tensor, Tensor]:
         k = float(self.num_tasks or ops.shape(losses)[0])
         log_l = ops.log(ops.maximum(losses, tiny()))
         g = self.gamma
@@ -312,7 +320,7 @@ class GeneralizedMean(Strategy):
         weights = ops.exp((g - 1.0) * (ops.stop_gradient(log_l) - ops.stop_gradient(log_total))) / k
         return total, weights
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         config = super().get_config()
         config["gamma"] = self.gamma
         return config
@@ -338,19 +346,19 @@ class Uncertainty(Strategy):
     [0.5, 0.5]
     """
 
-    def build(self, input_shape):
+    def build(self, input_shape: Shape) -> None:
         self.log_variances = self.add_weight(
             shape=(input_shape[0],), initializer="zeros", trainable=True, name="log_variances"
         )
         self.built = True
 
-    def combine(self, losses, training=True):
+    def combine(self, losses: Tensor, training: bool = True) -> tuple[Tensor, Tensor]:
         s = ops.cast(self.log_variances, "float32")
         scale = 0.5 * ops.exp(-s)
         return ops.sum(scale * losses + 0.5 * s), ops.stop_gradient(scale)
 
     @property
-    def sigmas(self):
+    def sigmas(self) -> Tensor:
         return ops.exp(0.5 * ops.convert_to_tensor(self.log_variances))
 
 
@@ -371,11 +379,11 @@ class DWA(Strategy):
         temperature: T > 0 (the paper's 2); larger is closer to equal weights.
     """
 
-    def __init__(self, temperature=2.0, **kwargs):
+    def __init__(self, temperature: float = 2.0, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.temperature = float(validate_number("temperature", temperature, low=0, low_open=True))
 
-    def build(self, input_shape):
+    def build(self, input_shape: Shape) -> None:
         k = input_shape[0]
 
         def state(name, shape=(k,)):
@@ -390,7 +398,7 @@ class DWA(Strategy):
         self.epochs = state("epochs", ())
         self.built = True
 
-    def combine(self, losses, training=True):
+    def combine(self, losses: Tensor, training: bool = True) -> tuple[Tensor, Tensor]:
         k = float(ops.shape(losses)[0])
         previous = ops.convert_to_tensor(self.previous)
         ratio = safe_divide(previous, ops.convert_to_tensor(self.before_previous))
@@ -404,7 +412,7 @@ class DWA(Strategy):
             self.epoch_count.assign(self.epoch_count + 1.0)
         return ops.sum(weights * losses), weights
 
-    def end_epoch(self):
+    def end_epoch(self) -> None:
         count = float(ops.convert_to_numpy(self.epoch_count))
         if count == 0:
             return
@@ -414,7 +422,7 @@ class DWA(Strategy):
         self.epoch_sum.assign(ops.zeros(self.epoch_sum.shape))
         self.epoch_count.assign(0.0)
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         config = super().get_config()
         config["temperature"] = self.temperature
         return config

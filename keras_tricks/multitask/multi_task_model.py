@@ -1,11 +1,16 @@
 """MultiTaskModel: a multi-output Keras model trained with a multi-task weighting strategy."""
 
+from __future__ import annotations
+
 import warnings
+from collections.abc import Sequence
+from typing import Any
 
 import keras
 from keras import ops
 
 from keras_tricks import _backend
+from keras_tricks._typing import LossLike, Tensor
 from keras_tricks.multitask import _train_step
 from keras_tricks.multitask.strategy import Strategy, per_task
 from keras_tricks.multitask.strategy import get as get_strategy
@@ -91,7 +96,14 @@ class MultiTaskModel(keras.Model):
     ['digit_weight', 'size_weight']
     """
 
-    def __init__(self, model, strategy="equal", tasks=None, shared=None, **kwargs):
+    def __init__(
+        self,
+        model: keras.Model,
+        strategy: str | Strategy = "equal",
+        tasks: Sequence[str] | None = None,
+        shared: Sequence[str | keras.layers.Layer | keras.Variable] | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         if not isinstance(model, keras.Model):
             raise TypeError(f"`model` must be a keras.Model; got {type(model).__name__}.")
@@ -190,12 +202,19 @@ class MultiTaskModel(keras.Model):
                 )
         return ids
 
-    def call(self, inputs, training=None):
+    def call(self, inputs: Any, training: bool | None = None) -> Any:
         return self.model(inputs, training=training)
 
     # -- compile and losses ---------------------------------------------------
 
-    def compile(self, optimizer="rmsprop", loss=None, loss_weights=None, metrics=None, **kwargs):
+    def compile(
+        self,
+        optimizer: str | keras.optimizers.Optimizer = "rmsprop",
+        loss: LossLike | Sequence[LossLike] | dict[str, LossLike] | None = None,
+        loss_weights: Any = None,
+        metrics: Any = None,
+        **kwargs: Any,
+    ) -> None:
         """Keras's `compile`, with `loss` resolved per task.
 
         `loss`: one loss for every task, a list in output order, or a dict
@@ -231,13 +250,13 @@ class MultiTaskModel(keras.Model):
             resolved.append(fn)
         return resolved
 
-    def get_compile_config(self):
+    def get_compile_config(self) -> dict[str, Any] | None:
         config = super().get_compile_config()
         if config:
             config["loss"] = keras.saving.serialize_keras_object(self._user_loss)
         return config
 
-    def compile_from_config(self, config):
+    def compile_from_config(self, config: dict[str, Any]) -> None:
         config = keras.saving.deserialize_keras_object(config)
         self.compile(**config)
         if getattr(self, "optimizer", None) is not None and self.built:
@@ -246,7 +265,7 @@ class MultiTaskModel(keras.Model):
     def _per_task(self, value, argument, allow_single=False):
         return per_task(value, self.tasks, argument, allow_single=allow_single, extra_keys=True)
 
-    def task_losses(self, y, y_pred, sample_weight=None):
+    def task_losses(self, y: Any, y_pred: Any, sample_weight: Any = None) -> Tensor:
         """The k task losses, float32 (k,), each as the task's Loss reduces it.
 
         Under `tf.distribute` they are the replica's share of the global-batch
@@ -276,7 +295,14 @@ class MultiTaskModel(keras.Model):
             self.task_loss_trackers[i].update_state(losses[i], sample_weight=batch_size)
             self.task_weight_trackers[i].update_state(weights[i])
 
-    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+    def compute_loss(
+        self,
+        x: Any = None,
+        y: Any = None,
+        y_pred: Any = None,
+        sample_weight: Any = None,
+        training: bool = True,
+    ) -> Tensor:
         losses = self.task_losses(y, y_pred, sample_weight)
         if self.strategy.uses_gradients:
             total, weights = ops.sum(losses), ops.convert_to_tensor(self.last_task_weights)
@@ -309,21 +335,21 @@ class MultiTaskModel(keras.Model):
         for variable, before in state:
             variable.assign(ops.where(keep, ops.convert_to_tensor(variable), before))
 
-    def train_step(self, *args):
+    def train_step(self, *args: Any) -> Any:
         if not self.strategy.uses_gradients:
             return _train_step.loss_based_step(self, super().train_step, *args)
         return _train_step.train_step(self, *args)
 
     def combine_task_gradients(
         self,
-        losses,
-        task_grads,
-        variables,
-        training=True,
-        gradient_scale=1.0,
-        output_scale=1.0,
-        extra_finite=None,
-    ):
+        losses: Tensor,
+        task_grads: Sequence[Sequence[Tensor]],
+        variables: Sequence[keras.Variable],
+        training: bool = True,
+        gradient_scale: float | Tensor = 1.0,
+        output_scale: float | Tensor = 1.0,
+        extra_finite: Tensor | None = None,
+    ) -> tuple[list[Tensor], Tensor]:
         """The update for `variables` from per-task gradients (keras.ops, every backend).
 
         `task_grads[i][v]` is `gradient_scale` times the gradient of task i's
@@ -395,7 +421,9 @@ class MultiTaskModel(keras.Model):
         owner = self._owners.get(id(variable))
         return range(k) if owner is None else [owner]
 
-    def fit(self, *args, callbacks=None, **kwargs):
+    def fit(
+        self, *args: Any, callbacks: Sequence[keras.callbacks.Callback] | None = None, **kwargs: Any
+    ) -> keras.callbacks.History:
         callbacks = list(callbacks or [])
         if type(self.strategy).end_epoch is not Strategy.end_epoch:
             callbacks.append(_EpochEnd(self.strategy))
@@ -403,7 +431,7 @@ class MultiTaskModel(keras.Model):
 
     # -- config ----------------------------------------------------------------
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         shared = self._shared_arg
         if shared is not None:
             items = shared if isinstance(shared, (list, tuple)) else [shared]
@@ -419,7 +447,7 @@ class MultiTaskModel(keras.Model):
         }
 
     @classmethod
-    def from_config(cls, config):
+    def from_config(cls, config: dict[str, Any]) -> MultiTaskModel:
         config = dict(config)
         model = keras.saving.deserialize_keras_object(config.pop("model"))
         strategy = keras.saving.deserialize_keras_object(config.pop("strategy"))

@@ -8,10 +8,16 @@ variables that are saved and restored with the model; it is never called on
 a model's tensors.
 """
 
+from __future__ import annotations
+
 import math
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
 import keras
 from keras import ops
+
+from keras_tricks._typing import Shape, Tensor
 
 
 class Strategy(keras.layers.Layer):
@@ -41,12 +47,12 @@ class Strategy(keras.layers.Layer):
     uses_gradients = False
     scales_task_specific = True
 
-    def __init__(self, **kwargs):
+    def __init__(self, **kwargs: Any) -> None:
         kwargs.setdefault("dtype", "float32")
         super().__init__(**kwargs)
         self.tasks = None
 
-    def bind(self, tasks):
+    def bind(self, tasks: Iterable[str]) -> Strategy:
         """Fixes the task names (a list of k >= 2 strings) and builds the state."""
         tasks = [str(t) for t in tasks]
         if len(tasks) < 2:
@@ -64,18 +70,18 @@ class Strategy(keras.layers.Layer):
         return self
 
     @property
-    def num_tasks(self):
+    def num_tasks(self) -> int | None:
         return None if self.tasks is None else len(self.tasks)
 
-    def build(self, input_shape):
+    def build(self, input_shape: Shape) -> None:
         self.built = True
 
-    def build_from_config(self, config):
+    def build_from_config(self, config: dict[str, Any]) -> None:
         # The state is created by `bind`, which needs the task names; Keras's
         # loader restores the saved values into it afterwards.
         pass
 
-    def end_epoch(self):
+    def end_epoch(self) -> None:
         """Called by `MultiTaskModel.fit` after every epoch (eagerly)."""
 
     def _task_value(self, argument, value):
@@ -83,7 +89,14 @@ class Strategy(keras.layers.Layer):
         return [float(v) for v in per_task(value, self.tasks, argument)]
 
 
-def per_task(value, tasks, argument, *, allow_single=False, extra_keys=False):
+def per_task(
+    value: Any,
+    tasks: Sequence[str],
+    argument: str,
+    *,
+    allow_single: bool = False,
+    extra_keys: bool = False,
+) -> list[Any]:
     """`value` as a list in task order: from a dict keyed by task, a list or
     tuple in task order, or (allow_single) one value for every task.
 
@@ -112,7 +125,11 @@ def per_task(value, tasks, argument, *, allow_single=False, extra_keys=False):
     )
 
 
-def validate_positive_values(argument, value, allow_zero=False):
+def validate_positive_values(
+    argument: str,
+    value: Sequence[float] | dict[str, float] | None,
+    allow_zero: bool = False,
+) -> list[float] | dict[str, float] | None:
     """A list/tuple/dict of finite numbers > 0 (>= 0 with allow_zero), or None."""
     if value is None:
         return None
@@ -131,7 +148,14 @@ def validate_positive_values(argument, value, allow_zero=False):
     return dict(value) if isinstance(value, dict) else [float(v) for v in value]
 
 
-def validate_number(argument, value, low=None, high=None, low_open=False, integer=False):
+def validate_number(
+    argument: str,
+    value: float,
+    low: float | None = None,
+    high: float | None = None,
+    low_open: bool = False,
+    integer: bool = False,
+) -> float:
     kind = int if integer else (int, float)
     if isinstance(value, bool) or not isinstance(value, kind) or not math.isfinite(value):
         what = "an integer" if integer else "a finite number"
@@ -143,20 +167,20 @@ def validate_number(argument, value, low=None, high=None, low_open=False, intege
     return value
 
 
-def safe_divide(x, y):
+def safe_divide(x: Tensor, y: Tensor) -> Tensor:
     """x / y where y != 0, else 0 (no inf or NaN, and a zero gradient there)."""
     nonzero = ops.not_equal(y, 0)
     return ops.where(nonzero, x / ops.where(nonzero, y, ops.ones_like(y)), ops.zeros_like(x))
 
 
-def tiny(dtype="float32"):
+def tiny(dtype: str = "float32") -> float:
     """The smallest normal number of `dtype`, as a Python float."""
     from keras_tricks._numerics import finfo
 
     return float(finfo(dtype).tiny)
 
 
-def eps(dtype="float32"):
+def eps(dtype: str = "float32") -> float:
     from keras_tricks._numerics import finfo
 
     return float(finfo(dtype).eps)
@@ -165,14 +189,14 @@ def eps(dtype="float32"):
 #: Strategy classes by name, filled by `register_strategy` as the strategy
 #: modules load (kept here, not in the package `__init__`, so that `get` needs
 #: no import of the package that imports this module).
-STRATEGIES: dict = {}
+STRATEGIES: dict[str, type[Strategy]] = {}
 
 
-def register_strategy(name):
+def register_strategy(name: str) -> Callable[[type[Strategy]], type[Strategy]]:
     """Class decorator: make `get(name)` (and `MultiTaskModel(strategy=name)`)
     build this strategy class."""
 
-    def add(cls):
+    def add(cls: type[Strategy]) -> type[Strategy]:
         if name in STRATEGIES and STRATEGIES[name] is not cls:
             raise ValueError(f"Strategy name {name!r} is already taken by {STRATEGIES[name].__name__}.")
         STRATEGIES[name] = cls
@@ -181,7 +205,7 @@ def register_strategy(name):
     return add
 
 
-def get(identifier):
+def get(identifier: str | dict[str, Any] | Strategy) -> Strategy:
     """A strategy from its name, a config dict or a `Strategy` (returned as is).
 
     Names: "equal", "initial", "prior", "realtime", "generalized_mean",

@@ -2,16 +2,21 @@
 exponential moving average of the weights it updates (the engine of the
 `callbacks.ExponentialMovingAverage` callback)."""
 
+from __future__ import annotations
+
 import contextlib
 import hashlib
 import math
 import numbers
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 import keras
 import numpy as np
 from keras import ops
 
 from keras_tricks import _backend, _keras_compat, _numerics
+from keras_tricks._typing import Tensor
 
 _VARIABLES = ("trainable", "all")
 _WEIGHTS = ("ema", "raw")
@@ -140,13 +145,13 @@ class ExponentialMovingAverageOptimizer(keras.optimizers.Optimizer):
 
     def __init__(
         self,
-        inner_optimizer,
-        momentum=0.999,
-        warmup=True,
-        bias_correction=False,
-        name=None,
-        **kwargs,
-    ):
+        inner_optimizer: keras.optimizers.Optimizer,
+        momentum: float = 0.999,
+        warmup: bool = True,
+        bias_correction: bool = False,
+        name: str | None = None,
+        **kwargs: Any,
+    ) -> None:
         if kwargs:
             raise ValueError(
                 "ExponentialMovingAverageOptimizer does not take "
@@ -198,7 +203,7 @@ class ExponentialMovingAverageOptimizer(keras.optimizers.Optimizer):
         return None if strategy is tf.distribute.get_strategy() else strategy
 
     @_keras_compat.no_automatic_dependency_tracking
-    def build(self, var_list):
+    def build(self, var_list: Iterable[keras.Variable]) -> None:
         var_list = list(var_list)
         if not self.inner_optimizer.built:
             self.inner_optimizer.build(var_list)
@@ -237,7 +242,7 @@ class ExponentialMovingAverageOptimizer(keras.optimizers.Optimizer):
         return avg
 
     @_keras_compat.no_automatic_dependency_tracking
-    def attach_extra_variables(self, variables):
+    def attach_extra_variables(self, variables: Iterable[keras.Variable]) -> None:
         """Also average these (non-trainable) variables, e.g. BatchNorm stats.
 
         Their averages are kept outside `optimizer.variables` (the JAX train
@@ -255,21 +260,21 @@ class ExponentialMovingAverageOptimizer(keras.optimizers.Optimizer):
         self._apply_pending()
 
     @property
-    def averaged_variables(self):
+    def averaged_variables(self) -> list[keras.Variable]:
         """The model variables averaged, in the order of `average_variables`."""
         return list(self._averaged) + list(self._extra)
 
     @property
-    def average_variables(self):
+    def average_variables(self) -> list[keras.Variable]:
         """The float32 averages (before bias correction)."""
         return list(self._averages) + list(self._extra_averages)
 
     @property
-    def ema_step(self):
+    def ema_step(self) -> keras.Variable:
         return self._ema_step
 
     @property
-    def variables(self):
+    def variables(self) -> list[keras.Variable]:
         return self._variables[:] + self.inner_optimizer.variables
 
     # --------------------------------------------------------------- updates
@@ -336,7 +341,9 @@ class ExponentialMovingAverageOptimizer(keras.optimizers.Optimizer):
             pairs += list(zip(self._extra_averages, self._extra))
         return pairs
 
-    def apply(self, grads, trainable_variables=None):
+    def apply(
+        self, grads: Sequence[Tensor], trainable_variables: Sequence[keras.Variable] | None = None
+    ) -> None:
         if not self.built:
             with keras.name_scope(self.name, caller=self):
                 self.build(trainable_variables)
@@ -349,7 +356,12 @@ class ExponentialMovingAverageOptimizer(keras.optimizers.Optimizer):
         # step's values here on TensorFlow and PyTorch.
         self._update_ema(self._pairs(include_extra=True), applied)
 
-    def stateless_apply(self, optimizer_variables, grads, trainable_variables):
+    def stateless_apply(
+        self,
+        optimizer_variables: Sequence[Tensor],
+        grads: Sequence[Tensor],
+        trainable_variables: Sequence[Tensor],
+    ) -> tuple[list[Tensor], list[Tensor]]:
         own = len(self._variables)
         inner = self.inner_optimizer
 
@@ -370,7 +382,9 @@ class ExponentialMovingAverageOptimizer(keras.optimizers.Optimizer):
         new_own = [scope.get_current_value(v) for v in self._variables]
         return new_trainable, new_own + list(new_inner)
 
-    def update_extra_from_values(self, values, step_after, step_before):
+    def update_extra_from_values(
+        self, values: Sequence[Tensor], step_after: Tensor, step_before: Tensor
+    ) -> None:
         """JAX: update the extra averages from this step's non-trainable values
         (`values`, aligned with `attach_extra_variables`), `step_before` and
         `step_after` being the EMA step count before and after the step (equal
@@ -399,21 +413,21 @@ class ExponentialMovingAverageOptimizer(keras.optimizers.Optimizer):
     # ------------------------------------------------------- delegation
 
     @property
-    def learning_rate(self):
+    def learning_rate(self) -> Tensor:
         return self.inner_optimizer.learning_rate
 
     @learning_rate.setter
-    def learning_rate(self, learning_rate):
+    def learning_rate(self, learning_rate: float | keras.optimizers.schedules.LearningRateSchedule) -> None:
         self.inner_optimizer.learning_rate = learning_rate
 
     @property
-    def iterations(self):
+    def iterations(self) -> keras.Variable:
         return self.inner_optimizer.iterations
 
-    def scale_loss(self, loss):
+    def scale_loss(self, loss: Tensor) -> Tensor:
         return self.inner_optimizer.scale_loss(loss)
 
-    def finalize_variable_values(self, var_list):
+    def finalize_variable_values(self, var_list: Sequence[keras.Variable]) -> None:
         # Called by fit() after the last epoch and before any on_train_end:
         # the callback has put its hook here so that what the model holds is
         # settled before EarlyStopping & co. restore anything.
@@ -425,14 +439,14 @@ class ExponentialMovingAverageOptimizer(keras.optimizers.Optimizer):
     # --------------------------------------------------------- swapping
 
     @property
-    def holds_ema(self):
+    def holds_ema(self) -> bool:
         """True while the model holds the EMA weights (raw ones kept aside).
 
         Call `settle()` first to take into account weights written by anything
         else (EarlyStopping, load_weights, ...) since they were swapped in."""
         return self._backup is not None
 
-    def ema_values(self):
+    def ema_values(self) -> list[np.ndarray]:
         """The EMA weights (bias-corrected when asked), as NumPy arrays."""
         values = []
         debias = float(ops.convert_to_numpy(self._ema_debias)) if self.built else 0.0
@@ -456,7 +470,7 @@ class ExponentialMovingAverageOptimizer(keras.optimizers.Optimizer):
         return _fingerprint(current) != self._swapped_in
 
     @_keras_compat.no_automatic_dependency_tracking
-    def settle(self):
+    def settle(self) -> bool:
         """Take in weights written by anything else while the EMA weights were
         in the model: they stay, and the raw weights kept aside are dropped
         (so no later swap reverts them). Returns True when that happened."""
@@ -466,7 +480,7 @@ class ExponentialMovingAverageOptimizer(keras.optimizers.Optimizer):
         return False
 
     @_keras_compat.no_automatic_dependency_tracking
-    def swap_in(self):
+    def swap_in(self) -> None:
         """Put the EMA weights in the model, keeping the raw ones aside."""
         if not self.built:
             return
@@ -483,7 +497,7 @@ class ExponentialMovingAverageOptimizer(keras.optimizers.Optimizer):
         self._swapped_in = _fingerprint(ema)
 
     @_keras_compat.no_automatic_dependency_tracking
-    def swap_out(self):
+    def swap_out(self) -> None:
         """Put the raw weights back, bit for bit, unless something else wrote
         the model's weights since `swap_in` (then those stay, see `settle`)."""
         if self._backup is None or self.settle():
@@ -494,14 +508,14 @@ class ExponentialMovingAverageOptimizer(keras.optimizers.Optimizer):
         self.discard_raw()
 
     @_keras_compat.no_automatic_dependency_tracking
-    def discard_raw(self):
+    def discard_raw(self) -> None:
         """Keep whatever the model holds and forget the raw weights."""
         self._backup = None
         self._swapped_in = None
 
     # ----------------------------------------------------- saving / loading
 
-    def save_own_variables(self, store):
+    def save_own_variables(self, store: dict[str, Any]) -> None:
         if not self.built:
             for key, value in self._pending.items():
                 store[key] = value
@@ -520,7 +534,7 @@ class ExponentialMovingAverageOptimizer(keras.optimizers.Optimizer):
             store[f"inner_{i}"] = ops.convert_to_numpy(v)
 
     @_keras_compat.no_automatic_dependency_tracking
-    def load_own_variables(self, store):
+    def load_own_variables(self, store: dict[str, Any]) -> None:
         # Loading writes the model's weights too: raw weights kept aside from
         # before are stale now. The file's own, if any, come in below.
         self.discard_raw()
@@ -564,7 +578,7 @@ class ExponentialMovingAverageOptimizer(keras.optimizers.Optimizer):
 
     # --------------------------------------------------------------- config
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         return {
             "name": self.name,
             "inner_optimizer": keras.saving.serialize_keras_object(self.inner_optimizer),
@@ -574,7 +588,9 @@ class ExponentialMovingAverageOptimizer(keras.optimizers.Optimizer):
         }
 
     @classmethod
-    def from_config(cls, config, custom_objects=None):
+    def from_config(
+        cls, config: dict[str, Any], custom_objects: dict[str, Any] | None = None
+    ) -> ExponentialMovingAverageOptimizer:
         config = dict(config)
         inner = keras.saving.deserialize_keras_object(
             config.pop("inner_optimizer"), custom_objects=custom_objects
