@@ -89,8 +89,8 @@ class _MainThreadGuard:
 
     - on Ctrl-C it first closes every open pool, then raises
       KeyboardInterrupt exactly as the default handler would;
-    - a stream that fails in another thread than the one that made it hands
-      its exception to `deliver()`, which wakes the main thread
+    - a stream that fails in a thread Python did not start (tf.data's),
+      while the main thread made it, hands its exception to `deliver()`, which wakes the main thread
       (`_thread.interrupt_main`); the handler then raises that exception, the
       worker's traceback attached, in the main thread, in place of the
       `UnknownError` that TensorFlow makes of it.
@@ -135,6 +135,10 @@ class _MainThreadGuard:
         than `owner_thread` (the main one) and the guard is in place; True if
         it was handed over."""
         if owner_thread != threading.main_thread().ident or threading.get_ident() == owner_thread:
+            return False
+        # Only a thread that Python did not start (tf.data's, made in C++):
+        # a consumer thread of the user's own gets its exception as usual.
+        if type(threading.current_thread()).__name__ != "_DummyThread":
             return False
         if not self.installed():
             return False

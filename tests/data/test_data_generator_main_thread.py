@@ -129,3 +129,24 @@ def test_the_default_handler_comes_back_when_the_last_stream_closes(tmp_path):
         [sys.executable, str(script), root], capture_output=True, text=True, timeout=300, cwd=root
     )
     assert proc.returncode == 0 and proc.stdout.strip().endswith("ok"), proc.stderr[-2000:]
+
+
+def test_a_consumer_thread_of_the_users_own_gets_the_exception_itself():
+    import threading
+
+    gen = FailingRegressionGenerator(list(enumerate(_data(16))), batch_size=8, workers=0, seed=0)
+    gen.fail_at = 0
+    stream = gen.forfit(random=False)
+    caught = []
+
+    def consume():
+        try:
+            next(stream)
+        except BaseException as e:  # noqa: BLE001 - recorded for the assertion
+            caught.append(e)
+
+    t = threading.Thread(target=consume)
+    t.start()
+    t.join(30)
+    time.sleep(0.2)  # a stray interrupt of the main thread would land here
+    assert len(caught) == 1 and isinstance(caught[0], ZeroDivisionError)
