@@ -73,33 +73,22 @@ class RemoteTraceback(Exception):
         return f'\n"""\n{self.tb}"""'
 
 
-# ------------------------------------------------------------ main thread
-class _MainThreadGuard:
-    """What only the main thread can do for a stream that TensorFlow's `fit()`
-    runs in one of tf.data's threads.
+# ------------------------------------------------------------ Ctrl-C
+class _InterruptGuard:
+    """Ctrl-C stops the workers before `KeyboardInterrupt` reaches the user.
 
     Under TensorFlow, `fit(gen.forfit())` pulls batches from a tf.data thread
-    and keeps the suspended stream referenced, so (1) a Ctrl-C in the main
-    thread never reaches the stream, whose workers would live on until
-    `close()`, and (2) an exception the stream raises comes out of `fit()` as
-    `UnknownError: Graph execution error`, its type lost. While a pool is open
-    and Python's default SIGINT handler is in place in the main thread, this
-    guard's handler replaces it (a handler of the user's own is left alone,
-    and the default is put back when the last pool closes):
-
-    - on Ctrl-C it first closes every open pool, then raises
-      KeyboardInterrupt exactly as the default handler would;
-    - a stream that fails in a thread Python did not start (tf.data's),
-      while the main thread made it, hands its exception to `deliver()`, which wakes the main thread
-      (`_thread.interrupt_main`); the handler then raises that exception, the
-      worker's traceback attached, in the main thread, in place of the
-      `UnknownError` that TensorFlow makes of it.
+    and keeps the suspended stream referenced, so a Ctrl-C in the main thread
+    never reaches the stream, whose workers would live on until `close()`.
+    While a pool is open and Python's default SIGINT handler is in place in
+    the main thread, this guard's handler replaces it (a handler of the
+    user's own is left alone, and the default is put back when the last pool
+    closes): it first closes every open pool, then raises KeyboardInterrupt
+    exactly as the default handler would.
     """
 
     def __init__(self):
         self.pools = weakref.WeakSet()
-        self.pending = None
-        self.lock = threading.Lock()
 
     @staticmethod
     def installed():
@@ -123,57 +112,25 @@ class _MainThreadGuard:
         self.uninstall_if_idle()
 
     def uninstall_if_idle(self):
-        if self.pools or self.pending is not None:
+        if self.pools:
             return
         if threading.current_thread() is not threading.main_thread():
             return  # only the main thread may; the handler stays, harmless
         if self.installed():
             signal.signal(signal.SIGINT, signal.default_int_handler)
 
-    def deliver(self, exc, owner_thread):
-        """Hand `exc` to the main thread when the stream ran in another thread
-        than `owner_thread` (the main one) and the guard is in place; True if
-        it was handed over."""
-        if owner_thread != threading.main_thread().ident or threading.get_ident() == owner_thread:
-            return False
-        # Only a thread that Python did not start (tf.data's, made in C++):
-        # a consumer thread of the user's own gets its exception as usual.
-        if type(threading.current_thread()).__name__ != "_DummyThread":
-            return False
-        if not self.installed():
-            return False
-        import _thread
-
-        with self.lock:
-            if self.pending is None:
-                self.pending = exc
-        _thread.interrupt_main(signal.SIGINT)
-        return True
-
 
 def _on_sigint(signum, frame):
-    with GUARD.lock:
-        exc, GUARD.pending = GUARD.pending, None
-    if exc is None:
-        for pool in list(GUARD.pools):
-            try:
-                pool.close()
-            except Exception:  # noqa: BLE001 - the interrupt must go through
-                pass
+    for pool in list(GUARD.pools):
+        try:
+            pool.close()
+        except Exception:  # noqa: BLE001 - the interrupt must go through
+            pass
     GUARD.uninstall_if_idle()
-    if exc is not None:
-        raise exc
     signal.default_int_handler(signum, frame)
 
 
-GUARD = _MainThreadGuard()
-
-
-class StreamToken:
-    """Stands in the guard for a stream without workers (nothing to close)."""
-
-    def close(self) -> None:
-        pass
+GUARD = _InterruptGuard()
 
 
 # ---------------------------------------------------------------- transport

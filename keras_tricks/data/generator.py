@@ -9,7 +9,6 @@ import inspect
 import math
 import numbers
 import random as python_random
-import threading
 import weakref
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
@@ -317,16 +316,17 @@ class DataGenerator:
         Accepted by `fit()` on every Keras backend. Raises ValueError when an
         epoch yields no batch (empty data, or a one-shot iterator read twice).
 
-        Exceptions and Ctrl-C are the same on every backend: an exception
-        raised while building a batch (in a worker or not) comes out of
-        `fit()` with its own type and the worker's traceback, and Ctrl-C
-        stops the workers before `KeyboardInterrupt` reaches you. Under
-        TensorFlow, which pulls the stream from a tf.data thread, this takes
-        a SIGINT handler of the package's in the main thread while a stream
-        is open, installed only over Python's default one (see the data
-        generator's documentation page).
+        Ctrl-C stops the workers before `KeyboardInterrupt` reaches you, on
+        every backend: under TensorFlow, which pulls the stream from a
+        tf.data thread, this takes a SIGINT handler of the package's in the
+        main thread while a stream is open, installed only over Python's
+        default one. An exception raised while building a batch comes out of
+        `fit()` with its own type and the worker's traceback on JAX and
+        PyTorch; under TensorFlow, tf.data turns it into `UnknownError`,
+        whose message holds the original type, message and the worker's
+        traceback (see the data generator's documentation page).
         """
-        return self._stream(random, forever=True, owner=threading.get_ident())
+        return self._stream(random, forever=True)
 
     def to_dataset(self, output_signature: Any = None, random: bool = True) -> Any:
         """A `tf.data.Dataset` of `forfit(random)` (TensorFlow only).
@@ -438,16 +438,11 @@ class DataGenerator:
         self._pools.add(pool)
         return pool
 
-    def _stream(self, random, forever, owner=None):
+    def _stream(self, random, forever):
         first_epoch = self.epoch
         pool, owned = None, False
         pending = collections.deque()
-        # A stream without workers still needs the main-thread guard: under
-        # TensorFlow its own exceptions are raised in a tf.data thread too.
-        token = None if self.workers else _pool.StreamToken()
         try:
-            if token is not None:
-                _pool.GUARD.add(token)
             tasks = self._tasks(random, forever, first_epoch)
             if not self.workers:
                 for epoch, index, kind, payload in tasks:
@@ -485,20 +480,11 @@ class DataGenerator:
                     yield batch
         except GeneratorExit:
             raise
-        except BaseException as e:
+        except BaseException:
             # A failed pool may hold dead or stuck workers: never reuse it.
             owned = True
-            if owner is not None and _pool.GUARD.deliver(e, owner):
-                # TensorFlow's tf.data thread: the exception itself is raised
-                # in the main thread (see _pool._MainThreadGuard); tf.data
-                # gets this one, which it turns into an UnknownError.
-                raise WorkerError(
-                    f"{type(e).__name__} in the DataGenerator stream; it is raised in the main thread"
-                ) from None
             raise
         finally:
-            if token is not None:
-                _pool.GUARD.discard(token)
             if pool is not None:
                 if owned:
                     pool.close()
