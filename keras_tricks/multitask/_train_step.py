@@ -69,13 +69,23 @@ def loss_based_step(model: keras.Model, keras_step: Callable[..., Any], *args: A
             for v, old, new in zip(model.non_trainable_variables, state[1], non_trainable)
         ]
         return logs, (trainable, non_trainable, optimizer_vars, metrics_vars)
-    before = [(v, ops.copy(ops.convert_to_tensor(v))) for v in guarded]
+    before = snapshot(guarded)
     count = ops.copy(ops.convert_to_tensor(iterations))
     logs = keras_step(*args)
-    applied = ops.not_equal(ops.convert_to_tensor(iterations), count)
-    for variable, value in before:
-        variable.assign(ops.where(applied, ops.convert_to_tensor(variable), value))
+    restore_unless(ops.not_equal(ops.convert_to_tensor(iterations), count), before)
     return logs
+
+
+def snapshot(variables: list[Any]) -> list[tuple[Any, Tensor]]:
+    """(variable, copy of its value) pairs, for `restore_unless`."""
+    return [(v, ops.copy(ops.convert_to_tensor(v))) for v in variables]
+
+
+def restore_unless(keep: Tensor, saved: list[tuple[Any, Tensor]]) -> None:
+    """Put back the values `snapshot` saved, unless `keep` (a boolean scalar,
+    traced or not: the choice is a `where`, not a Python branch)."""
+    for variable, before in saved:
+        variable.assign(ops.where(keep, ops.convert_to_tensor(variable), before))
 
 
 def _targets(model, losses, regularization, scale):

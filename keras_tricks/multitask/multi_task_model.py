@@ -312,9 +312,9 @@ class MultiTaskModel(keras.Model):
                 # A batch with a non-finite loss must not enter the strategy's
                 # running statistics (DWA's epoch means, Initial's measurement).
                 finite = ops.all(ops.isfinite(losses))
-                state = self._strategy_state()
+                state = _train_step.snapshot(self.strategy.non_trainable_variables)
                 total, weights = self.strategy.combine(losses, training=True)
-                self._restore_unless(finite, state)
+                _train_step.restore_unless(finite, state)
                 weights = ops.where(finite, weights, ops.convert_to_tensor(self.last_task_weights))
                 self.last_task_weights.assign(ops.stop_gradient(weights))
             else:
@@ -325,15 +325,6 @@ class MultiTaskModel(keras.Model):
         return total if regularization is None else total + regularization
 
     # -- gradient-based training ----------------------------------------------
-
-    def _strategy_state(self):
-        """(variable, copy of its value) for the strategy's non-trainable state."""
-        return [(v, ops.copy(ops.convert_to_tensor(v))) for v in self.strategy.non_trainable_variables]
-
-    @staticmethod
-    def _restore_unless(keep, state):
-        for variable, before in state:
-            variable.assign(ops.where(keep, ops.convert_to_tensor(variable), before))
 
     def train_step(self, *args: Any) -> Any:
         if not self.strategy.uses_gradients:
@@ -389,11 +380,11 @@ class MultiTaskModel(keras.Model):
                     finite = ops.logical_and(finite, ops.all(ops.isfinite(task_grads[i][v])))
         if extra_finite is not None:
             finite = ops.logical_and(finite, extra_finite)
-        state = self._strategy_state()
+        state = _train_step.snapshot(self.strategy.non_trainable_variables)
         # (A zero Gram matrix in its place: solvers must not see inf or NaN.)
         safe_gram = ops.where(finite, gram, ops.zeros_like(gram))
         weights = ops.stop_gradient(self.strategy.task_weights(losses, safe_gram, training=training))
-        self._restore_unless(finite, state)
+        _train_step.restore_unless(finite, state)
         weights = ops.where(finite, weights, ops.convert_to_tensor(self.last_task_weights))
         factor = output_scale / gradient_scale
         shared_coefficients = weights * factor
