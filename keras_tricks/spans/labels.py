@@ -3,6 +3,7 @@ the dense `(batch, heads, n, n)` labels inside a loss or metric."""
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Iterable, Sequence
 
 import numpy as np
@@ -74,9 +75,18 @@ def spans_to_sparse_labels(
     per_sample = []
     for b, sample in enumerate(batch_spans):
         rows = [[] for _ in range(num_types)]
+        if isinstance(sample, (str, bytes)) or not hasattr(sample, "__iter__"):
+            raise TypeError(
+                f"`batch_spans[{b}]` must be a sequence of (type, start, end) triples, "
+                f"got {type(sample).__name__}."
+            )
         for triple in sample:
             try:
-                t, start, end = (int(v) for v in triple)
+                # operator.index: Python or NumPy integers only (1.5 is not
+                # rounded into a position), and never a bool.
+                t, start, end = (operator.index(v) for v in triple)
+                if any(isinstance(v, (bool, np.bool_)) for v in triple):
+                    raise TypeError
             except (TypeError, ValueError):
                 raise TypeError(
                     f"`batch_spans[{b}]` must hold (type, start, end) integer triples, got {triple!r}."

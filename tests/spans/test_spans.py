@@ -72,6 +72,15 @@ def test_sparse_labels_bad_input_is_named():
         spans.spans_to_sparse_labels([[("a", 0)]], num_types=1)
     with pytest.raises(TypeError, match="batch_spans"):
         spans.spans_to_sparse_labels(3, num_types=1)
+    with pytest.raises(TypeError, match=r"batch_spans\[0\]"):
+        spans.spans_to_sparse_labels([None], num_types=1)
+    with pytest.raises(TypeError, match="triples"):
+        spans.spans_to_sparse_labels([[(0, 1.5, 2)]], num_types=1)  # never rounded to 1
+    with pytest.raises(TypeError, match="triples"):
+        spans.spans_to_sparse_labels([[(0, True, 2)]], num_types=1)
+    assert spans.spans_to_sparse_labels([[(np.int64(0), np.int32(1), 2)]], num_types=1).tolist() == [
+        [[[1, 2]]]
+    ]
     with pytest.raises(TypeError, match="num_types"):
         spans.spans_to_sparse_labels([[]], num_types=1.5)
     with pytest.raises(ValueError, match="padding"):
