@@ -34,6 +34,8 @@ __all__ = [
     "reset_global_seed_generator",
     "global_seed_generator_state",
     "restore_global_seed_generator",
+    "data_adapter_base",
+    "generator_data_adapter",
 ]
 
 
@@ -144,3 +146,22 @@ def restore_global_seed_generator(generator: Any) -> None:
     state = _global_state()
     if state is not None:
         state.set_global_attribute("global_seed_generator", generator)
+
+
+def data_adapter_base() -> type:
+    """Keras's `DataAdapter` base class.
+
+    `fit()`, `evaluate()` and `predict()` take an instance of it as `x` as it
+    is (Keras 3.10 to 3.15: "Allow passing a custom data adapter"), and call
+    its `on_epoch_end` in the calling thread; no public name exports it.
+    """
+    from keras.src.trainers.data_adapters.data_adapter import DataAdapter
+
+    return DataAdapter
+
+
+def generator_data_adapter(generator: Any) -> Any:
+    """Keras's own adapter for a Python generator (what `fit(generator)` uses)."""
+    from keras.src.trainers.data_adapters.generator_data_adapter import GeneratorDataAdapter
+
+    return GeneratorDataAdapter(generator)

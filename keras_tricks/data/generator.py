@@ -17,7 +17,7 @@ import numpy as np
 
 from keras_tricks import _keras_compat
 from keras_tricks._validation import check_float
-from keras_tricks.data import _pool
+from keras_tricks.data import _fit_stream, _pool
 from keras_tricks.data._pool import RemoteTraceback, WorkerError
 from keras_tricks.data.padding import sequence_padding
 
@@ -321,12 +321,14 @@ class DataGenerator:
         tf.data thread, this takes a SIGINT handler of the package's in the
         main thread while a stream is open, installed only over Python's
         default one. An exception raised while building a batch comes out of
-        `fit()` with its own type and the worker's traceback on JAX and
-        PyTorch; under TensorFlow, tf.data turns it into `UnknownError`,
-        whose message holds the original type, message and the worker's
-        traceback (see the data generator's documentation page).
+        `fit()` (or `evaluate()`, `predict()`) with its own type, message and
+        the worker's traceback, on every backend: the stream is also a Keras
+        data adapter, which under TensorFlow ends tf.data's input when the
+        exception comes and raises it in the calling thread (a plain
+        generator's would reach you as tf.data's `UnknownError`). A
+        `tf.data.Dataset` from `to_dataset()` cannot do that.
         """
-        return self._stream(random, forever=True)
+        return _fit_stream.fit_stream(self._stream(random, forever=True))
 
     def to_dataset(self, output_signature: Any = None, random: bool = True) -> Any:
         """A `tf.data.Dataset` of `forfit(random)` (TensorFlow only).
