@@ -62,6 +62,15 @@ def _prepare(emissions, transitions, mask, start_transitions, end_transitions):
     return emissions, transitions, valid, boundaries[0], boundaries[1]
 
 
+def _scan(step, init, xs, reverse=False):
+    """`ops.scan`, with a statically empty sequence answered directly (the
+    PyTorch scan cannot stack zero outputs): the carry, and no steps."""
+    if xs[0].shape[0] == 0:
+        empty = tuple(ops.zeros((0,) + tuple(ops.shape(c)), c.dtype) for c in init)
+        return init, empty
+    return ops.scan(step, init, xs, reverse=reverse)
+
+
 def _time_major(x):
     return ops.moveaxis(x, 1, 0)
 
@@ -80,7 +89,7 @@ def _forward(emissions, transitions, valid, start):
         return carry, carry
 
     init = (ops.zeros(batch_tags, emissions.dtype), ops.zeros(batch_tags[:1], "bool"))
-    (alpha, _), (alphas, _) = ops.scan(step, init, (_time_major(emissions), _time_major(valid)))
+    (alpha, _), (alphas, _) = _scan(step, init, (_time_major(emissions), _time_major(valid)))
     return alpha, alphas
 
 
@@ -142,7 +151,7 @@ def _path_score(emissions, tags, transitions, valid, start, end):
         ops.zeros((batch, num_tags), emissions.dtype),
         ops.zeros((batch,), "bool"),
     )
-    (score, prev, started), _ = ops.scan(
+    (score, prev, started), _ = _scan(
         step, init, (_time_major(emissions), _time_major(onehot), _time_major(valid))
     )
     last = ops.sum(prev * end[None, :], axis=-1)
@@ -207,16 +216,17 @@ def viterbi_decode(
     # The back-pointers ride in the carry because Keras's TensorFlow scan
     # wants the per-step outputs shaped like the carry.
     init = (ops.zeros((batch, num_tags), emissions.dtype), ops.zeros((batch,), "bool"), identity)
-    (delta, _, _), (_, _, backs) = ops.scan(forward, init, (_time_major(emissions), _time_major(valid)))
+    (delta, _, _), (_, _, backs) = _scan(forward, init, (_time_major(emissions), _time_major(valid)))
     last = ops.cast(ops.argmax(delta + _end[None, :], axis=-1), "int32")
 
-    def backward(tag, x):
+    def backward(carry, x):
+        (tag,) = carry
         back, m_t = x
         out = ops.where(m_t, tag, ops.full_like(tag, TAG_PADDING))
         tag = ops.squeeze(ops.take_along_axis(back, tag[:, None], axis=1), axis=1)
-        return tag, out
+        return (tag,), (out,)
 
-    _, path = ops.scan(backward, last, (backs, _time_major(valid)), reverse=True)
+    _, (path,) = _scan(backward, (last,), (backs, _time_major(valid)), reverse=True)
     return _time_major(path)
 
 
@@ -250,7 +260,7 @@ def crf_marginals(
         return (after, ops.logical_or(seen, m_t)), (beta, seen)
 
     init = (ops.zeros(batch_tags, emissions.dtype), ops.zeros(batch_tags[:1], "bool"))
-    _, (betas, _) = ops.scan(backward, init, (_time_major(emissions), _time_major(valid)), reverse=True)
+    _, (betas, _) = _scan(backward, init, (_time_major(emissions), _time_major(valid)), reverse=True)
     log_p = _time_major(alphas) + _time_major(betas) - log_z[:, None, None]
     # Clamp before exp: invalid positions hold arbitrary sums, and the
     # `where` below must not see an overflowed branch (its gradient is NaN).
