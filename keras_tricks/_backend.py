@@ -10,6 +10,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import keras
+import numpy as np
 from keras import ops, tree
 
 from keras_tricks._typing import Tensor
@@ -120,6 +121,35 @@ def exceeds_in_eager(x: Tensor, threshold: float) -> bool | None:
             # One pass, ~5x faster on CPU than vector_norm(ord=inf) or abs().amax().
             low, high = torch.aminmax(x.detach())
         return bool(high > threshold or -low > threshold)
+    return None
+
+
+def eager_numpy(x: Tensor) -> Any:
+    """`x` as a NumPy array when it is a concrete tensor computed eagerly,
+    None inside a traced or compiled function or for a symbolic tensor.
+
+    Lets a component check values (labels out of range, say) where that can
+    be done, and take the path valid for every value elsewhere.
+    """
+    backend = name()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        if not tf.executing_eagerly() or not isinstance(x, tf.Tensor) or not hasattr(x, "numpy"):
+            return None
+        return x.numpy()
+    if backend == "jax":
+        import jax
+
+        if isinstance(x, jax.core.Tracer) or not isinstance(x, jax.Array):
+            return None
+        return np.asarray(x)
+    if backend == "torch":
+        import torch
+
+        if not isinstance(x, torch.Tensor) or x.is_meta or torch.compiler.is_compiling():
+            return None
+        return x.detach().cpu().numpy()
     return None
 
 

@@ -5,15 +5,31 @@ back without `custom_objects`)."""
 from keras_tricks.layers.conditional_layer_normalization import (
     ConditionalLayerNormalization,
 )
+from keras_tricks.layers.conditional_random_field import ConditionalRandomField
+from keras_tricks.layers.crf_ops import (
+    TAG_PADDING,
+    crf_log_partition,
+    crf_marginals,
+    crf_nll,
+    crf_path_score,
+    viterbi_decode,
+)
 from keras_tricks.layers.efficient_global_pointer import EfficientGlobalPointer
 from keras_tricks.layers.global_pointer import GlobalPointer
 from keras_tricks.layers.squareplus import SquarePlus
 from keras_tricks.spans.decoding import decode_spans
 
 __all__ = [
+    "TAG_PADDING",
     "ConditionalLayerNormalization",
+    "ConditionalRandomField",
     "EfficientGlobalPointer",
     "GlobalPointer",
     "SquarePlus",
+    "crf_log_partition",
+    "crf_marginals",
+    "crf_nll",
+    "crf_path_score",
     "decode_spans",
+    "viterbi_decode",
 ]

@@ -1,6 +1,7 @@
 """Losses of keras_tricks, one file per loss, all registered under the
 package name `keras_tricks`."""
 
+from keras_tricks.losses.crf_loss import CRFLoss
 from keras_tricks.losses.flooding import Flooding
 from keras_tricks.losses.global_pointer_crossentropy import GlobalPointerCrossentropy
 from keras_tricks.losses.global_pointer_kl import global_pointer_kl
@@ -15,6 +16,7 @@ from keras_tricks.losses.sparse_global_pointer_crossentropy import (
 
 __all__ = [
     "SPAN_PADDING",
+    "CRFLoss",
     "Flooding",
     "GlobalPointerCrossentropy",
     "IndividualFlooding",

@@ -13,19 +13,35 @@ losses, the span metrics and the decoders share.
   a backend op (what the sparse loss and metrics do inside).
 - `decode_spans`: scores -> `(batch_index, type, start, end)` rows, on the
   host (also importable as `keras_tricks.layers.decode_spans`).
+- `viterbi_decode_numpy`, `tags_to_spans`, `spans_to_tags`, `num_tags`,
+  `span_rows_to_scores`: CRF tag sequences on the host (BIO / BIOES).
 """
 
 from keras_tricks.spans.conventions import MASK_VALUE, PADDINGS, SPAN_PADDING, check_padding, valid_span_rows
 from keras_tricks.spans.decoding import decode_spans
 from keras_tricks.spans.labels import spans_to_sparse_labels, sparse_spans_to_dense
+from keras_tricks.spans.tagging import (
+    SCHEMES,
+    num_tags,
+    span_rows_to_scores,
+    spans_to_tags,
+    tags_to_spans,
+    viterbi_decode_numpy,
+)
 
 __all__ = [
     "MASK_VALUE",
     "PADDINGS",
+    "SCHEMES",
     "SPAN_PADDING",
     "check_padding",
     "decode_spans",
+    "num_tags",
+    "span_rows_to_scores",
+    "spans_to_tags",
     "sparse_spans_to_dense",
     "spans_to_sparse_labels",
+    "tags_to_spans",
     "valid_span_rows",
+    "viterbi_decode_numpy",
 ]
