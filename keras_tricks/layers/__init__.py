@@ -7,6 +7,7 @@ from keras_tricks.layers.conditional_layer_normalization import (
 )
 from keras_tricks.layers.efficient_global_pointer import EfficientGlobalPointer
 from keras_tricks.layers.global_pointer import GlobalPointer
+from keras_tricks.layers.log_n_multi_head_attention import LogNMultiHeadAttention
 from keras_tricks.layers.squareplus import SquarePlus
 from keras_tricks.spans.decoding import decode_spans
 
@@ -14,6 +15,7 @@ __all__ = [
     "ConditionalLayerNormalization",
     "EfficientGlobalPointer",
     "GlobalPointer",
+    "LogNMultiHeadAttention",
     "SquarePlus",
     "decode_spans",
 ]
