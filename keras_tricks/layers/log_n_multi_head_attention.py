@@ -4,6 +4,7 @@ import math
 from typing import Any
 
 import keras
+import numpy as np
 from keras import ops
 
 from keras_tricks._keras_compat import query_scaled_multi_head_attention
@@ -40,23 +41,49 @@ class LogNMultiHeadAttention(query_scaled_multi_head_attention()):
     """
 
     def __init__(self, num_heads: int, key_dim: int, *, train_length: int = 512, **kwargs: Any) -> None:
-        if kwargs.get("attention_axes") is not None:
+        axes = kwargs.get("attention_axes")
+        # Keras writes the default as [1] in its config.
+        if axes is not None and axes != 1 and tuple(np.atleast_1d(axes).tolist()) != (1,):
             raise ValueError(
-                f"`attention_axes` must be None (attention over axis 1) for LogNMultiHeadAttention, "
+                f"`attention_axes` must be None or (1,) (attention over the sequence axis) for LogNMultiHeadAttention, "
                 f"got {kwargs['attention_axes']!r}."
             )
         super().__init__(num_heads, key_dim, **kwargs)
         self.train_length = check_int("train_length", train_length, minimum=2)
 
     def call(
-        self, query: Tensor, value: Tensor | None = None, key: Tensor | None = None, **kwargs: Any
+        self,
+        query: Tensor,
+        value: Tensor | None = None,
+        key: Tensor | None = None,
+        query_mask: Tensor | None = None,
+        value_mask: Tensor | None = None,
+        key_mask: Tensor | None = None,
+        attention_mask: Tensor | None = None,
+        return_attention_scores: bool = False,
+        training: bool | None = None,
+        use_causal_mask: bool = False,
     ) -> Any:
-        return super().call(query, query if value is None else value, key=key, **kwargs)
+        return super().call(
+            query,
+            query if value is None else value,
+            key=key,
+            query_mask=query_mask,
+            value_mask=value_mask,
+            key_mask=key_mask,
+            attention_mask=attention_mask,
+            return_attention_scores=return_attention_scores,
+            training=training,
+            use_causal_mask=use_causal_mask,
+        )
 
     def compute_output_shape(self, query_shape: Any, value_shape: Any = None, key_shape: Any = None) -> Any:
         return super().compute_output_shape(
             query_shape, query_shape if value_shape is None else value_shape, key_shape
         )
+
+    def compute_output_spec(self, query: Any, value: Any = None, key: Any = None, **kwargs: Any) -> Any:
+        return super().compute_output_spec(query, query if value is None else value, key, **kwargs)
 
     def build(self, query_shape: Any, value_shape: Any = None, key_shape: Any = None) -> None:
         super().build(query_shape, query_shape if value_shape is None else value_shape, key_shape)
