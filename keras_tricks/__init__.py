@@ -3,8 +3,11 @@ for multi-backend Keras 3 (TensorFlow, JAX, PyTorch).
 
 Submodules, one per capability:
     keras_tricks.activations  squareplus
+    keras_tricks.entropy      entropy_normalize, log_n_attention_scale
+    keras_tricks.postprocessing  CAN (can_normalize, CANPredictor), on the host
     keras_tricks.layers       SquarePlus, GlobalPointer, EfficientGlobalPointer,
-                              ConditionalLayerNormalization, decode_spans
+                              ConditionalLayerNormalization, LogNMultiHeadAttention,
+                              decode_spans
     keras_tricks.losses       GlobalPointer losses, flooding
     keras_tricks.metrics      SpanF1, SpanPrecision, SpanRecall
     keras_tricks.spans        span conventions (MASK_VALUE, SPAN_PADDING), labels,
@@ -17,18 +20,32 @@ Submodules, one per capability:
                               explicitly: it is for tests)
 """
 
-from keras_tricks import activations, callbacks, data, layers, losses, metrics, multitask, optimizers, spans
+from keras_tricks import (
+    activations,
+    callbacks,
+    data,
+    entropy,
+    layers,
+    losses,
+    metrics,
+    multitask,
+    optimizers,
+    postprocessing,
+    spans,
+)
 from keras_tricks.version import __version__
 
 __all__ = [
     "activations",
     "callbacks",
     "data",
+    "entropy",
     "layers",
     "losses",
     "metrics",
     "multitask",
     "optimizers",
+    "postprocessing",
     "spans",
     "__version__",
 ]

@@ -36,6 +36,7 @@ __all__ = [
     "restore_global_seed_generator",
     "data_adapter_base",
     "generator_data_adapter",
+    "query_scaled_multi_head_attention",
 ]
 
 
@@ -165,3 +166,37 @@ def generator_data_adapter(generator: Any) -> Any:
     from keras.src.trainers.data_adapters.generator_data_adapter import GeneratorDataAdapter
 
     return GeneratorDataAdapter(generator)
+
+
+_QUERY_SCALED_MHA: list = []
+
+
+def query_scaled_multi_head_attention() -> type:
+    """A `keras.layers.MultiHeadAttention` subclass whose attention calls
+    `self.query_scale(query, attention_mask, use_causal_mask)` (a tensor
+    broadcastable to the projected query `(B, T, N, H)`) and multiplies the
+    projected query by it before the dot product: a per-query scale of the
+    logits, on every attention path of Keras (explicit, `dot_product_attention`,
+    flash).
+
+    Keras has no public hook for the attention scale; its docstring invites
+    overriding `_compute_attention`, whose signature grew
+    (`return_attention_scores`, `use_causal_mask`) between 3.10 and 3.15,
+    hence the pass-through of extra arguments.
+    """
+    if not _QUERY_SCALED_MHA:
+        import keras
+
+        class QueryScaledMultiHeadAttention(keras.layers.MultiHeadAttention):
+            def _compute_attention(
+                self, query, key, value, attention_mask=None, training=None, *args, **kwargs
+            ):
+                use_causal_mask = bool(kwargs.get("use_causal_mask", False))
+                scale = self.query_scale(query, key, attention_mask, use_causal_mask)
+                query = keras.ops.multiply(query, keras.ops.cast(scale, query.dtype))
+                return super()._compute_attention(
+                    query, key, value, attention_mask, training, *args, **kwargs
+                )
+
+        _QUERY_SCALED_MHA.append(QueryScaledMultiHeadAttention)
+    return _QUERY_SCALED_MHA[0]
