@@ -7,12 +7,14 @@ from keras_tricks.layers.conditional_layer_normalization import (
 )
 from keras_tricks.layers.efficient_global_pointer import EfficientGlobalPointer
 from keras_tricks.layers.global_pointer import GlobalPointer
+from keras_tricks.layers.gplinker_heads import GPLinkerHeads
 from keras_tricks.layers.squareplus import SquarePlus
 from keras_tricks.spans.decoding import decode_spans
 
 __all__ = [
     "ConditionalLayerNormalization",
     "EfficientGlobalPointer",
+    "GPLinkerHeads",
     "GlobalPointer",
     "SquarePlus",
     "decode_spans",

@@ -13,11 +13,14 @@ losses, the span metrics and the decoders share.
   a backend op (what the sparse loss and metrics do inside).
 - `decode_spans`: scores -> `(batch_index, type, start, end)` rows, on the
   host (also importable as `keras_tricks.layers.decode_spans`).
+- `triples_to_sparse_labels`, `decode_triples`, `split_gplinker_scores`:
+  GPLinker relation extraction (labels from triples, triples from scores).
 """
 
 from keras_tricks.spans.conventions import MASK_VALUE, PADDINGS, SPAN_PADDING, check_padding, valid_span_rows
 from keras_tricks.spans.decoding import decode_spans
 from keras_tricks.spans.labels import spans_to_sparse_labels, sparse_spans_to_dense
+from keras_tricks.spans.relations import decode_triples, split_gplinker_scores, triples_to_sparse_labels
 
 __all__ = [
     "MASK_VALUE",
@@ -25,7 +28,10 @@ __all__ = [
     "SPAN_PADDING",
     "check_padding",
     "decode_spans",
+    "decode_triples",
     "sparse_spans_to_dense",
     "spans_to_sparse_labels",
+    "split_gplinker_scores",
+    "triples_to_sparse_labels",
     "valid_span_rows",
 ]
