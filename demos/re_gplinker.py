@@ -247,7 +247,7 @@ def main(argv=None):
     ap.add_argument("--dev", help="dev file, used whole (default: 15%% split from --train)")
     ap.add_argument("--test", required=True, help="test file, used whole (e.g. CoNLL04's conll04_dev.json)")
     ap.add_argument("--efficient", action="store_true", help="EfficientGlobalPointer heads")
-    ap.add_argument("--epochs", type=int, default=30)
+    ap.add_argument("--epochs", type=int, default=50)
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--word-dim", type=int, default=100)
