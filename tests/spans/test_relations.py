@@ -197,3 +197,25 @@ def test_valid_rows_without_tril_mask():
     rows = np.array([[0, 1], [2, 0], [-1, 2], [3, 4], [4, 1]])
     assert spans.valid_span_rows(rows, 4, tril_mask=False).tolist() == [True, True, False, False, False]
     assert spans.valid_span_rows(rows, 4).tolist() == [True, False, False, False, False]
+
+
+def _np_span_loss(dense, s):
+    # float64 reference: log(1 + sum_neg e^s) + log(1 + sum_pos e^-s) per
+    # channel over unmasked scores, mean over channels, mean over the batch.
+    s = s.astype(np.float64)
+    keep = s != MASK
+    s = np.where(keep, s, 0.0)
+    pos = np.where(keep & (dense > 0.5), np.exp(-s), 0.0).sum(axis=(-1, -2))
+    neg = np.where(keep & (dense < 0.5), np.exp(s), 0.0).sum(axis=(-1, -2))
+    return float((np.log1p(pos) + np.log1p(neg)).mean())
+
+
+@pytest.mark.harness
+def test_gplinker_loss_through_harness():
+    gold = [OVERLAPPING, [], [((1, 2), 1, (0, 0))], [((4, 4), 2, (3, 3))]]
+    labels = spans.triples_to_sparse_labels(gold, relations=3)
+    s = _random_scores(5, batch=4, relations=3, n=10)
+    dense = testing.to_numpy(spans.sparse_spans_to_dense(labels, 10, tril_mask=False))
+    got = losses.SparseGlobalPointerCrossentropy(tril_mask=False)(labels, s)
+    np.testing.assert_allclose(testing.to_numpy(got), _np_span_loss(dense, s), rtol=1e-5)
+    testing.check_loss(losses.SparseGlobalPointerCrossentropy, {"tril_mask": False}, labels, s, tolerance=4.0)
