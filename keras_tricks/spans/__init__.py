@@ -13,14 +13,21 @@ losses, the span metrics and the decoders share.
   a backend op (what the sparse loss and metrics do inside).
 - `decode_spans`: scores -> `(batch_index, type, start, end)` rows, on the
   host (also importable as `keras_tricks.layers.decode_spans`).
-- `triples_to_sparse_labels`, `decode_triples`, `split_gplinker_scores`:
-  GPLinker relation extraction (labels from triples, triples from scores).
+- `triples_to_sparse_labels`, `decode_triples`, `split_gplinker_scores`,
+  `triples_from_entity_indices`, `triples_from_mentions`: GPLinker relation
+  extraction (labels from triples, triples from scores and from JSON records).
 """
 
 from keras_tricks.spans.conventions import MASK_VALUE, PADDINGS, SPAN_PADDING, check_padding, valid_span_rows
 from keras_tricks.spans.decoding import decode_spans
 from keras_tricks.spans.labels import spans_to_sparse_labels, sparse_spans_to_dense
-from keras_tricks.spans.relations import decode_triples, split_gplinker_scores, triples_to_sparse_labels
+from keras_tricks.spans.relations import (
+    decode_triples,
+    split_gplinker_scores,
+    triples_from_entity_indices,
+    triples_from_mentions,
+    triples_to_sparse_labels,
+)
 
 __all__ = [
     "MASK_VALUE",
@@ -32,6 +39,8 @@ __all__ = [
     "sparse_spans_to_dense",
     "spans_to_sparse_labels",
     "split_gplinker_scores",
+    "triples_from_entity_indices",
+    "triples_from_mentions",
     "triples_to_sparse_labels",
     "valid_span_rows",
 ]

@@ -276,3 +276,79 @@ def decode_triples(
             found = [(s_, relations[r], o) for s_, r, o in found]
         out.append(found)
     return out
+
+
+def triples_from_entity_indices(
+    entities: Sequence[Any], relations: Iterable[Any], end_exclusive: bool = True
+) -> list[Triple]:
+    """Triples of one sentence from SpERT-style records (CoNLL04, SciERC,
+    ADE...): `entities` a list of `{"start", "end"}` dicts (or `(start, end)`
+    pairs), `relations` a list of `{"head", "tail", "type"}` dicts whose
+    `head` / `tail` index `entities`.
+
+    `end_exclusive` (default True, SpERT's convention) says whether `end` is
+    one past the last token; triples carry inclusive ends either way. An
+    index outside `entities` is a `ValueError` naming the relation.
+
+    Examples:
+    >>> ents = [{"type": "Peop", "start": 0, "end": 2}, {"type": "Org", "start": 4, "end": 6}]
+    >>> triples_from_entity_indices(ents, [{"type": "Work_For", "head": 0, "tail": 1}])
+    [((0, 1), 'Work_For', (4, 5))]
+    """
+    end_exclusive = _validation.check_bool("end_exclusive", end_exclusive)
+    spans = []
+    for k, ent in enumerate(entities):
+        try:
+            start, end = (ent["start"], ent["end"]) if isinstance(ent, dict) else ent
+            start, end = _position(start), _position(end)
+        except (TypeError, ValueError, KeyError):
+            raise TypeError(
+                f"`entities[{k}]` must be {{'start', 'end'}} or (start, end) integers, got {ent!r}."
+            ) from None
+        spans.append((start, end - 1 if end_exclusive else end))
+    out = []
+    for k, rel in enumerate(relations):
+        try:
+            head, tail, kind = _position(rel["head"]), _position(rel["tail"]), rel["type"]
+        except (TypeError, ValueError, KeyError):
+            raise TypeError(
+                f"`relations[{k}]` must be {{'head', 'tail', 'type'}} with integer indices, got {rel!r}."
+            ) from None
+        if not (0 <= head < len(spans) and 0 <= tail < len(spans)):
+            raise ValueError(f"`relations[{k}]` = {rel!r} indexes an entity outside the {len(spans)} given.")
+        out.append((spans[head], kind, spans[tail]))
+    return out
+
+
+def triples_from_mentions(tokens: Sequence[Any], spo_list: Iterable[Sequence[Any]]) -> list[Triple]:
+    """Triples of one sentence from text mentions (DuIE / bert4keras style):
+    `spo_list` holds `(subject, predicate, object)` where subject and object
+    are token sequences (for characters as tokens, plain strings), found in
+    `tokens` by their first occurrence (as bert4keras's `search`).
+
+    A mention that does not occur in `tokens` (after truncation, or an
+    annotation error) is a `ValueError` naming it: the triple is never
+    dropped or placed silently. Filter `spo_list` first to skip such triples
+    on purpose.
+
+    Examples:
+    >>> triples_from_mentions(list("周杰伦出生于台湾"), [("周杰伦", "出生地", "台湾")])
+    [((0, 2), '出生地', (6, 7))]
+    """
+    tokens = list(tokens)
+
+    def find(mention, k):
+        m = list(mention)
+        for i in range(len(tokens) - len(m) + 1):
+            if m and tokens[i : i + len(m)] == m:
+                return i, i + len(m) - 1
+        raise ValueError(f"`spo_list[{k}]`: mention {mention!r} does not occur in `tokens`.")
+
+    out = []
+    for k, spo in enumerate(spo_list):
+        try:
+            subject, predicate, obj = spo
+        except (TypeError, ValueError):
+            raise TypeError(f"`spo_list[{k}]` must be (subject, predicate, object), got {spo!r}.") from None
+        out.append((find(subject, k), predicate, find(obj, k)))
+    return out

@@ -219,3 +219,41 @@ def test_gplinker_loss_through_harness():
     got = losses.SparseGlobalPointerCrossentropy(tril_mask=False)(labels, s)
     np.testing.assert_allclose(testing.to_numpy(got), _np_span_loss(dense, s), rtol=1e-5)
     testing.check_loss(losses.SparseGlobalPointerCrossentropy, {"tril_mask": False}, labels, s, tolerance=4.0)
+
+
+def test_triples_from_entity_indices_spert_records():
+    ents = [{"type": "Peop", "start": 0, "end": 2}, {"type": "Loc", "start": 5, "end": 6}, (3, 4)]
+    rels = [{"type": "Live_In", "head": 0, "tail": 1}, {"type": "Kill", "head": 2, "tail": 0}]
+    assert spans.triples_from_entity_indices(ents, rels) == [
+        ((0, 1), "Live_In", (5, 5)),
+        ((3, 3), "Kill", (0, 1)),
+    ]
+    assert spans.triples_from_entity_indices(
+        [(0, 1), (3, 3)], [{"type": "x", "head": 1, "tail": 0}], end_exclusive=False
+    ) == [((3, 3), "x", (0, 1))]
+    assert spans.triples_from_entity_indices(ents, []) == []
+    with pytest.raises(ValueError, match="relations\\[0\\]"):
+        spans.triples_from_entity_indices(ents, [{"type": "x", "head": 0, "tail": 3}])
+    with pytest.raises(TypeError, match="relations\\[0\\]"):
+        spans.triples_from_entity_indices(ents, [{"type": "x", "head": 0}])
+    with pytest.raises(TypeError, match="entities\\[0\\]"):
+        spans.triples_from_entity_indices([{"start": 0.5, "end": 2}], [])
+
+
+def test_triples_from_mentions_duie_style():
+    text = list("周杰伦出生于台湾，周杰伦的妻子是昆凌")
+    spo = [("周杰伦", "出生地", "台湾"), ("周杰伦", "妻子", "昆凌")]
+    got = spans.triples_from_mentions(text, spo)
+    assert got == [((0, 2), "出生地", (6, 7)), ((0, 2), "妻子", (16, 17))]
+    y = spans.triples_to_sparse_labels([got], ["出生地", "妻子"], lengths=[len(text)])
+    assert spans.decode_triples(_label_scores(y, len(text)), relations=["出生地", "妻子"]) == [got]
+    words = "John Smith works for Acme".split()
+    assert spans.triples_from_mentions(words, [(["John", "Smith"], "Work_For", ["Acme"])]) == [
+        ((0, 1), "Work_For", (4, 4))
+    ]
+    with pytest.raises(ValueError, match="'王菲' does not occur"):
+        spans.triples_from_mentions(text, [("王菲", "妻子", "昆凌")])
+    with pytest.raises(ValueError, match="does not occur"):
+        spans.triples_from_mentions(text, [("", "妻子", "昆凌")])
+    with pytest.raises(TypeError, match="spo_list\\[0\\]"):
+        spans.triples_from_mentions(text, [("周杰伦", "妻子")])
