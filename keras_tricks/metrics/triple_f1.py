@@ -90,7 +90,7 @@ class _TripleCounts(keras.metrics.Metric):
             raise ValueError(f"{type(self).__name__} counts triples and takes no `sample_weight`.")
         y_pred = ops.convert_to_tensor(y_pred)
         shape = tuple(y_pred.shape)
-        if len(shape) != 4 or (shape[1] is not None and (shape[1] < 4 or shape[1] % 2)):
+        if len(shape) != 4 or shape[1] is None or shape[1] < 4 or shape[1] % 2:
             raise ValueError(
                 f"`y_pred` must be GPLinker scores of shape (batch, 2 + 2 * relations, n, n), got {shape}."
             )
