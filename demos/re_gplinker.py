@@ -27,8 +27,8 @@ tokens (0: not cut, the default), dropping the triples beyond the cut.
 
 Batches come from a `keras_tricks.data.DataGenerator` subclass (length
 buckets padded to multiples of 16 tokens, reshuffled every epoch from the
-seed). On 2 CPU cores (TensorFlow) an epoch of CoNLL04's 922 sentences takes
-about half a minute.
+seed). On 2 CPU cores (TensorFlow) an epoch of the 784 CoNLL04 training
+sentences (15% held out as dev) takes 5-8 s, 50 epochs 6-7 minutes.
 """
 
 import argparse
