@@ -16,6 +16,7 @@ from keras_tricks.layers.crf_ops import (
 )
 from keras_tricks.layers.efficient_global_pointer import EfficientGlobalPointer
 from keras_tricks.layers.global_pointer import GlobalPointer
+from keras_tricks.layers.gplinker_heads import GPLinkerHeads
 from keras_tricks.layers.log_n_multi_head_attention import LogNMultiHeadAttention
 from keras_tricks.layers.squareplus import SquarePlus
 from keras_tricks.spans.decoding import decode_spans
@@ -25,6 +26,7 @@ __all__ = [
     "ConditionalLayerNormalization",
     "ConditionalRandomField",
     "EfficientGlobalPointer",
+    "GPLinkerHeads",
     "GlobalPointer",
     "LogNMultiHeadAttention",
     "SquarePlus",

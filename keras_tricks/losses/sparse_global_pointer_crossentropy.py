@@ -7,6 +7,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_tricks import _validation
 from keras_tricks._typing import DTypeLike, Tensor
 from keras_tricks.losses.global_pointer_crossentropy import (
     check_span_scores,
@@ -82,8 +83,16 @@ class SparseGlobalPointerCrossentropy(keras.losses.Loss):
     gradients for any finite logits, in every dtype. Duplicate spans count
     once (as in dense labels).
 
+    Heads without the lower-triangle mask. GPLinker's link heads
+    (`GlobalPointer(..., tril_mask=False)`) score ordered pairs of positions
+    (i, j) in both orders, so a row with end < start is a label there, not a
+    reversed span: pass `tril_mask=False` (the same flag as the head's) and
+    such rows count; with the default they are ignored, as above.
+
     Args:
         padding: -1 (default) or "bert4keras", as above.
+        tril_mask: True (default) for heads that mask end < start; False for
+            heads built with `tril_mask=False` (rows in either order count).
         name, reduction, dtype: as `keras.losses.Loss`.
 
     Shapes: `y_true` `(batch, heads, max_spans, 2)` integers, `y_pred`
@@ -100,19 +109,21 @@ class SparseGlobalPointerCrossentropy(keras.losses.Loss):
     def __init__(
         self,
         padding: int | str = SPAN_PADDING,
+        tril_mask: bool = True,
         name: str = "sparse_global_pointer_crossentropy",
         reduction: str | None = "sum_over_batch_size",
         dtype: DTypeLike = None,
     ) -> None:
         super().__init__(name=name, reduction=reduction, dtype=dtype)
         self.padding = check_padding(padding)
+        self.tril_mask = _validation.check_bool("tril_mask", tril_mask)
 
     def call(self, y_true: Tensor, y_pred: Tensor) -> Tensor:
         check_span_scores(y_pred)
         check_sparse_labels(y_true, y_pred)
         if self.padding == SPAN_PADDING:
             _warn_if_bert4keras_padded(y_true)
-        dense = sparse_spans_to_dense(y_true, ops.shape(y_pred)[-1], self.padding)
+        dense = sparse_spans_to_dense(y_true, ops.shape(y_pred)[-1], self.padding, self.tril_mask)
         # Reshaping to the scores' shape makes a batch or heads mismatch that
         # only shows at run time fail loudly instead of broadcasting.
         dense = ops.reshape(dense, ops.shape(y_pred))
@@ -121,4 +132,5 @@ class SparseGlobalPointerCrossentropy(keras.losses.Loss):
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()
         config["padding"] = self.padding
+        config["tril_mask"] = self.tril_mask
         return config

@@ -15,11 +15,21 @@ losses, the span metrics and the decoders share.
   host (also importable as `keras_tricks.layers.decode_spans`).
 - `viterbi_decode_numpy`, `tags_to_spans`, `spans_to_tags`, `num_tags`,
   `span_rows_to_scores`: CRF tag sequences on the host (BIO / BIOES).
+- `triples_to_sparse_labels`, `decode_triples`, `split_gplinker_scores`,
+  `triples_from_entity_indices`, `triples_from_mentions`: GPLinker relation
+  extraction (labels from triples, triples from scores and from JSON records).
 """
 
 from keras_tricks.spans.conventions import MASK_VALUE, PADDINGS, SPAN_PADDING, check_padding, valid_span_rows
 from keras_tricks.spans.decoding import decode_spans
 from keras_tricks.spans.labels import spans_to_sparse_labels, sparse_spans_to_dense
+from keras_tricks.spans.relations import (
+    decode_triples,
+    split_gplinker_scores,
+    triples_from_entity_indices,
+    triples_from_mentions,
+    triples_to_sparse_labels,
+)
 from keras_tricks.spans.tagging import (
     SCHEMES,
     num_tags,
@@ -36,12 +46,17 @@ __all__ = [
     "SPAN_PADDING",
     "check_padding",
     "decode_spans",
+    "decode_triples",
     "num_tags",
     "span_rows_to_scores",
+    "spans_to_sparse_labels",
     "spans_to_tags",
     "sparse_spans_to_dense",
-    "spans_to_sparse_labels",
+    "split_gplinker_scores",
     "tags_to_spans",
+    "triples_from_entity_indices",
+    "triples_from_mentions",
+    "triples_to_sparse_labels",
     "valid_span_rows",
     "viterbi_decode_numpy",
 ]

@@ -40,17 +40,24 @@ def check_padding(padding: int | str) -> int | str:
     return SPAN_PADDING if not isinstance(padding, str) else padding
 
 
-def valid_span_rows(y_true: Tensor, n: int | Tensor, padding: int | str = SPAN_PADDING) -> Tensor:
+def valid_span_rows(
+    y_true: Tensor, n: int | Tensor, padding: int | str = SPAN_PADDING, tril_mask: bool = True
+) -> Tensor:
     """Boolean `(..., max_spans)`: which (start, end) rows are spans.
 
     The one definition shared by the sparse loss and the sparse metrics: a
     row is a span when `0 <= start <= end < n`; padding rows (negative, or
     (0, 0) under `padding="bert4keras"`), reversed rows (end < start: no
     GlobalPointer span, which the layers mask) and rows outside the sequence
-    are not, and are ignored by both.
+    are not, and are ignored by both. With `tril_mask=False` (labels of a
+    head built with `tril_mask=False`, such as GPLinker's link heads, whose
+    rows are (subject position, object position) pairs in either order) a
+    reversed row is a pair like any other: `0 <= start, end < n`.
     """
     start, end = y_true[..., 0], y_true[..., 1]
-    valid = (start >= 0) & (end >= start) & (end < n)
+    valid = (start >= 0) & (end >= 0) & (end < n) & (start < n)
+    if tril_mask:
+        valid = valid & (end >= start)
     if padding == "bert4keras":
         valid = valid & ((start > 0) | (end > 0))
     return valid

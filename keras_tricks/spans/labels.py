@@ -14,16 +14,18 @@ from keras_tricks._typing import Tensor
 from keras_tricks.spans.conventions import SPAN_PADDING, check_padding, valid_span_rows
 
 
-def sparse_spans_to_dense(y_true: Tensor, n: int | Tensor, padding: int | str = SPAN_PADDING) -> Tensor:
+def sparse_spans_to_dense(
+    y_true: Tensor, n: int | Tensor, padding: int | str = SPAN_PADDING, tril_mask: bool = True
+) -> Tensor:
     """`(batch, heads, max_spans, 2)` (start, end) rows -> float32 dense labels
-    `(batch, heads, n, n)`. Rows that `valid_span_rows` rejects are dropped;
-    duplicate rows count once."""
+    `(batch, heads, n, n)`. Rows that `valid_span_rows` (with this
+    `tril_mask`) rejects are dropped; duplicate rows count once."""
     padding = check_padding(padding)
     y_true = ops.cast(y_true, "int32")
     shape = ops.shape(y_true)
     rows_count = shape[0] * shape[1]
     spans = ops.reshape(y_true, (rows_count, shape[2], 2))
-    valid = valid_span_rows(spans, n, padding)
+    valid = valid_span_rows(spans, n, padding, tril_mask)
     start, end = spans[..., 0], spans[..., 1]
     # Invalid rows go to a spare column n*n, cut off afterwards.
     col = ops.where(valid, start * n + end, n * n)

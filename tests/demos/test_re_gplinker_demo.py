@@ -1,0 +1,66 @@
+"""demos/re_gplinker.py: the CoNLL04 reader (BILOU tags, entity indices) and
+a smoke run on a tiny synthetic file written here (never the shared data)."""
+
+import importlib.util
+import json
+import os
+
+import keras
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def _demo():
+    path = os.path.join(ROOT, "demos", "re_gplinker.py")
+    spec = importlib.util.spec_from_file_location("re_gplinker_demo", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+RECORDS = [
+    {
+        "tokens": ["John", "Smith", "works", "for", "Acme", "Corp", "in", "Paris", "."],
+        "tags": ["B-Peop", "L-Peop", "O", "O", "B-Org", "L-Org", "O", "U-Loc", "O"],
+        "relations": [
+            {"head": 0, "tail": 1, "type": "Work_For"},
+            {"head": 1, "tail": 2, "type": "OrgBased_In"},
+        ],
+    },
+    {
+        "tokens": ["Mary", "lives", "in", "New", "York", "City"],
+        "tags": ["U-Peop", "O", "O", "B-Loc", "I-Loc", "L-Loc"],
+        "relations": [{"head": 0, "tail": 1, "type": "Live_In"}],
+    },
+    {"tokens": ["Nothing", "here"], "tags": ["O", "O"], "relations": []},
+]
+
+
+def test_reader_turns_entity_indices_into_span_triples(tmp_path):
+    demo = _demo()
+    assert demo.bilou_to_spans(["B-X", "I-X", "L-X", "U-Y", "O", "U-Y"]) == [
+        (0, 2, "X"),
+        (3, 3, "Y"),
+        (5, 5, "Y"),
+    ]
+    path = tmp_path / "tiny.json"
+    path.write_text(json.dumps(RECORDS))
+    sents = demo.read_conll04(str(path))
+    assert sents[0].triples == [((0, 1), "Work_For", (4, 5)), ((4, 5), "OrgBased_In", (7, 7))]
+    assert sents[1].triples == [((0, 0), "Live_In", (3, 5))]
+    assert sents[2].triples == []
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps([dict(RECORDS[1], relations=[{"head": 0, "tail": 5, "type": "Live_In"}])]))
+    with pytest.raises(ValueError, match="record 0"):
+        demo.read_conll04(str(bad))
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="demo test runs on TF only")
+def test_demo_smoke_run(tmp_path):
+    path = tmp_path / "tiny.json"
+    path.write_text(json.dumps(RECORDS * 8))
+    result = _demo().main(["--train", str(path), "--test", str(path), "--smoke", "--verbose", "0"])
+    assert 0.0 <= result["p"] <= 1.0 and 0.0 <= result["r"] <= 1.0 and 0.0 <= result["f1"] <= 1.0
+    assert len(result["curve"]) == 1
