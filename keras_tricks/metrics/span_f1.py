@@ -12,12 +12,13 @@ from keras_tricks import _numerics, _validation
 from keras_tricks._typing import DTypeLike, Tensor
 from keras_tricks.losses.global_pointer_crossentropy import check_dense_labels
 from keras_tricks.losses.sparse_global_pointer_crossentropy import check_sparse_labels
-from keras_tricks.spans.conventions import MASK_VALUE, SPAN_PADDING, check_padding
+from keras_tricks.metrics._prf import PRFCounts
+from keras_tricks.spans.conventions import SPAN_PADDING
 from keras_tricks.spans.labels import sparse_spans_to_dense
 
 
-class _SpanCounts(keras.metrics.Metric):
-    """Accumulates true/false positives and false negatives of spans."""
+class _SpanCounts(PRFCounts):
+    """Counts true/false positives and false negatives of spans."""
 
     def __init__(
         self,
@@ -27,16 +28,8 @@ class _SpanCounts(keras.metrics.Metric):
         name: str | None = None,
         dtype: DTypeLike = None,
     ) -> None:
-        super().__init__(name=name, dtype=dtype)
-        self.threshold = _validation.check_float(
-            "threshold", threshold, minimum=MASK_VALUE, min_inclusive=False
-        )
+        super().__init__(threshold=threshold, padding=padding, name=name, dtype=dtype)
         self.sparse = _validation.check_bool("sparse", sparse)
-        self.padding = check_padding(padding)
-        # Integer counts: exact (a float32 count stops at 2**24 increments).
-        self.true_positives = self.add_variable((), "zeros", dtype="int32", name="true_positives")
-        self.false_positives = self.add_variable((), "zeros", dtype="int32", name="false_positives")
-        self.false_negatives = self.add_variable((), "zeros", dtype="int32", name="false_negatives")
 
     def update_state(self, y_true: Tensor, y_pred: Tensor, sample_weight: Tensor | None = None) -> None:
         if sample_weight is not None:
@@ -61,21 +54,9 @@ class _SpanCounts(keras.metrics.Metric):
         self.false_positives.assign_add(count(ops.logical_and(pred, ops.logical_not(true))))
         self.false_negatives.assign_add(count(ops.logical_and(ops.logical_not(pred), true)))
 
-    def _counts(self) -> tuple[Tensor, Tensor, Tensor]:
-        f = lambda v: ops.cast(v, "float32")  # noqa: E731
-        return f(self.true_positives), f(self.false_positives), f(self.false_negatives)
-
-    @staticmethod
-    def _ratio(num: Tensor, den: Tensor) -> Tensor:
-        return ops.where(den > 0, num / ops.maximum(den, 1.0), ops.zeros_like(num))
-
-    def reset_state(self) -> None:
-        for v in (self.true_positives, self.false_positives, self.false_negatives):
-            v.assign(ops.zeros((), dtype="int32"))
-
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()
-        config.update({"threshold": self.threshold, "sparse": self.sparse, "padding": self.padding})
+        config.update({"sparse": self.sparse})
         return config
 
 
@@ -121,6 +102,7 @@ _DOC = """{what} of predicted spans, micro-averaged over an epoch.
 @keras.saving.register_keras_serializable(package="keras_tricks")
 class SpanF1(_SpanCounts):
     __doc__ = _DOC.format(what="Micro F1", cls="SpanF1")
+    score = "f1"
 
     def __init__(
         self,
@@ -132,14 +114,11 @@ class SpanF1(_SpanCounts):
     ) -> None:
         super().__init__(threshold=threshold, sparse=sparse, padding=padding, name=name, dtype=dtype)
 
-    def result(self) -> Tensor:
-        tp, fp, fn = self._counts()
-        return self._ratio(2.0 * tp, 2.0 * tp + fp + fn)
-
 
 @keras.saving.register_keras_serializable(package="keras_tricks")
 class SpanPrecision(_SpanCounts):
     __doc__ = _DOC.format(what="Micro precision", cls="SpanPrecision")
+    score = "precision"
 
     def __init__(
         self,
@@ -151,14 +130,11 @@ class SpanPrecision(_SpanCounts):
     ) -> None:
         super().__init__(threshold=threshold, sparse=sparse, padding=padding, name=name, dtype=dtype)
 
-    def result(self) -> Tensor:
-        tp, fp, _ = self._counts()
-        return self._ratio(tp, tp + fp)
-
 
 @keras.saving.register_keras_serializable(package="keras_tricks")
 class SpanRecall(_SpanCounts):
     __doc__ = _DOC.format(what="Micro recall", cls="SpanRecall")
+    score = "recall"
 
     def __init__(
         self,
@@ -169,7 +145,3 @@ class SpanRecall(_SpanCounts):
         dtype: DTypeLike = None,
     ) -> None:
         super().__init__(threshold=threshold, sparse=sparse, padding=padding, name=name, dtype=dtype)
-
-    def result(self) -> Tensor:
-        tp, _, fn = self._counts()
-        return self._ratio(tp, tp + fn)

@@ -10,10 +10,11 @@ from typing import Any
 import keras
 from keras import ops
 
-from keras_tricks import _numerics, _validation
+from keras_tricks import _numerics
 from keras_tricks._typing import DTypeLike, Tensor
 from keras_tricks.losses.sparse_global_pointer_crossentropy import check_sparse_labels
-from keras_tricks.spans.conventions import MASK_VALUE, SPAN_PADDING, check_padding
+from keras_tricks.metrics._prf import PRFCounts
+from keras_tricks.spans.conventions import SPAN_PADDING
 from keras_tricks.spans.labels import sparse_spans_to_dense
 
 
@@ -66,24 +67,8 @@ def _add_saturating(variable, increment):
     variable.assign(ops.minimum(variable, limit) + increment)
 
 
-class _TripleCounts(keras.metrics.Metric):
-    """Accumulates true/false positives and false negatives of triples."""
-
-    def __init__(
-        self,
-        threshold: float = 0.0,
-        padding: int | str = SPAN_PADDING,
-        name: str | None = None,
-        dtype: DTypeLike = None,
-    ) -> None:
-        super().__init__(name=name, dtype=dtype)
-        self.threshold = _validation.check_float(
-            "threshold", threshold, minimum=MASK_VALUE, min_inclusive=False
-        )
-        self.padding = check_padding(padding)
-        self.true_positives = self.add_variable((), "zeros", dtype="int32", name="true_positives")
-        self.false_positives = self.add_variable((), "zeros", dtype="int32", name="false_positives")
-        self.false_negatives = self.add_variable((), "zeros", dtype="int32", name="false_negatives")
+class _TripleCounts(PRFCounts):
+    """Counts true/false positives and false negatives of triples."""
 
     def update_state(self, y_true: Tensor, y_pred: Tensor, sample_weight: Tensor | None = None) -> None:
         if sample_weight is not None:
@@ -114,23 +99,6 @@ class _TripleCounts(keras.metrics.Metric):
         _add_saturating(self.true_positives, tp)
         _add_saturating(self.false_positives, n_pred - tp)
         _add_saturating(self.false_negatives, n_true - tp)
-
-    def _counts(self) -> tuple[Tensor, Tensor, Tensor]:
-        f = lambda v: ops.cast(v, "float32")  # noqa: E731
-        return f(self.true_positives), f(self.false_positives), f(self.false_negatives)
-
-    @staticmethod
-    def _ratio(num: Tensor, den: Tensor) -> Tensor:
-        return ops.where(den > 0, num / ops.maximum(den, 1.0), ops.zeros_like(num))
-
-    def reset_state(self) -> None:
-        for v in (self.true_positives, self.false_positives, self.false_negatives):
-            v.assign(ops.zeros((), dtype="int32"))
-
-    def get_config(self) -> dict[str, Any]:
-        config = super().get_config()
-        config.update({"threshold": self.threshold, "padding": self.padding})
-        return config
 
 
 _DOC = """{what} of predicted relation triples (strict: both spans exact
@@ -182,6 +150,7 @@ _DOC = """{what} of predicted relation triples (strict: both spans exact
 @keras.saving.register_keras_serializable(package="keras_tricks")
 class TripleF1(_TripleCounts):
     __doc__ = _DOC.format(what="Micro F1", cls="TripleF1")
+    score = "f1"
 
     def __init__(
         self,
@@ -192,14 +161,11 @@ class TripleF1(_TripleCounts):
     ) -> None:
         super().__init__(threshold=threshold, padding=padding, name=name, dtype=dtype)
 
-    def result(self) -> Tensor:
-        tp, fp, fn = self._counts()
-        return self._ratio(2.0 * tp, 2.0 * tp + fp + fn)
-
 
 @keras.saving.register_keras_serializable(package="keras_tricks")
 class TriplePrecision(_TripleCounts):
     __doc__ = _DOC.format(what="Micro precision", cls="TriplePrecision")
+    score = "precision"
 
     def __init__(
         self,
@@ -210,14 +176,11 @@ class TriplePrecision(_TripleCounts):
     ) -> None:
         super().__init__(threshold=threshold, padding=padding, name=name, dtype=dtype)
 
-    def result(self) -> Tensor:
-        tp, fp, _ = self._counts()
-        return self._ratio(tp, tp + fp)
-
 
 @keras.saving.register_keras_serializable(package="keras_tricks")
 class TripleRecall(_TripleCounts):
     __doc__ = _DOC.format(what="Micro recall", cls="TripleRecall")
+    score = "recall"
 
     def __init__(
         self,
@@ -227,7 +190,3 @@ class TripleRecall(_TripleCounts):
         dtype: DTypeLike = None,
     ) -> None:
         super().__init__(threshold=threshold, padding=padding, name=name, dtype=dtype)
-
-    def result(self) -> Tensor:
-        tp, _, fn = self._counts()
-        return self._ratio(tp, tp + fn)
