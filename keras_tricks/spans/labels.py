@@ -105,18 +105,36 @@ def spans_to_sparse_labels(
                 )
             rows[t].append((start, end))
         per_sample.append(rows)
+    return _pack_span_rows(
+        per_sample, num_types, max_spans, padding, "max_spans", "spans of one type", "spans"
+    )
+
+
+def _pack_span_rows(
+    per_sample: Sequence[Sequence[Iterable[tuple[int, int]]]],
+    channels: int,
+    limit: int | None,
+    padding: int | str,
+    limit_name: str,
+    counted: str,
+    kept: str,
+) -> np.ndarray:
+    """`(batch, channels, limit, 2)` int32 from per-sample, per-channel
+    `(start, end)` rows, padded with `padding`'s value; `limit=None` takes the
+    largest count (at least 1). More rows than `limit` is a ValueError naming
+    `limit_name`: a label is never dropped silently."""
     longest = max((len(r) for rows in per_sample for r in rows), default=0)
-    if max_spans is None:
-        max_spans = max(longest, 1)
-    elif longest > max_spans:
+    if limit is None:
+        limit = max(longest, 1)
+    elif longest > limit:
         raise ValueError(
-            f"A sample has {longest} spans of one type, more than `max_spans`={max_spans}; "
-            "raise `max_spans` (spans are never dropped silently)."
+            f"A sample has {longest} {counted}, more than `{limit_name}`={limit}; "
+            f"raise `{limit_name}` ({kept} are never dropped silently)."
         )
     fill = 0 if padding == "bert4keras" else SPAN_PADDING
-    out = np.full((len(per_sample), num_types, max_spans, 2), fill, np.int32)
+    out = np.full((len(per_sample), channels, limit, 2), fill, np.int32)
     for b, rows in enumerate(per_sample):
-        for t, r in enumerate(rows):
+        for c, r in enumerate(rows):
             if r:
-                out[b, t, : len(r)] = r
+                out[b, c, : len(r)] = list(r)
     return out

@@ -27,6 +27,7 @@ from keras import ops
 from keras_tricks import _validation
 from keras_tricks._typing import Tensor
 from keras_tricks.spans.conventions import MASK_VALUE, SPAN_PADDING, check_padding
+from keras_tricks.spans.labels import _pack_span_rows
 
 #: A triple: ((subject start, subject end), relation, (object start, object end)),
 #: ends inclusive; the relation is its index, or its name when decoding with
@@ -173,21 +174,9 @@ def triples_to_sparse_labels(
                     )
                 rows[ch][row] = None
         per_sample.append(rows)
-    longest = max((len(r) for rows in per_sample for r in rows), default=0)
-    if max_rows is None:
-        max_rows = max(longest, 1)
-    elif longest > max_rows:
-        raise ValueError(
-            f"A sample has {longest} rows in one channel, more than `max_rows`={max_rows}; "
-            "raise `max_rows` (labels are never dropped silently)."
-        )
-    fill = 0 if padding == "bert4keras" else SPAN_PADDING
-    out = np.full((len(per_sample), channels, max_rows, 2), fill, np.int32)
-    for b, rows in enumerate(per_sample):
-        for ch, r in enumerate(rows):
-            if r:
-                out[b, ch, : len(r)] = list(r)
-    return out
+    return _pack_span_rows(
+        per_sample, channels, max_rows, padding, "max_rows", "rows in one channel", "labels"
+    )
 
 
 def _as_numpy(x: Tensor) -> np.ndarray:
