@@ -83,6 +83,17 @@ def _check_top_k(top_k: Any, classes: int) -> int:
     return top_k
 
 
+def _check_settings(threshold: Any, top_k: Any, alpha: Any, iters: Any, classes: int) -> tuple:
+    """CAN's four settings, checked (shared by `can_normalize` and `CANPredictor`,
+    which checks them at construction so a bad one fails before any prediction)."""
+    return (
+        check_float("threshold", threshold, minimum=0.0, maximum=1.0, min_inclusive=False),
+        _check_top_k(top_k, classes),
+        check_float("alpha", alpha, minimum=0.0, min_inclusive=False),
+        check_int("iters", iters, minimum=1),
+    )
+
+
 def _uncertainty(values: np.ndarray, top_k: int) -> np.ndarray:
     top = np.sort(values, axis=1)[:, -top_k:]
     top = top / top.sum(axis=1, keepdims=True)
@@ -244,10 +255,7 @@ def can_normalize(
     values = _check_probabilities("probs", probs)
     classes = values.shape[1]
     prior_values = _check_prior(prior, classes)
-    threshold = check_float("threshold", threshold, minimum=0.0, maximum=1.0, min_inclusive=False)
-    top_k = _check_top_k(top_k, classes)
-    alpha = check_float("alpha", alpha, minimum=0.0, min_inclusive=False)
-    iters = check_int("iters", iters, minimum=1)
+    threshold, top_k, alpha, iters = _check_settings(threshold, top_k, alpha, iters, classes)
     if reference is None:
         ref_values = values
     else:
@@ -320,10 +328,9 @@ class CANPredictor:
             )
         self.prior = _check_prior(prior_array, prior_array.shape[0])
         classes = self.prior.shape[0]
-        self.threshold = check_float("threshold", threshold, minimum=0.0, maximum=1.0, min_inclusive=False)
-        self.top_k = _check_top_k(top_k, classes)
-        self.alpha = check_float("alpha", alpha, minimum=0.0, min_inclusive=False)
-        self.iters = check_int("iters", iters, minimum=1)
+        self.threshold, self.top_k, self.alpha, self.iters = _check_settings(
+            threshold, top_k, alpha, iters, classes
+        )
         self.reference = (
             None if reference is None else _check_probabilities("reference", reference, classes=classes)
         )
