@@ -64,7 +64,6 @@ import argparse
 import collections
 import json
 import os
-import re
 import sys
 import time
 
@@ -81,6 +80,8 @@ import _quiet  # noqa: E402
 
 keras = _quiet.quiet_backend_start()
 
+from _text_encoder import WordCharVocab, encoder  # noqa: E402
+from _text_encoder import shown as _shown  # noqa: E402
 from keras import layers as L  # noqa: E402
 
 import keras_tricks  # noqa: E402
@@ -89,7 +90,6 @@ from keras_tricks import losses as kt_losses  # noqa: E402
 from keras_tricks.data import DataGenerator  # noqa: E402
 
 DEFAULT_DATA = os.path.join(HERE, "data", "wikigold", "wikigold.conll.txt")
-MAX_CHARS = 16
 BUCKET = 16
 
 
@@ -189,30 +189,11 @@ def outermost(spans):
     return sorted(kept)
 
 
-def norm_word(w):
-    return re.sub(r"\d", "0", w.lower())
-
-
-class Vocab:
+class Vocab(WordCharVocab):
     def __init__(self, train, min_count=2):
-        words = collections.Counter(norm_word(w) for s in train for w in s.tokens)
-        chars = collections.Counter(c for s in train for w in s.tokens for c in w)
-        self.words = {w: i + 2 for i, w in enumerate(sorted(w for w, c in words.items() if c >= min_count))}
-        self.chars = {c: i + 2 for i, c in enumerate(sorted(chars))}
+        super().__init__(train, min_count)
         self.types = sorted({t for s in train for _, _, t in s.spans})
         self.tags = ["O"] + [f"{p}-{t}" for t in self.types for p in "BI"]
-
-    def encode(self, sentences, n, limit=None):
-        """Word and character ids `(batch, n)`, `(batch, n, MAX_CHARS)` of
-        the first `limit` (default n) tokens of each sentence, 0-padded."""
-        words = np.zeros((len(sentences), n), "int32")
-        chars = np.zeros((len(sentences), n, MAX_CHARS), "int32")
-        for b, s in enumerate(sentences):
-            for i, w in enumerate(s.tokens[: min(n, limit or n)]):
-                words[b, i] = self.words.get(norm_word(w), 1)
-                ids = [self.chars.get(c, 1) for c in w[:MAX_CHARS]]
-                chars[b, i, : len(ids)] = ids
-        return words, chars
 
 
 class NerBatches(DataGenerator):
@@ -276,17 +257,7 @@ class NerBatches(DataGenerator):
 
 
 def build_model(vocab, head, args):
-    words = keras.Input((None,), dtype="int32", name="words")
-    chars = keras.Input((None, MAX_CHARS), dtype="int32", name="chars")
-    w = L.Embedding(len(vocab.words) + 2, args.word_dim, mask_zero=True)(words)
-    c = L.Embedding(len(vocab.chars) + 2, args.char_dim)(chars)
-    c = L.Conv2D(args.char_filters, (1, 3), padding="same", activation="relu")(c)
-    c = L.MaxPooling2D((1, MAX_CHARS))(c)
-    c = L.Reshape((-1, args.char_filters))(c)
-    x = L.Concatenate()([w, c])
-    x = L.Dropout(args.dropout)(x)
-    x = L.Bidirectional(L.LSTM(args.lstm, return_sequences=True))(x)
-    x = L.Dropout(args.dropout)(x)
+    inputs, x = encoder(vocab, args)
     if head == "bio":
         out = L.Dense(len(vocab.tags), activation="softmax")(x)
         loss = "sparse_categorical_crossentropy"
@@ -294,7 +265,7 @@ def build_model(vocab, head, args):
         cls = kt_layers.EfficientGlobalPointer if head == "efficient" else kt_layers.GlobalPointer
         out = cls(heads=len(vocab.types), head_size=args.head_size)(x)
         loss = kt_losses.SparseGlobalPointerCrossentropy()
-    model = keras.Model([words, chars], out)
+    model = keras.Model(inputs, out)
     # No XLA: every length bucket would compile its own program.
     model.compile(
         optimizer=keras.optimizers.Adam(args.lr),
@@ -446,11 +417,6 @@ def run_head(head, train, dev, test, vocab, args, nested):
         "curve": keep.curve,
         "test_spans": found,
     }
-
-
-def _shown(path):
-    rel = os.path.relpath(path)
-    return os.path.abspath(path) if rel.startswith("..") else rel
 
 
 def load_data(args):

@@ -51,7 +51,9 @@ import _quiet  # noqa: E402
 
 keras = _quiet.quiet_backend_start()
 
-from keras import layers as L  # noqa: E402
+
+from _text_encoder import WordCharVocab, encoder  # noqa: E402
+from _text_encoder import shown as _shown  # noqa: E402
 
 import keras_tricks  # noqa: E402
 from keras_tricks import layers as kt_layers  # noqa: E402
@@ -60,7 +62,6 @@ from keras_tricks import metrics as kt_metrics  # noqa: E402
 from keras_tricks import spans as kt_spans  # noqa: E402
 from keras_tricks.data import DataGenerator  # noqa: E402
 
-MAX_CHARS = 16
 BUCKET = 16
 
 # triples: ((s_start, s_end), relation name, (o_start, o_end)), ends inclusive
@@ -101,27 +102,10 @@ def read_conll04(path):
     return out
 
 
-def norm_word(w):
-    return "".join("0" if c.isdigit() else c for c in w.lower())
-
-
-class Vocab:
+class Vocab(WordCharVocab):
     def __init__(self, train, min_count=2):
-        words = collections.Counter(norm_word(w) for s in train for w in s.tokens)
-        chars = collections.Counter(c for s in train for w in s.tokens for c in w)
-        self.words = {w: i + 2 for i, w in enumerate(sorted(w for w, c in words.items() if c >= min_count))}
-        self.chars = {c: i + 2 for i, c in enumerate(sorted(chars))}
+        super().__init__(train, min_count)
         self.relations = sorted({r for s in train for _, r, _ in s.triples})
-
-    def encode(self, sentences, n):
-        words = np.zeros((len(sentences), n), "int32")
-        chars = np.zeros((len(sentences), n, MAX_CHARS), "int32")
-        for b, s in enumerate(sentences):
-            for i, w in enumerate(s.tokens[:n]):
-                words[b, i] = self.words.get(norm_word(w), 1)
-                ids = [self.chars.get(c, 1) for c in w[:MAX_CHARS]]
-                chars[b, i, : len(ids)] = ids
-        return words, chars
 
 
 class ReBatches(DataGenerator):
@@ -169,19 +153,9 @@ class ReBatches(DataGenerator):
 
 
 def build_model(vocab, args):
-    words = keras.Input((None,), dtype="int32", name="words")
-    chars = keras.Input((None, MAX_CHARS), dtype="int32", name="chars")
-    w = L.Embedding(len(vocab.words) + 2, args.word_dim, mask_zero=True)(words)
-    c = L.Embedding(len(vocab.chars) + 2, args.char_dim)(chars)
-    c = L.Conv2D(args.char_filters, (1, 3), padding="same", activation="relu")(c)
-    c = L.MaxPooling2D((1, MAX_CHARS))(c)
-    c = L.Reshape((-1, args.char_filters))(c)
-    x = L.Concatenate()([w, c])
-    x = L.Dropout(args.dropout)(x)
-    x = L.Bidirectional(L.LSTM(args.lstm, return_sequences=True))(x)
-    x = L.Dropout(args.dropout)(x)
+    inputs, x = encoder(vocab, args)
     out = kt_layers.GPLinkerHeads(len(vocab.relations), args.head_size, efficient=args.efficient)(x)
-    model = keras.Model([words, chars], out)
+    model = keras.Model(inputs, out)
     model.compile(
         optimizer=keras.optimizers.Adam(args.lr),
         loss=kt_losses.SparseGlobalPointerCrossentropy(tril_mask=False),
@@ -232,11 +206,6 @@ def split_dev(train, seed, fraction=0.15):
     return [s for i, s in enumerate(train) if i not in dev_idx], [
         s for i, s in enumerate(train) if i in dev_idx
     ]
-
-
-def _shown(path):
-    rel = os.path.relpath(path)
-    return os.path.abspath(path) if rel.startswith("..") else rel
 
 
 def main(argv=None):
