@@ -44,6 +44,17 @@ def _gone_within(pids, seconds):
     return alive
 
 
+@pytest.fixture
+def python_sigint_handler():
+    """Python installs its KeyboardInterrupt handler at start-up only when SIGINT is
+    not ignored, and a job a shell starts in the background (`cmd &`, as CI's
+    minimum-Keras step is) inherits SIGINT ignored. The guard sits only over
+    Python's default handler, so the Ctrl-C tests put that default in place."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
 class _PressCtrlC(keras.callbacks.Callback):
     def __init__(self, gen):
         super().__init__()
@@ -56,7 +67,7 @@ class _PressCtrlC(keras.callbacks.Callback):
             os.kill(os.getpid(), signal.SIGINT)
 
 
-def test_ctrl_c_during_fit_stops_the_workers():
+def test_ctrl_c_during_fit_stops_the_workers(python_sigint_handler):
     gen = RegressionGenerator(_data(), batch_size=8, workers=2, start_method="fork", seed=0)
     press = _PressCtrlC(gen)
     with pytest.raises(KeyboardInterrupt) as info:
@@ -114,6 +125,9 @@ sys.path.insert(0, sys.argv[1])
 from keras_tricks.data import _pool
 from tests.data.datagen_helpers import PidGenerator
 
+# A shell's background job starts with SIGINT ignored; the test is about
+# Python's default handler, so it starts from that.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 for workers in (2, 1):
     gen = PidGenerator(list(range(8)), batch_size=4, workers=workers, start_method="fork")
@@ -139,6 +153,21 @@ def test_the_default_handler_comes_back_when_the_last_stream_closes(tmp_path):
         [sys.executable, str(script), root], capture_output=True, text=True, timeout=300, cwd=root
     )
     assert proc.returncode == 0 and proc.stdout.strip().endswith("ok"), proc.stderr[-2000:]
+
+
+def test_an_ignored_sigint_stays_ignored():
+    # Started with SIGINT ignored (nohup, a background job), the process cannot
+    # get a Ctrl-C: the guard must not install a handler that would make one
+    # raise KeyboardInterrupt.
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        gen = RegressionGenerator(_data(16), batch_size=8, workers=1, start_method="fork", seed=0)
+        with gen:
+            next(iter(gen.forfit()))
+            assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def test_a_consumer_thread_of_the_users_own_gets_the_exception_itself():
