@@ -10,7 +10,8 @@ Tiers. `--tier all` (the default, and what CI runs): TensorFlow, the default bac
 test (`slow` ones included: end-to-end demos, subprocess and training tests); JAX and PyTorch run
 everything not marked `slow`, which includes every test driven by the shared harness
 (`-m harness`). `--tier fast` skips `slow` tests on every backend. `--tier harness` runs only the
-harness-driven tests and the docstring examples (CI's minimum-Keras check). A plain
+harness-driven tests and the docstring examples. `--tier floor` (CI's minimum-Keras check) adds
+the tests of every module that uses Keras internals, slow ones aside. A plain
 `python -m pytest` is the fast tier on one backend (pyproject.toml deselects `slow`).
 
 Every run also collects the docstring examples of the package (`--doctest-modules keras_tricks`),
@@ -41,6 +42,9 @@ MARKERS = {
     "fast": {"tensorflow": "not slow", "jax": "not slow", "torch": "not slow"},
     # Doctest items carry the `doctest` marker (the repository's conftest.py).
     "harness": dict.fromkeys(BACKENDS, "harness or doctest"),
+    # CI's minimum-Keras check: the harness, the docstring examples and the tests of every
+    # module that uses Keras internals (`keras_internals`, set by conftest.py), slow ones aside.
+    "floor": dict.fromkeys(BACKENDS, "(harness or doctest or keras_internals) and not slow"),
 }
 
 
