@@ -108,12 +108,6 @@ class TrickModel(keras.Model):
                 t.bind(self)
             self._bound = True
 
-    def compile(self, *args: Any, **kwargs: Any) -> None:
-        super().compile(*args, **kwargs)
-        if self.model.built:
-            self.built = True
-            self._bind()
-
     def train_step(self, *args: Any) -> Any:
         self._bind()
         return _step.train_step(self, self.tricks, *args)
