@@ -93,6 +93,8 @@ class TrickModel(keras.Model):
         self._bound = False
         if getattr(model, "output_names", None):
             self.output_names = list(model.output_names)
+        # The wrapped model's variables are this model's: built when it is.
+        self.built = bool(model.built)
 
     def call(self, inputs: Any, training: bool | None = None) -> Any:
         return self.model(inputs, training=training)
