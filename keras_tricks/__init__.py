@@ -16,6 +16,7 @@ Submodules, one per capability:
     keras_tricks.optimizers   ExponentialMovingAverageOptimizer (the EMA callback's engine)
     keras_tricks.data         DataGenerator, sequence_padding
     keras_tricks.multitask    MultiTaskModel and the multi-task weighting strategies
+    keras_tricks.train        TrickModel: FGM, PGD, GradientPenalty, RDrop, composed
     keras_tricks.testing      the shared cross-backend test harness (import it
                               explicitly: it is for tests)
 """
@@ -32,6 +33,7 @@ from keras_tricks import (
     optimizers,
     postprocessing,
     spans,
+    train,
 )
 from keras_tricks.version import __version__
 
@@ -47,5 +49,6 @@ __all__ = [
     "optimizers",
     "postprocessing",
     "spans",
+    "train",
     "__version__",
 ]

@@ -217,3 +217,59 @@ def fuse(fn: Callable[..., Any], static_argnums: int | Sequence[int] = ()) -> Ca
 
         return jax.jit(fn, static_argnums=static_argnums)
     return fn
+
+
+def value_grad_and_aux(
+    fn: Callable[..., tuple[Tensor, Any]], args: Sequence[Any], differentiable: bool = False
+) -> tuple[Tensor, Any, list[Any]]:
+    """`fn(*args)` returns `(value, aux)`, `value` a scalar; returns
+    `(value, aux, grads)`, `grads` shaped like `args` (one entry per argument,
+    zeros for inputs `fn` does not use).
+
+    With `differentiable=False` (a train step's gradient) the results carry no
+    graph: PyTorch's are detached. With `differentiable=True` the gradient can
+    itself be differentiated by an enclosing call (a gradient penalty): a
+    nested `tf.GradientTape`, `jax.value_and_grad` inside the outer one,
+    `torch.autograd.grad(create_graph=True)`.
+    """
+    args = list(args)
+    flat = tree.flatten(args)
+
+    def call(flat_values):
+        return fn(*tree.pack_sequence_as(args, list(flat_values)))
+
+    backend = name()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        flat = [tf.convert_to_tensor(t.value if isinstance(t, keras.Variable) else t) for t in flat]
+        with tf.GradientTape() as tape:
+            for t in flat:
+                tape.watch(t)
+            value, aux = call(flat)
+        grads = tape.gradient(value, flat, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+        # An embedding's gradient comes as IndexedSlices; tricks add and
+        # normalise gradients, so make it dense (as JAX and PyTorch give it).
+        grads = [tf.convert_to_tensor(g) if isinstance(g, tf.IndexedSlices) else g for g in grads]
+    elif backend == "jax":
+        import jax
+
+        (value, aux), grads = jax.value_and_grad(call, has_aux=True)(flat)
+    elif backend == "torch":
+        import torch
+
+        if differentiable:
+            flat = [t if t.requires_grad else t.detach().requires_grad_(True) for t in flat]
+        else:
+            # detach() shares the storage: no copy of the weights per step.
+            flat = [ops.convert_to_tensor(t).detach().requires_grad_(True) for t in flat]
+        with torch.enable_grad():
+            value, aux = call(flat)
+            grads = torch.autograd.grad(value, flat, allow_unused=True, create_graph=differentiable)
+        grads = [torch.zeros_like(t) if g is None else g for t, g in zip(flat, grads)]
+        if not differentiable:
+            value = value.detach()
+            aux = tree.map_structure(lambda t: t.detach() if isinstance(t, torch.Tensor) else t, aux)
+    else:
+        raise NotImplementedError(f"Unsupported Keras backend {backend!r}.")
+    return value, aux, tree.pack_sequence_as(args, list(grads))

@@ -37,6 +37,7 @@ __all__ = [
     "data_adapter_base",
     "generator_data_adapter",
     "query_scaled_multi_head_attention",
+    "losses_override",
 ]
 
 
@@ -200,3 +201,27 @@ def query_scaled_multi_head_attention() -> type:
 
         _QUERY_SCALED_MHA.append(QueryScaledMultiHeadAttention)
     return _QUERY_SCALED_MHA[0]
+
+
+class losses_override:  # noqa: N801 - used as a context manager, like Keras's own scopes
+    """Make `model.losses` return `losses` inside the block.
+
+    A functional train step computes the model's added losses with
+    `stateless_call(..., return_losses=True)`; Keras's `compute_loss` reads
+    `model.losses`, which outside the call no longer holds them. Keras's own
+    JAX trainer sets the private `_losses_override` list for this; there is
+    no public switch.
+    """
+
+    def __init__(self, model: Any, losses: list) -> None:
+        self.model = model
+        self.losses = list(losses)
+
+    def __enter__(self) -> None:
+        if self.losses:
+            self.model._losses_override.clear()
+            self.model._losses_override = self.losses
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.losses:
+            self.model._losses_override = []
