@@ -244,6 +244,7 @@ def test_no_tricks_is_keras_step():
     _check(model, [p - LR * a for p, a in zip(p0, g)])
 
 
+@pytest.mark.slow  # ~14 s on JAX; TensorFlow runs it, the CI budget leaves it out elsewhere
 def test_save_load_keeps_tricks(tmp_path):
     tm = _fit(_model(0.5), [train.RDrop(alpha=2.0), train.PGD("emb", epsilon=0.5, steps=2)])
     path = str(tmp_path / "m.keras")
