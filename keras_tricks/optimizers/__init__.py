@@ -2,6 +2,7 @@
 per component, registered under the package name `keras_tricks`."""
 
 from keras_tricks.optimizers.exponential_moving_average import ExponentialMovingAverageOptimizer
+from keras_tricks.optimizers.lookahead import Lookahead
 from keras_tricks.optimizers.piecewise_linear import PiecewiseLinear
 
-__all__ = ["ExponentialMovingAverageOptimizer", "PiecewiseLinear"]
+__all__ = ["ExponentialMovingAverageOptimizer", "Lookahead", "PiecewiseLinear"]
