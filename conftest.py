@@ -27,6 +27,7 @@ KERAS_INTERNALS_TESTS = {
         "tests/losses/test_individual_flooding.py",
     ],
     "keras_tricks/multitask/_train_step.py": ["tests/multitask/test_multi_task_model.py"],
+    "keras_tricks/optimizers/lookahead.py": ["tests/optimizers/test_lookahead.py"],
     "keras_tricks/train/_chain.py": ["tests/train/test_tricks.py"],
     "keras_tricks/train/_step.py": ["tests/train/test_tricks.py"],
 }

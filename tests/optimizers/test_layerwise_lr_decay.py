@@ -1,0 +1,89 @@
+import os
+
+import keras
+import numpy as np
+import pytest
+
+from keras_tricks.optimizers import PiecewiseLinear, layerwise_lr_decay
+
+pytestmark = pytest.mark.skipif(
+    not hasattr(keras.optimizers, "MultiOptimizer"), reason="this Keras has no MultiOptimizer"
+)
+LR, DECAY = 0.1, 0.5
+
+
+def make_model():
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((3,))
+    blocks = [keras.layers.Dense(3, name=f"block_{i}") for i in range(2)]
+    head = keras.layers.Dense(1, name="head")
+    model = keras.Model(inputs, head(blocks[1](blocks[0](inputs))))
+    return model, blocks
+
+
+def numpy_grads(ws, x, y):
+    """Float64 gradients of the MSE of three stacked linear Dense layers."""
+    ws = [np.asarray(w, np.float64) for w in ws]
+    acts = [x.astype(np.float64)]
+    for k, b in zip(ws[::2], ws[1::2]):
+        acts.append(acts[-1] @ k + b)
+    delta = 2.0 * (acts[-1] - y) / acts[-1].size
+    grads = []
+    for layer in reversed(range(3)):
+        k = ws[2 * layer]
+        grads = [acts[layer].T @ delta, delta.sum(axis=0)] + grads
+        delta = delta @ k.T
+    return grads
+
+
+def test_one_step_matches_float64_reference():
+    model, blocks = make_model()
+    model.compile(optimizer=layerwise_lr_decay(keras.optimizers.SGD(LR), blocks, DECAY), loss="mse")
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(4, 3)).astype("float32")
+    y = rng.normal(size=(4, 1)).astype("float32")
+    before = [np.array(keras.ops.convert_to_numpy(v), np.float64) for v in model.trainable_variables]
+    model.train_on_batch(x, y)
+    after = [keras.ops.convert_to_numpy(v) for v in model.trainable_variables]
+    # block_0 (i = 0): lr * decay**2, block_1: lr * decay, head: lr.
+    rates = [LR * DECAY**2] * 2 + [LR * DECAY] * 2 + [LR] * 2
+    for w0, w1, g, lr in zip(before, after, numpy_grads(before, x, y), rates):
+        np.testing.assert_allclose(w1, w0 - lr * g, rtol=1e-5, atol=1e-6)
+
+
+def test_schedule_is_scaled_and_saved(tmp_path):
+    model, blocks = make_model()
+    opt = layerwise_lr_decay(
+        keras.optimizers.Adam(PiecewiseLinear({0: 1.0}, learning_rate=LR)), blocks, DECAY
+    )
+    model.compile(optimizer=opt, loss="mse")
+    x, y = np.ones((2, 3), "float32"), np.zeros((2, 1), "float32")
+    model.train_on_batch(x, y)
+    path = os.path.join(tmp_path, "m.keras")
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    rates = sorted(float(o.learning_rate) for o in loaded.optimizer.optimizers)
+    np.testing.assert_allclose(rates, [LR * DECAY**2, LR * DECAY, LR], rtol=1e-6)
+    loaded.train_on_batch(x, y)
+    model.train_on_batch(x, y)
+    for a, b in zip(model.trainable_variables, loaded.trainable_variables):
+        np.testing.assert_allclose(keras.ops.convert_to_numpy(a), keras.ops.convert_to_numpy(b), rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "args,error,match",
+    [
+        (("adam", None, 0.5), TypeError, "optimizer"),
+        ((None, [], 0.5), TypeError, "layers"),
+        ((None, None, 0.0), ValueError, "decay"),
+        ((None, None, 1.5), ValueError, "decay"),
+        ((None, "dup", 0.5), ValueError, "distinct"),
+    ],
+)
+def test_bad_arguments(args, error, match):
+    _, blocks = make_model()
+    optimizer, layers, decay = args
+    optimizer = keras.optimizers.SGD() if optimizer is None else optimizer
+    layers = blocks if layers is None else [blocks[0], blocks[0]] if layers == "dup" else layers
+    with pytest.raises(error, match=match):
+        layerwise_lr_decay(optimizer, layers, decay)
