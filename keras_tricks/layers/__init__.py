@@ -19,6 +19,11 @@ from keras_tricks.layers.global_pointer import GlobalPointer
 from keras_tricks.layers.gplinker_heads import GPLinkerHeads
 from keras_tricks.layers.log_n_multi_head_attention import LogNMultiHeadAttention
 from keras_tricks.layers.squareplus import SquarePlus
+from keras_tricks.layers.theseus_replacement import (
+    TheseusReplacement,
+    extract_successor,
+    theseus_modules,
+)
 from keras_tricks.spans.decoding import decode_spans
 
 __all__ = [
@@ -30,10 +35,13 @@ __all__ = [
     "GlobalPointer",
     "LogNMultiHeadAttention",
     "SquarePlus",
+    "TheseusReplacement",
     "crf_log_partition",
     "crf_marginals",
     "crf_nll",
     "crf_path_score",
     "decode_spans",
+    "extract_successor",
+    "theseus_modules",
     "viterbi_decode",
 ]
