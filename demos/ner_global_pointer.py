@@ -699,6 +699,11 @@ def main(argv=None):
             n_dev=len(dev),
             n_test=len(test),
         )
+        r = results[-1]
+        print(
+            f"  test: P {r['p']:.4f} R {r['r']:.4f} F1 {r['f1']:.4f}, trained {r['seconds']:.1f} s",
+            flush=True,
+        )
 
     print("\nEntity-level micro scores on the held-out test split (exact span and type; best dev epoch):")
     print(f"{'head':<24}{'precision':>10}{'recall':>10}{'F1':>10}{'params':>10}{'train s':>10}")
