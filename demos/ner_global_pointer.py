@@ -1,18 +1,24 @@
-"""Named entity recognition with a GlobalPointer head vs a softmax BIO head.
+"""Named entity recognition: GlobalPointer vs CRF vs softmax BIO heads.
 
 Trains the same small encoder (word embedding + character CNN + BiLSTM, from
-scratch: no pretrained weights are available offline) twice, once with
+scratch: no pretrained weights are available offline) once per head:
 `keras_tricks.layers.GlobalPointer` (or `EfficientGlobalPointer` with
-`--head efficient`) trained by `SparseGlobalPointerCrossentropy`, once with a
-per-token softmax over BIO tags, and prints entity-level micro precision,
-recall and F1 on the held-out split side by side.
+`--head efficient`) trained by `SparseGlobalPointerCrossentropy`; a
+linear-chain CRF over BIO tags (`ConditionalRandomField` + `CRFLoss`,
+decoded by Viterbi on the host, spans by `keras_tricks.spans.tags_to_spans`);
+a per-token softmax over BIO tags. All are scored by the same entity-level
+micro precision, recall and F1 on the held-out split, printed side by side
+with each head's training time. `--heads` picks the heads (default
+`global,crf,bio`; `global` means the `--head` variant).
 
 Default: wikigold (bundled in demos/data/, CC-BY 4.0), split by document into
 train/dev/test 70/15/15 with a fixed seed; the best epoch on dev (entity F1)
 is kept. A few minutes on 2 CPU cores (TensorFlow).
 
-    python demos/ner_global_pointer.py                     # wikigold, GP vs BIO
+    python demos/ner_global_pointer.py                     # wikigold, GP vs CRF vs BIO
     python demos/ner_global_pointer.py --head efficient    # Efficient GlobalPointer
+    python demos/ner_global_pointer.py --heads crf         # the CRF head only
+    python demos/ner_global_pointer.py --thresholds=-1,-0.5,0,0.5   # GP decoding sweep
     python demos/ner_global_pointer.py --train a.conll --dev b.conll --test c.conll
     python demos/ner_global_pointer.py --train a.conll --test c.conll   # dev split from a
     python demos/ner_global_pointer.py --train your/cluener/train.json  # your copy of CLUENER
@@ -27,7 +33,7 @@ token, last column the tag, BIO or IOB1, blank lines between sentences,
 JSON lines (`{"tokens", "entity_mentions": [{"start", "end" (exclusive),
 "entity_type"}]}`), which holds nested entities. With nested data the BIO
 baseline is trained on the outermost non-overlapping entities (a BIO tagger
-cannot represent the rest) and both heads are scored against all of them.
+cannot represent the rest) and every head is scored against all of them.
 
 Which data is used: a `--dev` or `--test` file that you give is always used
 whole; whatever you do not give is split from `--train` by document when
@@ -45,7 +51,8 @@ scores beyond T: a dev/test sentence longer than T is predicted in
 overlapping windows of T tokens (starting at 0, T//2, 2*(T//2), ..., the
 last one ending at the sentence's end); each span is taken from the window
 in which it is most central (the largest distance to the nearer window edge,
-the earlier window on ties) and each BIO tag likewise. Every token is in a
+the earlier window on ties) and each BIO or CRF tag likewise (the CRF
+Viterbi-decodes each window alone). Every token is in a
 window; a span longer than T - T//2 + 1 tokens can be missed in such a
 sentence, and one longer than T always is. The demo prints how many dev/test
 sentences were windowed. To score long sentences whole, train on them
@@ -87,6 +94,7 @@ from keras import layers as L  # noqa: E402
 import keras_tricks  # noqa: E402
 from keras_tricks import layers as kt_layers  # noqa: E402
 from keras_tricks import losses as kt_losses  # noqa: E402
+from keras_tricks import spans as kt_spans  # noqa: E402
 from keras_tricks.data import DataGenerator  # noqa: E402
 
 DEFAULT_DATA = os.path.join(HERE, "data", "wikigold", "wikigold.conll.txt")
@@ -205,7 +213,8 @@ class NerBatches(DataGenerator):
     the buckets is reshuffled every epoch from the seed, and `workers=N`
     encodes them in N worker processes (NumPy only, safe under `fork`).
     `target`: "spans" (GlobalPointer span lists padded with -1), "bio" (tag
-    ids) or None (inputs only)."""
+    ids, 0 at padding), "crf" (tag ids, -1 at padding: `CRFLoss` skips it)
+    or None (inputs only)."""
 
     def __init__(
         self, sentences, vocab, batch_size, target, max_len=None, bio_flatten=False, max_spans=None, **kwargs
@@ -244,6 +253,10 @@ class NerBatches(DataGenerator):
                         count[h] += 1
         else:
             y = np.zeros((len(batch), n), "int32")
+            if self.target == "crf":
+                y[:] = -1
+                for b, s in enumerate(batch):
+                    y[b, : min(len(s.tokens), cut)] = 0
             for b, s in enumerate(batch):
                 spans = outermost(s.spans) if self.bio_flatten else s.spans
                 for start, end, t in spans:
@@ -261,6 +274,13 @@ def build_model(vocab, head, args):
     if head == "bio":
         out = L.Dense(len(vocab.tags), activation="softmax")(x)
         loss = "sparse_categorical_crossentropy"
+    elif head == "crf":
+        # Emissions for O, B-t, I-t (the tag ids of keras_tricks.spans); the
+        # layer writes MASK_VALUE at padding (the Keras mask of the word
+        # embedding), which is how CRFLoss and the decoders find it.
+        crf = kt_layers.ConditionalRandomField(name="crf")
+        out = crf(L.Dense(len(vocab.tags))(x))
+        loss = kt_losses.CRFLoss(crf)
     else:
         cls = kt_layers.EfficientGlobalPointer if head == "efficient" else kt_layers.GlobalPointer
         out = cls(heads=len(vocab.types), head_size=args.head_size)(x)
@@ -301,14 +321,30 @@ def central_window(starts, size, start, end):
     return best
 
 
-def predict_spans(model, head, sentences, vocab, window=None, max_span_length=None, batch_size=64):
+def predict_spans(
+    model,
+    head,
+    sentences,
+    vocab,
+    window=None,
+    max_span_length=None,
+    batch_size=64,
+    threshold=0.0,
+    scores=None,
+):
     """Predicted `(start, end_inclusive, type)` sets, one per sentence.
 
     `window`: the trained length T, or None to score every sentence whole.
     A sentence longer than T is cut into the windows of `window_starts`, the
     model scores each window alone (never a position >= T), and each span
     (GlobalPointer) or tag (BIO) comes from its `central_window`.
-    `max_span_length` is passed to `decode_spans` (GlobalPointer heads)."""
+    `max_span_length` is passed to `decode_spans` (GlobalPointer heads).
+    CRF: each window's emissions are Viterbi-decoded on the host
+    (`viterbi_decode_numpy` with the layer's transitions), each tag taken
+    from its central window, spans by `keras_tricks.spans.tags_to_spans`.
+    `threshold`: GlobalPointer's decoding threshold (logit, default 0);
+    `scores`: a list that caches the model outputs per batch across calls
+    (for threshold sweeps on one model)."""
     pieces, owners, starts = [], [], []
     for i, s in enumerate(sentences):
         n = len(s.tokens)
@@ -320,8 +356,18 @@ def predict_spans(model, head, sentences, vocab, window=None, max_span_length=No
     data = NerBatches(pieces, vocab, batch_size, target=None)
     found = [set() for _ in sentences]
     tags = [["O"] * len(s.tokens) for s in sentences]
-    for idx, (x,) in zip(data.indices, data):  # in order: random=False
-        out = np.asarray(model.predict_on_batch(x))
+    ids = [np.zeros(len(s.tokens), "int32") for s in sentences]
+    if head == "crf":
+        trans = keras.ops.convert_to_numpy(model.get_layer("crf").transitions)
+    for batch_no, (idx, (x,)) in enumerate(zip(data.indices, data)):  # in order: random=False
+        if scores is not None and batch_no < len(scores):
+            out = scores[batch_no]  # the outputs of an earlier call (threshold sweeps)
+        else:
+            out = np.asarray(model.predict_on_batch(x))
+            if scores is not None:
+                scores.append(out)
+        if head == "crf":
+            paths = kt_spans.viterbi_decode_numpy(out, trans)
         for row, p in enumerate(idx):
             i, k, a = owners[p]
             n, size = len(pieces[p].tokens), window or len(sentences[i].tokens)
@@ -329,14 +375,22 @@ def predict_spans(model, head, sentences, vocab, window=None, max_span_length=No
                 for j, t in enumerate(out[row, :n].argmax(-1)):
                     if central_window(starts[i], size, a + j, a + j) == k:
                         tags[i][a + j] = vocab.tags[t]
+            elif head == "crf":
+                for j, t in enumerate(paths[row, :n]):
+                    if central_window(starts[i], size, a + j, a + j) == k:
+                        ids[i][a + j] = t
             else:
                 for _, h, st, e in kt_layers.decode_spans(
-                    out[row : row + 1], max_span_length=max_span_length
+                    out[row : row + 1], threshold=threshold, max_span_length=max_span_length
                 ):
                     if e < n and central_window(starts[i], size, a + st, a + e) == k:
                         found[i].add((a + int(st), a + int(e), vocab.types[int(h)]))
     if head == "bio":
         found = [set(tags_to_spans(t)) for t in tags]
+    elif head == "crf":
+        for i, seq in enumerate(ids):
+            rows = kt_spans.tags_to_spans(seq[None], num_types=len(vocab.types))
+            found[i] = {(int(st), int(e), vocab.types[int(h)]) for _, h, st, e in rows}
     return found
 
 
@@ -378,7 +432,7 @@ class KeepBest(keras.callbacks.Callback):
 def run_head(head, train, dev, test, vocab, args, nested):
     keras.utils.set_random_seed(args.seed)
     model = build_model(vocab, head, args)
-    target = "bio" if head == "bio" else "spans"
+    target = head if head in ("bio", "crf") else "spans"
     window = trained_length(train, args.max_len)
     data = NerBatches(
         train,
@@ -407,6 +461,25 @@ def run_head(head, train, dev, test, vocab, args, nested):
     seconds = time.time() - start
     found = predict_spans(model, head, test, vocab, window, args.max_span_length)
     p, r, f = prf([set(s.spans) for s in test], found)
+    sweep = []
+    if getattr(args, "thresholds", None) and head in ("global", "efficient"):
+        # One trained model, its dev and test scores computed once, decoded
+        # at each threshold: no retraining.
+        dev_scores, test_scores = [], []
+        for t in args.thresholds:
+            dev_found = predict_spans(
+                model, head, dev, vocab, window, args.max_span_length, threshold=t, scores=dev_scores
+            )
+            test_found = predict_spans(
+                model, head, test, vocab, window, args.max_span_length, threshold=t, scores=test_scores
+            )
+            sweep.append(
+                (
+                    t,
+                    prf([set(s.spans) for s in dev], dev_found),
+                    prf([set(s.spans) for s in test], test_found),
+                )
+            )
     return {
         "head": head,
         "p": p,
@@ -416,6 +489,7 @@ def run_head(head, train, dev, test, vocab, args, nested):
         "params": model.count_params(),
         "curve": keep.curve,
         "test_spans": found,
+        "sweep": sweep,
     }
 
 
@@ -453,6 +527,24 @@ def _positive_or_none(text):
     return value
 
 
+HEADS = ("global", "efficient", "crf", "bio")
+
+
+def _heads(text):
+    heads = [h.strip() for h in text.split(",") if h.strip()]
+    bad = [h for h in heads if h not in HEADS]
+    if bad or not heads:
+        raise argparse.ArgumentTypeError(f"heads must be a comma-separated list from {HEADS}, got {text!r}")
+    return heads
+
+
+def _floats(text):
+    try:
+        return [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument(
@@ -464,7 +556,21 @@ def main(argv=None):
     ap.add_argument("--dev", help="dev file, used whole (default: split from --train)")
     ap.add_argument("--test", help="test file, used whole (default: split from --train)")
     ap.add_argument("--head", choices=["global", "efficient"], default="global")
+    ap.add_argument(
+        "--heads",
+        type=_heads,
+        default=None,
+        help="comma-separated heads to train, in order, from global, efficient, crf, bio "
+        "(default global,crf,bio; 'global' follows --head)",
+    )
     ap.add_argument("--no-baseline", action="store_true", help="skip the BIO softmax head")
+    ap.add_argument(
+        "--thresholds",
+        type=_floats,
+        default=None,
+        help="comma-separated GlobalPointer decoding thresholds (logits): after training, "
+        "P/R/F1 on dev and test at each (same model, no retraining)",
+    )
     ap.add_argument("--epochs", type=int, default=20)
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--lr", type=float, default=2e-3)
@@ -570,10 +676,19 @@ def main(argv=None):
         print(f"spans longer than {args.max_span_length} tokens are dropped (--max-span-length)")
     sys.stdout.flush()
 
-    heads = [args.head] + ([] if args.no_baseline else ["bio"])
+    heads = args.heads or ["global", "crf", "bio"]
+    heads = [args.head if h == "global" else h for h in heads]
+    if args.no_baseline:
+        heads = [h for h in heads if h != "bio"]
     results = []
+    names = {
+        "global": "GlobalPointer",
+        "efficient": "EfficientGlobalPointer",
+        "crf": "CRF (BIO, Viterbi)",
+        "bio": "softmax BIO",
+    }
     for head in heads:
-        name = {"global": "GlobalPointer", "efficient": "EfficientGlobalPointer", "bio": "softmax BIO"}[head]
+        name = names[head]
         print(f"\n== {name} head ==", flush=True)
         results.append(run_head(head, train, dev, test, vocab, args, nested))
         results[-1].update(
@@ -584,6 +699,11 @@ def main(argv=None):
             n_dev=len(dev),
             n_test=len(test),
         )
+        r = results[-1]
+        print(
+            f"  test: P {r['p']:.4f} R {r['r']:.4f} F1 {r['f1']:.4f}, trained {r['seconds']:.1f} s",
+            flush=True,
+        )
 
     print("\nEntity-level micro scores on the held-out test split (exact span and type; best dev epoch):")
     print(f"{'head':<24}{'precision':>10}{'recall':>10}{'F1':>10}{'params':>10}{'train s':>10}")
@@ -592,6 +712,14 @@ def main(argv=None):
             f"{r['name']:<24}{r['p']:>10.4f}{r['r']:>10.4f}{r['f1']:>10.4f}"
             f"{r['params']:>10d}{r['seconds']:>10.1f}"
         )
+    for r in results:
+        if r["sweep"]:
+            print(f"\n{r['name']} decoding threshold sweep (same trained model):")
+            print(
+                f"{'threshold':>10}{'dev P':>8}{'dev R':>8}{'dev F1':>8}{'test P':>8}{'test R':>8}{'test F1':>8}"
+            )
+            for t, d, te in r["sweep"]:
+                print(f"{t:>10.2f}" + "".join(f"{v:>8.4f}" for v in d + te))
     try:
         import matplotlib
 

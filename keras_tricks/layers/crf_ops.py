@@ -68,6 +68,14 @@ def _scan(step, init, xs, reverse=False):
     if xs[0].shape[0] == 0:
         empty = tuple(ops.zeros((0,) + tuple(ops.shape(c)), c.dtype) for c in init)
         return init, empty
+    if len(xs) > 1 and xs[0].shape[0] is None:
+        # Keras's TensorFlow scan fails on several `xs` of unknown length
+        # (a model built on `Input((None, ...))`, traced by `fit`): scan
+        # over the time index instead and gather each step's slices.
+        def indexed(carry, t):
+            return step(carry, tuple(ops.take(x, t, axis=0) for x in xs))
+
+        return ops.scan(indexed, init, ops.arange(ops.shape(xs[0])[0], dtype="int32"), reverse=reverse)
     return ops.scan(step, init, xs, reverse=reverse)
 
 

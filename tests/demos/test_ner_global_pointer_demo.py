@@ -25,12 +25,31 @@ def _demo():
 
 @pytest.mark.slow
 @pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="demo test runs on TF only")
-def test_demo_smoke_runs_both_heads(tmp_path):
-    results = _demo().main(["--smoke", "--out", str(tmp_path)])
+def test_demo_smoke_runs_the_three_heads(tmp_path):
+    results = _demo().main(["--smoke", "--out", str(tmp_path), "--thresholds=-1,0"])
     assert (tmp_path / "ner_global_pointer.png").exists()
-    assert [r["head"] for r in results] == ["global", "bio"]
+    assert [r["head"] for r in results] == ["global", "crf", "bio"]
     for r in results:
         assert 0.0 <= r["p"] <= 1.0 and 0.0 <= r["r"] <= 1.0 and 0.0 <= r["f1"] <= 1.0
+        assert r["seconds"] > 0
+    # the sweep decodes one model's scores: a lower threshold never finds fewer spans
+    (t0, dev0, _), (t1, dev1, _) = results[0]["sweep"]
+    assert (t0, t1) == (-1.0, 0.0) and dev0[1] >= dev1[1]
+    assert results[1]["sweep"] == [] and results[2]["sweep"] == []
+
+
+def test_demo_heads_flag_and_crf_targets(demo):
+    with pytest.raises(SystemExit):
+        demo.main(["--heads", "global,hmm"])
+    assert demo._heads("crf, bio") == ["crf", "bio"]
+    sents = [demo.Sentence(["a", "b", "c"], [(1, 2, "X")], 0), demo.Sentence(["a"], [(0, 0, "Y")], 0)]
+    vocab = demo.Vocab(sents, min_count=1)
+    (x, y) = demo.NerBatches(sents, vocab, batch_size=2, target="crf").encode(sents)
+    # tag ids O=0, B-X=1, I-X=2, B-Y=3 (keras_tricks.spans layout); -1 at padding
+    assert y.shape == (2, 16) and y[0, :3].tolist() == [0, 1, 2] and y[1, :1].tolist() == [3]
+    assert (y[0, 3:] == -1).all() and (y[1, 1:] == -1).all()
+    (_, y_bio) = demo.NerBatches(sents, vocab, batch_size=2, target="bio").encode(sents)
+    assert (y_bio[y >= 0] == y[y >= 0]).all() and (y_bio[y < 0] == 0).all()
 
 
 def test_demo_readers_and_span_conversion(tmp_path):

@@ -314,6 +314,26 @@ def test_jit_compile_matches_eager():
     np.testing.assert_allclose(model.evaluate(x, y, verbose=0), eager, rtol=1e-5)
 
 
+def test_fit_on_batches_of_varying_length():
+    """A generator of batches of different lengths makes TensorFlow trace the
+    step with an unknown time axis (the NER demo's case): the scans must
+    still run, and the loss match the eager NLL of each batch."""
+    keras.utils.set_random_seed(3)
+    model, crf = _tagger()
+    model.compile(optimizer="adam", loss=losses.CRFLoss(crf))
+    x, y = _toy(16)
+    batches = [(x[:8, :5], y[:8, :5]), (x[8:], y[8:])]
+
+    def gen():
+        while True:
+            yield from batches
+
+    model.fit(gen(), steps_per_epoch=2, epochs=2, verbose=0)
+    for bx, by in batches:
+        eager = float(np.mean(_np(losses.CRFLoss(crf, reduction=None)(by, model(bx)))))
+        np.testing.assert_allclose(model.test_on_batch(bx, by), eager, rtol=1e-5)
+
+
 @pytest.mark.harness
 def test_harness():
     rng = np.random.default_rng(0)
