@@ -28,6 +28,10 @@ KERAS_INTERNALS_TESTS = {
     ],
     "keras_tricks/multitask/_train_step.py": ["tests/multitask/test_multi_task_model.py"],
     "keras_tricks/optimizers/lookahead.py": ["tests/optimizers/test_lookahead.py"],
+    "keras_tricks/optimizers/_wrapper.py": [
+        "tests/callbacks/test_exponential_moving_average.py",
+        "tests/optimizers/test_lookahead.py",
+    ],
     "keras_tricks/train/_chain.py": ["tests/train/test_tricks.py"],
     "keras_tricks/train/_step.py": ["tests/train/test_tricks.py"],
 }

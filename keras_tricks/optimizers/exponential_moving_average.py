@@ -17,6 +17,7 @@ from keras import ops
 
 from keras_tricks import _backend, _keras_compat, _numerics
 from keras_tricks._typing import Tensor
+from keras_tricks.optimizers._wrapper import OptimizerWrapper, _applied, _eager_scope, _may_skip_updates
 
 _VARIABLES = ("trainable", "all")
 _WEIGHTS = ("ema", "raw")
@@ -74,40 +75,6 @@ def _momentum_at(momentum, warmup, step):
     return m
 
 
-def _may_skip_updates(optimizer):
-    """Whether `optimizer.apply` may leave the weights alone on some steps:
-    gradient accumulation (the weights move every N-th call) or loss scaling
-    (a step with non-finite gradients is skipped), anywhere in the chain of
-    wrapped optimizers."""
-    while optimizer is not None:
-        if getattr(optimizer, "gradient_accumulation_steps", None) or isinstance(
-            optimizer, keras.optimizers.LossScaleOptimizer
-        ):
-            return True
-        optimizer = getattr(optimizer, "inner_optimizer", None)
-    return False
-
-
-def _applied(before, after):
-    """A boolean tensor: the wrapped optimizer's `iterations` (the count of
-    *applied* updates: Keras floor-divides it by the accumulation steps, and a
-    loss-scale step that is skipped does not count) moved during this step."""
-    return ops.not_equal(after, before)
-
-
-@contextlib.contextmanager
-def _eager_scope():
-    """Create and initialise variables eagerly even when the optimizer is
-    built lazily inside the first traced TensorFlow step."""
-    if _backend.name() == "tensorflow":
-        import tensorflow as tf
-
-        with tf.init_scope():
-            yield
-    else:
-        yield
-
-
 @contextlib.contextmanager
 def _strategy_scope(strategy):
     if strategy is None:
@@ -118,7 +85,7 @@ def _strategy_scope(strategy):
 
 
 @keras.saving.register_keras_serializable(package="keras_tricks")
-class ExponentialMovingAverageOptimizer(keras.optimizers.Optimizer):
+class ExponentialMovingAverageOptimizer(OptimizerWrapper):
     """Wraps an optimizer and keeps an EMA of the weights inside its step.
 
     This is the machinery behind the `ExponentialMovingAverage` callback,
@@ -179,18 +146,6 @@ class ExponentialMovingAverageOptimizer(keras.optimizers.Optimizer):
         self._set_state(
             averaged=[], averages=[], extra=[], extra_averages=[], pending={}, backup=None, swapped_in=None
         )
-
-    @_keras_compat.no_automatic_dependency_tracking
-    def _set_state(self, **attrs):
-        for key, value in attrs.items():
-            setattr(self, "_" + key, value)
-
-    def __dir__(self):
-        # Keras's saving walks `dir(optimizer)` and would also save and load
-        # the wrapped optimizer on its own, warning and dropping its state when
-        # it is not built yet. Its state is saved here instead (with deferred
-        # loading), so hide it from that walk.
-        return [a for a in super().__dir__() if a != "inner_optimizer"]
 
     # ------------------------------------------------------------------ state
 
@@ -411,21 +366,6 @@ class ExponentialMovingAverageOptimizer(keras.optimizers.Optimizer):
             avg.assign(value)
 
     # ------------------------------------------------------- delegation
-
-    @property
-    def learning_rate(self) -> Tensor:
-        return self.inner_optimizer.learning_rate
-
-    @learning_rate.setter
-    def learning_rate(self, learning_rate: float | keras.optimizers.schedules.LearningRateSchedule) -> None:
-        self.inner_optimizer.learning_rate = learning_rate
-
-    @property
-    def iterations(self) -> keras.Variable:
-        return self.inner_optimizer.iterations
-
-    def scale_loss(self, loss: Tensor) -> Tensor:
-        return self.inner_optimizer.scale_loss(loss)
 
     def finalize_variable_values(self, var_list: Sequence[keras.Variable]) -> None:
         # Called by fit() after the last epoch and before any on_train_end:

@@ -12,15 +12,11 @@ from keras import ops
 
 from keras_tricks import _backend, _keras_compat, _validation
 from keras_tricks._typing import Tensor
-from keras_tricks.optimizers.exponential_moving_average import (
-    _applied,
-    _eager_scope,
-    _may_skip_updates,
-)
+from keras_tricks.optimizers._wrapper import OptimizerWrapper, _applied, _eager_scope, _may_skip_updates
 
 
 @keras.saving.register_keras_serializable(package="keras_tricks")
-class Lookahead(keras.optimizers.Optimizer):
+class Lookahead(OptimizerWrapper):
     """Lookahead (Zhang et al. 2019, "Lookahead Optimizer: k steps forward,
     1 step back", arXiv:1907.08610) around any Keras optimizer.
 
@@ -99,17 +95,6 @@ class Lookahead(keras.optimizers.Optimizer):
         self.k = _validation.check_int("k", k, minimum=1)
         self.alpha = _validation.check_float("alpha", alpha, minimum=0.0, maximum=1.0, min_inclusive=False)
         self._set_state(fast=[], slow=[], pending={})
-
-    @_keras_compat.no_automatic_dependency_tracking
-    def _set_state(self, **attrs):
-        for key, value in attrs.items():
-            setattr(self, "_" + key, value)
-
-    def __dir__(self):
-        # Keras's saving walks `dir(optimizer)` and would save the wrapped
-        # optimizer on its own too (and drop its state when loading into an
-        # unbuilt one); it is saved with ours instead.
-        return [a for a in super().__dir__() if a != "inner_optimizer"]
 
     # ------------------------------------------------------------------ state
 
@@ -248,26 +233,6 @@ class Lookahead(keras.optimizers.Optimizer):
         new_own_map.update(zip((id(p) for p in self._slow), slow))
         new_own = [new_own_map.get(id(v), own_values[id(v)]) for v in self._variables]
         return list(fast), new_own + list(new_inner)
-
-    # ------------------------------------------------------- delegation
-
-    @property
-    def learning_rate(self) -> Tensor:
-        return self.inner_optimizer.learning_rate
-
-    @learning_rate.setter
-    def learning_rate(self, learning_rate: float | keras.optimizers.schedules.LearningRateSchedule) -> None:
-        self.inner_optimizer.learning_rate = learning_rate
-
-    @property
-    def iterations(self) -> keras.Variable:
-        return self.inner_optimizer.iterations
-
-    def scale_loss(self, loss: Tensor) -> Tensor:
-        return self.inner_optimizer.scale_loss(loss)
-
-    def finalize_variable_values(self, var_list: Sequence[keras.Variable]) -> None:
-        self.inner_optimizer.finalize_variable_values(var_list)
 
     # ----------------------------------------------------- saving / loading
 

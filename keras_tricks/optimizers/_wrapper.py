@@ -1,0 +1,85 @@
+"""`OptimizerWrapper`: what every optimizer that wraps another one shares
+(`ExponentialMovingAverageOptimizer`, `Lookahead`): the delegation to the
+wrapped optimizer, state attributes kept out of Keras's tracking, and the
+helpers that tell whether the wrapped optimizer applied an update."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Sequence
+
+import keras
+from keras import ops
+
+from keras_tricks import _backend, _keras_compat
+from keras_tricks._typing import Tensor
+
+
+def _may_skip_updates(optimizer):
+    """Whether `optimizer.apply` may leave the weights alone on some steps:
+    gradient accumulation (the weights move every N-th call) or loss scaling
+    (a step with non-finite gradients is skipped), anywhere in the chain of
+    wrapped optimizers."""
+    while optimizer is not None:
+        if getattr(optimizer, "gradient_accumulation_steps", None) or isinstance(
+            optimizer, keras.optimizers.LossScaleOptimizer
+        ):
+            return True
+        optimizer = getattr(optimizer, "inner_optimizer", None)
+    return False
+
+
+def _applied(before, after):
+    """A boolean tensor: the wrapped optimizer's `iterations` (the count of
+    *applied* updates: Keras floor-divides it by the accumulation steps, and a
+    loss-scale step that is skipped does not count) moved during this step."""
+    return ops.not_equal(after, before)
+
+
+@contextlib.contextmanager
+def _eager_scope():
+    """Create and initialise variables eagerly even when the optimizer is
+    built lazily inside the first traced TensorFlow step."""
+    if _backend.name() == "tensorflow":
+        import tensorflow as tf
+
+        with tf.init_scope():
+            yield
+    else:
+        yield
+
+
+class OptimizerWrapper(keras.optimizers.Optimizer):
+    """Base of the optimizers that wrap `self.inner_optimizer`: the learning
+    rate, `iterations` and loss scaling are the wrapped optimizer's; the
+    subclass adds its own state and saves the wrapped optimizer's with it."""
+
+    @_keras_compat.no_automatic_dependency_tracking
+    def _set_state(self, **attrs):
+        for key, value in attrs.items():
+            setattr(self, "_" + key, value)
+
+    def __dir__(self):
+        # Keras's saving walks `dir(optimizer)` and would also save and load
+        # the wrapped optimizer on its own, warning and dropping its state when
+        # it is not built yet. Its state is saved by the subclass instead (with
+        # deferred loading), so hide it from that walk.
+        return [a for a in super().__dir__() if a != "inner_optimizer"]
+
+    @property
+    def learning_rate(self) -> Tensor:
+        return self.inner_optimizer.learning_rate
+
+    @learning_rate.setter
+    def learning_rate(self, learning_rate: float | keras.optimizers.schedules.LearningRateSchedule) -> None:
+        self.inner_optimizer.learning_rate = learning_rate
+
+    @property
+    def iterations(self) -> keras.Variable:
+        return self.inner_optimizer.iterations
+
+    def scale_loss(self, loss: Tensor) -> Tensor:
+        return self.inner_optimizer.scale_loss(loss)
+
+    def finalize_variable_values(self, var_list: Sequence[keras.Variable]) -> None:
+        self.inner_optimizer.finalize_variable_values(var_list)
