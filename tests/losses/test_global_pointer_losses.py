@@ -188,45 +188,113 @@ def test_losses_half_precision_with_masks_no_nan(policy_dtype):
 
 
 _MIXED_FLOAT16_FIT = """
+import sys
 import keras, numpy as np
 from keras_tricks import layers, losses, testing
+seed, densify = int(sys.argv[1]), sys.argv[2] == "densify"
+keras.utils.set_random_seed(seed)
 with testing.dtype_policy("mixed_float16"):
     tokens = keras.Input((None,), dtype="int32")
     x = keras.layers.Embedding(20, 16, mask_zero=True)(tokens)
     out = layers.GlobalPointer(2, 8)(x * 40.0)  # large activations
     model = keras.Model(tokens, out)
-model.compile(optimizer="adam", loss=losses.SparseGlobalPointerCrossentropy())
+optimizer = keras.optimizers.LossScaleOptimizer(keras.optimizers.Adam())
+if densify:
+    import tensorflow as tf
+
+    class DensifyingLossScaleOptimizer(keras.optimizers.LossScaleOptimizer):
+        # Work-around of the Keras defect (docs: known issues): check the
+        # summed (dense) IndexedSlices, not the scatter of their rows.
+        def check_finite(self, grads):
+            return super().check_finite(
+                [tf.convert_to_tensor(g) if isinstance(g, tf.IndexedSlices) else g for g in grads]
+            )
+
+    optimizer = DensifyingLossScaleOptimizer(keras.optimizers.Adam())
+model.compile(optimizer=optimizer, loss=losses.SparseGlobalPointerCrossentropy())
 rng = np.random.default_rng(0)
 tok = rng.integers(1, 20, size=(8, 7)).astype("int32")
 tok[:, 5:] = 0
 spans = np.full((8, 2, 2, 2), -1, "int32")
 spans[:, 0, 0] = (1, 2)
 spans[:, 1, 0] = (0, 4)
-history = model.fit(tok, spans, epochs=2, batch_size=4, verbose=0)
+history = model.fit(tok, spans, epochs=2, batch_size=4, verbose=0, shuffle=False)
 assert np.all(np.isfinite(history.history["loss"])), history.history
-assert all(np.all(np.isfinite(w)) for w in model.get_weights())
+assert all(np.all(np.isfinite(w)) for w in model.get_weights()), "non-finite weights"
 """
 
 
-@pytest.mark.slow
-def test_loss_in_mixed_float16_model_end_to_end():
-    # In a fresh process: on TensorFlow, after the span layers' harness test in
-    # the same process, this fit turns the Embedding's weights NaN in its first
-    # step although its gradients pass LossScaleOptimizer's finiteness check
-    # (seen with the code before and after the float32 span scores; not yet
-    # explained, recorded in the docs' known issues).
+def _run_mixed_float16_fit(seed, densify=False):
     import os
     import subprocess
     import sys
 
-    proc = subprocess.run(
-        [sys.executable, "-c", _MIXED_FLOAT16_FIT],
+    return subprocess.run(
+        [sys.executable, "-c", _MIXED_FLOAT16_FIT, str(seed), "densify" if densify else "plain"],
         capture_output=True,
         text=True,
         timeout=300,
         env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"),
     )
+
+
+@pytest.mark.slow
+def test_loss_in_mixed_float16_model_end_to_end():
+    # Seeded: with some initial weights (seed 8 on TensorFlow) a step whose
+    # scaled Embedding gradient overflows float16 passes LossScaleOptimizer's
+    # finiteness check on TensorFlow (a Keras defect with IndexedSlices, see
+    # the next tests and the docs' known issues) and Adam turns the weights
+    # NaN. Seed 0 has no such step on any backend. A fresh process keeps the
+    # run independent of what the test session did before.
+    proc = _run_mixed_float16_fit(seed=0)
     assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+def _duplicate_row_gradient():
+    """An Embedding-like IndexedSlices gradient: row 0 twice, one -inf."""
+    import tensorflow as tf
+
+    values = tf.constant([[1.0, -np.inf], [2.0, 3.0]])
+    return tf.IndexedSlices(values, tf.constant([0, 0]), tf.constant([4, 2]))
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="Keras defect (TensorFlow backend): ops.isfinite on IndexedSlices "
+    "scatters the rows' results (tensor_scatter_nd_update, last write wins) "
+    "instead of testing their sum, so LossScaleOptimizer.check_finite misses a "
+    "non-finite row that has a finite duplicate. Docs: known issues.",
+)
+def test_upstream_loss_scale_check_finite_sees_duplicate_rows():
+    import keras
+
+    if keras.backend.backend() != "tensorflow":
+        pytest.skip("IndexedSlices gradients exist on TensorFlow only")
+    import tensorflow as tf
+
+    g = _duplicate_row_gradient()
+    assert not np.all(np.isfinite(tf.convert_to_tensor(g).numpy()))  # the real gradient
+    assert not bool(ops.all(ops.isfinite(g)))
+    optimizer = keras.optimizers.LossScaleOptimizer(keras.optimizers.Adam())
+    assert not bool(optimizer.check_finite([g]))
+
+
+@pytest.mark.slow
+def test_mixed_float16_fit_with_upstream_workaround():
+    # Seed 8 makes the first step of epoch 2 overflow (row 16 of the Embedding
+    # gradient is -inf in one of its two slices). JAX and PyTorch have dense
+    # gradients and skip that step; on TensorFlow the stock optimizer applies
+    # it (NaN weights), and checking the densified gradient skips it too.
+    import keras
+
+    if keras.backend.backend() != "tensorflow":
+        proc = _run_mixed_float16_fit(seed=8)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        return
+    proc = _run_mixed_float16_fit(seed=8, densify=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    plain = _run_mixed_float16_fit(seed=8)  # the defect, while Keras has it
+    assert plain.returncode != 0 and "non-finite weights" in plain.stderr, plain.stderr[-3000:]
 
 
 def test_sparse_loss_bad_labels():
