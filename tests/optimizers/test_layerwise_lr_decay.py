@@ -6,9 +6,8 @@ import pytest
 
 from keras_tricks.optimizers import PiecewiseLinear, layerwise_lr_decay
 
-pytestmark = pytest.mark.skipif(
-    not hasattr(keras.optimizers, "MultiOptimizer"), reason="this Keras has no MultiOptimizer"
-)
+HAS_MULTI_OPTIMIZER = hasattr(keras.optimizers, "MultiOptimizer")
+needs_multi_optimizer = pytest.mark.skipif(not HAS_MULTI_OPTIMIZER, reason="this Keras has no MultiOptimizer")
 LR, DECAY = 0.1, 0.5
 
 
@@ -36,6 +35,7 @@ def numpy_grads(ws, x, y):
     return grads
 
 
+@needs_multi_optimizer
 def test_one_step_matches_float64_reference():
     model, blocks = make_model()
     model.compile(optimizer=layerwise_lr_decay(keras.optimizers.SGD(LR), blocks, DECAY), loss="mse")
@@ -51,6 +51,7 @@ def test_one_step_matches_float64_reference():
         np.testing.assert_allclose(w1, w0 - lr * g, rtol=1e-5, atol=1e-6)
 
 
+@needs_multi_optimizer
 def test_schedule_is_scaled_and_saved(tmp_path):
     model, blocks = make_model()
     opt = layerwise_lr_decay(
@@ -80,6 +81,7 @@ def test_schedule_is_scaled_and_saved(tmp_path):
         ((None, "dup", 0.5), ValueError, "distinct"),
     ],
 )
+@needs_multi_optimizer
 def test_bad_arguments(args, error, match):
     _, blocks = make_model()
     optimizer, layers, decay = args
@@ -87,3 +89,13 @@ def test_bad_arguments(args, error, match):
     layers = blocks if layers is None else [blocks[0], blocks[0]] if layers == "dup" else layers
     with pytest.raises(error, match=match):
         layerwise_lr_decay(optimizer, layers, decay)
+
+
+# The minimum-Keras tier selects it: on a Keras without MultiOptimizer (3.10, the floor) the
+# function must say so, before it looks at its arguments.
+@pytest.mark.keras_internals
+@pytest.mark.skipif(HAS_MULTI_OPTIMIZER, reason="this Keras has MultiOptimizer")
+def test_older_keras_gets_a_clear_error():
+    model, blocks = make_model()
+    with pytest.raises(RuntimeError, match=r"MultiOptimizer.*upgrade Keras"):
+        layerwise_lr_decay(keras.optimizers.Adam(LR), blocks, decay=DECAY)
