@@ -169,6 +169,42 @@ def generator_data_adapter(generator: Any) -> Any:
     return GeneratorDataAdapter(generator)
 
 
+def padded_shape_tf_dataset(adapter: Any) -> Any:
+    """`adapter.get_tf_dataset()` with the axes that per-batch padding can
+    change of unknown size. Keras's generator adapter fixes each axis on which
+    its first two batches agree, so batches padded per batch whose first two
+    share a length fail later ("Generator yielded an element of shape ...");
+    its `_output_signature` (3.10 to 3.15) is where it keeps that guess.
+
+    Every axis becomes unknown but the feature axis, which a model without an
+    `Input` builds its weights from: the last axis of an array of rank 3 or
+    more, and of a floating rank-2 input (`(batch, features)`). So a rank-2
+    integer input, token ids `(batch, n)`, and rank-1/2 targets and weights
+    are free on every axis."""
+    import tensorflow as tf
+    from keras.src.trainers.data_adapters import data_adapter_utils
+
+    if adapter._output_signature is None:
+
+        def relaxed(inputs):
+            def relax(spec):
+                if type(spec) is not tf.TensorSpec or spec.shape.rank in (None, 0):
+                    return spec
+                rank = spec.shape.rank
+                shape = [None] * rank
+                if rank >= 3 or (inputs and rank == 2 and spec.dtype.is_floating):
+                    shape[-1] = spec.shape[-1]
+                return tf.TensorSpec(shape, spec.dtype, spec.name)
+
+            return relax
+
+        spec = data_adapter_utils.get_tensor_spec(adapter._first_batches)
+        adapter._output_signature = tuple(
+            tf.nest.map_structure(relaxed(k == 0), part) for k, part in enumerate(spec)
+        )
+    return adapter.get_tf_dataset()
+
+
 _QUERY_SCALED_MHA: list = []
 
 

@@ -83,7 +83,8 @@ def _make_class(base: type) -> type:
             return self._adapter().get_numpy_iterator()
 
         def get_tf_dataset(self) -> Any:
-            return self._adapter().get_tf_dataset()
+            # Batches are padded per batch: no padded axis may be fixed from the first two.
+            return _keras_compat.padded_shape_tf_dataset(self._adapter())
 
         def get_jax_iterator(self) -> Any:
             return self._adapter().get_jax_iterator()

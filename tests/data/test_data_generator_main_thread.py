@@ -5,6 +5,8 @@ the main thread never reached the stream (its workers lived on until
 `close()`); `_pool._InterruptGuard` closes them first. A worker's exception
 must come out of fit() with its type, message and the worker's traceback on
 every backend (under TensorFlow it came out as tf.data's `UnknownError`).
+Also: batches padded per batch whose first two share a length (Keras's
+generator adapter fixed that length on TensorFlow and failed on the next).
 """
 
 import os
@@ -18,6 +20,7 @@ import numpy as np
 import psutil
 import pytest
 
+import keras_tricks.data as keras_tricks_data
 from tests.data.datagen_helpers import FailingRegressionGenerator, RegressionGenerator
 
 
@@ -189,3 +192,46 @@ def test_a_consumer_thread_of_the_users_own_gets_the_exception_itself():
     t.join(30)
     time.sleep(0.2)  # a stray interrupt of the main thread would land here
     assert len(caught) == 1 and isinstance(caught[0], ZeroDivisionError)
+
+
+class _Batches(keras_tricks_data.DataGenerator):
+    def __iter__(self, random=False):
+        for _, batch in self.sample(random):
+            yield batch
+
+
+def test_padded_batches_whose_first_two_share_a_length():
+    # Token ids (batch, n), targets (batch, n, 1) and weights (batch, n), n = 4, 4, 7, 5: fit()
+    # over the stream must equal train_on_batch over the same batches in order.
+    rng = np.random.default_rng(0)
+    batches = [
+        (
+            rng.integers(0, 5, (3, n)).astype("int32"),
+            rng.normal(size=(3, n, 1)).astype("float32"),
+            rng.uniform(size=(3, n)).astype("float32"),
+        )
+        for n in (4, 4, 7, 5)
+    ]
+
+    def model():
+        keras.utils.set_random_seed(0)
+        inputs = keras.Input((None,), dtype="int32")
+        out = keras.layers.Dense(1)(keras.layers.Embedding(5, 4)(inputs))
+        m = keras.Model(inputs, out)
+        m.compile(optimizer="sgd", loss="mse")
+        return m
+
+    streamed, manual = model(), model()
+    gen = _Batches(batches, batch_size=1, workers=0)
+    streamed.fit(gen.forfit(random=False), steps_per_epoch=len(gen), epochs=2, verbose=0)
+    for _ in range(2):
+        for x, y, w in batches:
+            manual.train_on_batch(x, y, sample_weight=w)
+    for a, b in zip(streamed.get_weights(), manual.get_weights()):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    # A (batch, features) float input keeps its feature axis: a model without Input builds on it.
+    tabular = keras.Sequential([keras.layers.Dense(3)])
+    tabular.compile(optimizer="sgd", loss="mse")
+    rows = [(rng.normal(size=(4, 20)).astype("float32"), np.zeros((4, 3), "float32")) for _ in range(3)]
+    tabular.fit(_Batches(rows, batch_size=1, workers=0).forfit(), steps_per_epoch=3, verbose=0)
+    assert tuple(tabular.layers[0].kernel.shape) == (20, 3)
