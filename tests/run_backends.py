@@ -17,6 +17,13 @@ the tests of every module that uses Keras internals, slow ones aside. A plain
 Every run also collects the docstring examples of the package (`--doctest-modules keras_tricks`),
 so each example in the documentation runs on all three backends.
 
+XLA compiles with its backend optimisations off (`XLA_FLAGS`, FAST_XLA below) unless
+`--optimized-xla` is given or `XLA_FLAGS` is already set: most of the suite's time on JAX (and
+TensorFlow's XLA paths) is compiling small test models, and the flags cut it by about a
+quarter. They change which kernels fuse, not the semantics; the tests' tolerances are stated
+for float rounding, and a plain `python -m pytest` (or `--optimized-xla`) runs the default
+optimisation level.
+
 The backend is chosen with `KERAS_BACKEND` before Keras is imported, hence one pytest process per
 backend. `--jobs N` runs up to N of them at once (default: 2 when the machine has 2 or more CPUs,
 else 1); each one's output is printed whole when it ends, so logs never interleave. Exits
@@ -36,6 +43,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 BACKENDS = ("tensorflow", "jax", "torch")
+FAST_XLA = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
 # pytest -m expressions per tier and backend; "slow or not slow" overrides pyproject's default.
 MARKERS = {
     "all": {"tensorflow": "slow or not slow", "jax": "not slow", "torch": "not slow"},
@@ -108,10 +116,15 @@ def _run_backend(backend, args, tmp):
         *args.pytest_args,
     ]
     env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="2")
+    if not args.optimized_xla:
+        env.setdefault("XLA_FLAGS", FAST_XLA)
     version = _keras_version(env)
     if args.expect_keras and not _same_version(version, args.expect_keras):
         return "", None, f"{backend}: expected Keras {args.expect_keras}, imported {version}"
-    header = f"\n=== KERAS_BACKEND={backend}, keras {version}, tier {args.tier}: {' '.join(cmd[1:])}\n"
+    header = (
+        f"\n=== KERAS_BACKEND={backend}, keras {version}, tier {args.tier}, "
+        f"XLA_FLAGS={env.get('XLA_FLAGS', '')!r}: {' '.join(cmd[1:])}\n"
+    )
     start = time.monotonic()
     with open(log, "w") as out:
         rc = subprocess.call(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
@@ -137,6 +150,11 @@ def main(argv=None):
     )
     parser.add_argument(
         "--expect-keras", metavar="VERSION", help="fail unless this Keras version is the one imported"
+    )
+    parser.add_argument(
+        "--optimized-xla",
+        action="store_true",
+        help="leave XLA's default optimisation level (slower compiles)",
     )
     parser.add_argument("pytest_args", nargs="*")
     args = parser.parse_args(argv)
