@@ -16,6 +16,7 @@ from keras_tricks.layers.crf_ops import (
 )
 from keras_tricks.layers.efficient_global_pointer import EfficientGlobalPointer
 from keras_tricks.layers.global_pointer import GlobalPointer
+from keras_tricks.layers.gplinker_event_heads import GPLinkerEventHeads
 from keras_tricks.layers.gplinker_heads import GPLinkerHeads
 from keras_tricks.layers.log_n_multi_head_attention import LogNMultiHeadAttention
 from keras_tricks.layers.squareplus import SquarePlus
@@ -31,6 +32,7 @@ __all__ = [
     "ConditionalLayerNormalization",
     "ConditionalRandomField",
     "EfficientGlobalPointer",
+    "GPLinkerEventHeads",
     "GPLinkerHeads",
     "GlobalPointer",
     "LogNMultiHeadAttention",

@@ -18,10 +18,23 @@ losses, the span metrics and the decoders share.
 - `triples_to_sparse_labels`, `decode_triples`, `split_gplinker_scores`,
   `triples_from_entity_indices`, `triples_from_mentions`: GPLinker relation
   extraction (labels from triples, triples from scores and from JSON records).
+- `events_to_sparse_labels`, `decode_events`, `maximal_cliques`,
+  `split_event_scores`, `event_labels_from_schema`, `events_from_duee`,
+  `event_prf`: GPLinker event extraction (labels from events, events from
+  scores by a maximal-clique search, the article's event/argument scores).
 """
 
 from keras_tricks.spans.conventions import MASK_VALUE, PADDINGS, SPAN_PADDING, check_padding, valid_span_rows
 from keras_tricks.spans.decoding import decode_spans
+from keras_tricks.spans.events import (
+    decode_events,
+    event_labels_from_schema,
+    event_prf,
+    events_from_duee,
+    events_to_sparse_labels,
+    maximal_cliques,
+    split_event_scores,
+)
 from keras_tricks.spans.labels import spans_to_sparse_labels, sparse_spans_to_dense
 from keras_tricks.spans.relations import (
     decode_triples,
@@ -46,12 +59,19 @@ __all__ = [
     "SPAN_PADDING",
     "check_padding",
     "decode_spans",
+    "decode_events",
     "decode_triples",
+    "event_labels_from_schema",
+    "event_prf",
+    "events_from_duee",
+    "events_to_sparse_labels",
+    "maximal_cliques",
     "num_tags",
     "span_rows_to_scores",
     "spans_to_sparse_labels",
     "spans_to_tags",
     "sparse_spans_to_dense",
+    "split_event_scores",
     "split_gplinker_scores",
     "tags_to_spans",
     "triples_from_entity_indices",
