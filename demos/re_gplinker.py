@@ -18,7 +18,10 @@ Format (SpERT-style CoNLL04, a JSON list): `{"tokens": [...], "tags": [BILOU
 entity tags, e.g. "B-Peop", "L-Peop", "U-Loc", "O"], "relations": [{"head",
 "tail", "type"}]}`, `head` / `tail` indexing the entities in their order of
 appearance in `tags`. Alternatively `{"tokens", "entities": [{"type",
-"start", "end" (exclusive)}], "relations": [...]}` (SpERT's own format).
+"start", "end" (exclusive)}], "relations": [...]}` (SpERT's own format: SciERC),
+or DuIE's JSON lines `{"text", "spo_list": [{"subject", "predicate", "object":
+{"@value"}}]}`, read with characters as tokens and each mention at its first
+occurrence (a complex object by its `@value`).
 A `--dev` or `--test` file you give is used whole; without `--dev`, 15% of
 `--train` (a fixed seed) is held out as dev. Relation types are those of
 train; a dev/test triple of a type never seen in training still counts as
@@ -84,7 +87,39 @@ def bilou_to_spans(tags):
     return spans
 
 
+def read_duie(path):
+    """DuIE (one JSON object a line, characters as tokens): triples from the
+    mentions' first occurrences; a complex object is read by its `@value`."""
+    out = []
+    with open(path, encoding="utf-8") as f:
+        for k, line in enumerate(f):
+            if not line.strip():
+                continue
+            rec = json.loads(line)
+            spo = [
+                (
+                    t["subject"],
+                    t["predicate"],
+                    t["object"]["@value"] if isinstance(t["object"], dict) else t["object"],
+                )
+                for t in rec.get("spo_list", [])
+            ]
+            try:
+                triples = kt_spans.triples_from_mentions(list(rec["text"]), spo)
+            except ValueError as e:
+                raise ValueError(f"{path}, line {k + 1}: {e}") from None
+            out.append(Sentence(list(rec["text"]), sorted(set(triples))))
+    return out
+
+
 def read_conll04(path):
+    """SpERT-style JSON list (CoNLL04, SciERC), or DuIE's JSON lines."""
+    with open(path, encoding="utf-8") as f:
+        head = f.read(1)
+        while head.isspace():
+            head = f.read(1)
+    if head != "[":
+        return read_duie(path)
     with open(path, encoding="utf-8") as f:
         records = json.load(f)
     out = []

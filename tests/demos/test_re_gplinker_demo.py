@@ -64,3 +64,23 @@ def test_demo_smoke_run(tmp_path):
     result = _demo().main(["--train", str(path), "--test", str(path), "--smoke", "--verbose", "0"])
     assert 0.0 <= result["p"] <= 1.0 and 0.0 <= result["r"] <= 1.0 and 0.0 <= result["f1"] <= 1.0
     assert len(result["curve"]) == 1
+
+
+def test_reader_takes_duie_json_lines(tmp_path):
+    demo = _demo()
+    path = tmp_path / "duie.json"
+    recs = [
+        {
+            "text": "周杰伦出生于台湾",
+            "spo_list": [{"subject": "周杰伦", "predicate": "出生地", "object": {"@value": "台湾"}}],
+        },
+        {"text": "无关系", "spo_list": []},
+    ]
+    path.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in recs), encoding="utf-8")
+    first, second = demo.read_conll04(str(path))
+    assert first.tokens == list("周杰伦出生于台湾") and first.triples == [((0, 2), "出生地", (6, 7))]
+    assert second.triples == []
+    recs[0]["spo_list"][0]["object"] = {"@value": "香港"}
+    path.write_text(json.dumps(recs[0], ensure_ascii=False), encoding="utf-8")
+    with pytest.raises(ValueError, match="line 1"):
+        demo.read_conll04(str(path))
