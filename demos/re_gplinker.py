@@ -13,6 +13,14 @@ part of the triple).
         --test your/conll04/conll04_dev.json          # dev split 85/15 from train
     python demos/re_gplinker.py --train a.json --dev b.json --test c.json
     python demos/re_gplinker.py --train a.json --test c.json --smoke   # seconds, for tests
+    python demos/re_gplinker.py --train a.json --test c.json --pipeline   # the baseline
+
+`--pipeline` trains the baseline a user would build otherwise, on the same
+encoder: a GlobalPointer entity head (one type: every subject and object)
+and a pair classifier (the hidden states at the four boundaries of an
+ordered entity pair, Dense(256, relu), one sigmoid per relation), trained
+jointly on gold entities and all their ordered pairs; at test time the pairs
+are those of the predicted entities.
 
 Format (SpERT-style CoNLL04, a JSON list): `{"tokens": [...], "tags": [BILOU
 entity tags, e.g. "B-Peop", "L-Peop", "U-Loc", "O"], "relations": [{"head",
@@ -147,7 +155,8 @@ class ReBatches(DataGenerator):
     """((words, chars), GPLinker sparse labels) length buckets; `labels=False`
     yields inputs only."""
 
-    def __init__(self, sentences, vocab, batch_size, labels=True, max_len=0, **kwargs):
+    def __init__(self, sentences, vocab, batch_size, labels=True, max_len=0, pipeline=False, **kwargs):
+        self.pipeline = pipeline
         order = np.argsort([len(s.tokens) for s in sentences], kind="stable")
         self.indices = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
         super().__init__([[sentences[i] for i in idx] for idx in self.indices], batch_size=1, **kwargs)
@@ -176,6 +185,8 @@ class ReBatches(DataGenerator):
         n = -(-cut // BUCKET) * BUCKET
         x = self.vocab.encode(batch, cut)
         x = tuple(np.pad(a, [(0, 0), (0, n - cut)] + [(0, 0)] * (a.ndim - 2)) for a in x)
+        if self.pipeline:
+            return self._pipeline_batch(batch, x, cut)
         if not self.labels:
             return (x,)
         y = kt_spans.triples_to_sparse_labels(
@@ -185,6 +196,111 @@ class ReBatches(DataGenerator):
             max_rows=self.max_rows,
         )
         return x, y
+
+    def _pipeline_batch(self, batch, x, cut):
+        """Pipeline baseline: ((words, chars, pairs), (entity labels, pair
+        labels)). Training pairs are every ordered pair of distinct gold
+        entities (subjects and objects alike), labelled with their relations."""
+        entities, pairs, targets = [], [], []
+        for s in batch:
+            triples = self._kept(s, cut)
+            ents = sorted({t[0] for t in triples} | {t[2] for t in triples})
+            entities.append(ents)
+            pairs.append([(a, b) for a in ents for b in ents if a != b])
+            rel = {}
+            for subj, r, obj in triples:
+                rel.setdefault((subj, obj), set()).add(self.vocab.relations.index(r))
+            targets.append([rel.get(p, set()) for p in pairs[-1]])
+        y_ent = kt_spans.spans_to_sparse_labels(
+            [[(0, a, b) for a, b in e] for e in entities], 1, max_spans=2 * self.max_rows
+        )
+        return (*x, pair_array(pairs)), (y_ent, pair_targets(targets, len(self.vocab.relations)))
+
+
+def pair_array(pairs):
+    """(batch, P, 4) int32 (s_start, s_end, o_start, o_end), rows of -1 as padding."""
+    out = np.full((len(pairs), max(1, max(map(len, pairs))), 4), -1, "int32")
+    for b, ps in enumerate(pairs):
+        for k, ((a, e), (c, d)) in enumerate(ps):
+            out[b, k] = (a, e, c, d)
+    return out
+
+
+def pair_targets(targets, num_relations):
+    out = np.full((len(targets), max(1, max(map(len, targets))), num_relations), -1.0, "float32")
+    for b, ts in enumerate(targets):
+        for k, rels in enumerate(ts):
+            out[b, k] = 0.0
+            out[b, k, list(rels)] = 1.0
+    return out
+
+
+class PairFeatures(keras.layers.Layer):
+    """Hidden states at the four boundaries of each (subject, object) pair,
+    concatenated: (batch, P, 4 * hidden); padding rows (-1) read position 0
+    and are masked out by the loss."""
+
+    def call(self, hidden, pairs):
+        idx = keras.ops.maximum(pairs, 0)
+        b, p = keras.ops.shape(idx)[0], keras.ops.shape(idx)[1]
+        flat = keras.ops.reshape(idx, (b, p * 4, 1))
+        picked = keras.ops.take_along_axis(hidden, flat, axis=1)
+        return keras.ops.reshape(picked, (b, p, 4 * hidden.shape[-1]))
+
+
+def masked_pair_crossentropy(y_true, y_pred):
+    """Binary cross-entropy per relation over the real pairs (rows of -1 are padding)."""
+    valid = keras.ops.cast(y_true[..., :1] >= 0, "float32")
+    y = keras.ops.maximum(y_true, 0.0)
+    loss = keras.ops.sum(
+        keras.losses.binary_crossentropy(y[..., None], y_pred[..., None], from_logits=True) * valid, -1
+    )
+    return keras.ops.sum(loss) / keras.ops.maximum(keras.ops.sum(valid), 1.0)
+
+
+def build_pipeline_model(vocab, args):
+    """The pipeline baseline on the same encoder: a GlobalPointer entity head
+    (one type: every subject and object) and a pair classifier (the hidden
+    states at the pair's four boundaries, Dense(256, relu), one sigmoid per
+    relation), trained jointly on gold entities."""
+    inputs, x = encoder(vocab, args)
+    pairs = keras.Input((None, 4), dtype="int32", name="pairs")
+    head = kt_layers.EfficientGlobalPointer if args.efficient else kt_layers.GlobalPointer
+    entities = head(1, args.head_size, name="entities")(x)
+    h = PairFeatures()(x, pairs)
+    h = keras.layers.Dense(256, activation="relu")(h)
+    relations = keras.layers.Dense(len(vocab.relations), name="relations")(h)
+    model = keras.Model([*inputs, pairs], [entities, relations])
+    model.compile(
+        optimizer=keras.optimizers.Adam(args.lr),
+        loss=[kt_losses.SparseGlobalPointerCrossentropy(), masked_pair_crossentropy],
+        jit_compile=args.jit,
+        run_eagerly=args.eager,
+    )
+    return model
+
+
+def predict_pipeline(model, sentences, vocab, batch_size=64):
+    """Step 1: entities from the entity head; step 2: every ordered pair of
+    them through the pair classifier; a relation is kept at probability > 0.5."""
+    data = ReBatches(sentences, vocab, batch_size, labels=False)
+    found = [None] * len(sentences)
+    for idx, (x,) in zip(data.indices, data):
+        dummy = np.full((len(idx), 1, 4), -1, "int32")
+        ent_scores = np.asarray(model.predict_on_batch((*x, dummy))[0])
+        ents = [[] for _ in idx]
+        for b, _, a, e in kt_spans.decode_spans(ent_scores):
+            if e < len(sentences[idx[b]].tokens):
+                ents[b].append((int(a), int(e)))
+        pairs = [[(p, q) for p in es for q in es if p != q] for es in ents]
+        logits = np.asarray(model.predict_on_batch((*x, pair_array(pairs)))[1])
+        for b, i in enumerate(idx):
+            found[i] = {
+                (p, vocab.relations[r], q)
+                for k, (p, q) in enumerate(pairs[b])
+                for r in np.nonzero(logits[b, k] > 0.0)[0]
+            }
+    return found
 
 
 def build_model(vocab, args):
@@ -214,14 +330,14 @@ def predict_triples(model, sentences, vocab, batch_size=64):
 class KeepBest(keras.callbacks.Callback):
     """Strict triple F1 on dev after each epoch; restores the best weights."""
 
-    def __init__(self, dev, vocab, verbose):
+    def __init__(self, dev, vocab, verbose, predict):
         super().__init__()
-        self.dev, self.vocab, self.verbose = dev, vocab, verbose
+        self.dev, self.vocab, self.verbose, self.predict = dev, vocab, verbose, predict
         self.best, self.best_epoch, self.best_weights, self.curve = -1.0, 0, None, []
 
     def on_epoch_end(self, epoch, logs=None):
         f1 = kt_metrics.triple_prf(
-            [s.triples for s in self.dev], predict_triples(self.model, self.dev, self.vocab)
+            [s.triples for s in self.dev], self.predict(self.model, self.dev, self.vocab)
         )[2]
         self.curve.append(f1)
         if self.verbose:
@@ -251,6 +367,11 @@ def main(argv=None):
     ap.add_argument("--dev", help="dev file, used whole (default: 15%% split from --train)")
     ap.add_argument("--test", required=True, help="test file, used whole (e.g. CoNLL04's conll04_dev.json)")
     ap.add_argument("--efficient", action="store_true", help="EfficientGlobalPointer heads")
+    ap.add_argument(
+        "--pipeline",
+        action="store_true",
+        help="the baseline instead: an entity head plus a pair classifier on the same encoder",
+    )
     ap.add_argument("--epochs", type=int, default=50)
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--lr", type=float, default=2e-3)
@@ -307,11 +428,18 @@ def main(argv=None):
         flush=True,
     )
     keras.utils.set_random_seed(args.seed)
-    model = build_model(vocab, args)
+    model = (build_pipeline_model if args.pipeline else build_model)(vocab, args)
+    predict = predict_pipeline if args.pipeline else predict_triples
     data = ReBatches(
-        train, vocab, args.batch_size, max_len=args.max_len, workers=args.workers, seed=args.seed
+        train,
+        vocab,
+        args.batch_size,
+        max_len=args.max_len,
+        pipeline=args.pipeline,
+        workers=args.workers,
+        seed=args.seed,
     )
-    keep = KeepBest(dev, vocab, bool(args.verbose))
+    keep = KeepBest(dev, vocab, bool(args.verbose), predict)
     start = time.time()
     with data:
         model.fit(
@@ -323,13 +451,22 @@ def main(argv=None):
             shuffle=False,
         )
     seconds = time.time() - start
-    found = predict_triples(model, test, vocab)
+    found = predict(model, test, vocab)
     p, r, f = kt_metrics.triple_prf([s.triples for s in test], found)
     print(f"\nStrict triple micro scores on {_shown(args.test)} (best dev epoch {keep.best_epoch}):")
     print(f"{'model':<28}{'precision':>10}{'recall':>10}{'F1':>10}{'params':>10}{'train s':>10}")
-    name = "GPLinker (Efficient GP)" if args.efficient else "GPLinker (GlobalPointer)"
+    name = "GPLinker" if not args.pipeline else "pipeline: NER + pairs"
+    name += " (Efficient GP)" if args.efficient else " (GlobalPointer)"
     print(f"{name:<28}{p:>10.4f}{r:>10.4f}{f:>10.4f}{model.count_params():>10d}{seconds:>10.1f}")
-    return {"p": p, "r": r, "f1": f, "seconds": seconds, "curve": keep.curve, "best_epoch": keep.best_epoch}
+    return {
+        "p": p,
+        "r": r,
+        "f1": f,
+        "params": model.count_params(),
+        "seconds": seconds,
+        "curve": keep.curve,
+        "best_epoch": keep.best_epoch,
+    }
 
 
 if __name__ == "__main__":

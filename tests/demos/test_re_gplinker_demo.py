@@ -66,6 +66,32 @@ def test_demo_smoke_run(tmp_path):
     assert len(result["curve"]) == 1
 
 
+@pytest.mark.slow
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="demo test runs on TF only")
+def test_pipeline_baseline_smoke_run(tmp_path):
+    path = tmp_path / "tiny.json"
+    path.write_text(json.dumps(RECORDS * 8))
+    args = ["--train", str(path), "--test", str(path), "--smoke", "--verbose", "0", "--pipeline"]
+    result = _demo().main(args)
+    assert 0.0 <= result["f1"] <= 1.0 and len(result["curve"]) == 1
+
+
+def test_pipeline_pairs_and_targets_by_hand():
+    import numpy as np
+
+    demo = _demo()
+    pairs = demo.pair_array([[((0, 1), (4, 5)), ((4, 5), (0, 1))], []])
+    assert pairs.shape == (2, 2, 4) and pairs[0].tolist() == [[0, 1, 4, 5], [4, 5, 0, 1]]
+    assert (pairs[1] == -1).all()
+    targets = demo.pair_targets([[{1}, set()], []], 3)
+    assert targets[0].tolist() == [[0, 1, 0], [0, 0, 0]] and (targets[1] == -1).all()
+    # The masked loss ignores padding rows: equal to the mean over the one real pair.
+    y = np.array([[[0.0, 1.0], [-1.0, -1.0]]], "float32")
+    logits = np.array([[[2.0, -1.0], [50.0, 50.0]]], "float32")
+    expected = np.log1p(np.exp(2.0)) + np.log1p(np.exp(1.0))
+    assert float(demo.masked_pair_crossentropy(y, logits)) == pytest.approx(expected, rel=1e-5)
+
+
 def test_reader_takes_duie_json_lines(tmp_path):
     demo = _demo()
     path = tmp_path / "duie.json"
