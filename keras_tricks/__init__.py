@@ -4,10 +4,12 @@ for multi-backend Keras 3 (TensorFlow, JAX, PyTorch).
 Submodules, one per capability:
     keras_tricks.activations  squareplus
     keras_tricks.entropy      entropy_normalize, log_n_attention_scale
+    keras_tricks.intermediates  record / capture: tensors from inside a layer's call
     keras_tricks.postprocessing  CAN (can_normalize, CANPredictor), on the host
     keras_tricks.layers       SquarePlus, GlobalPointer, EfficientGlobalPointer,
                               ConditionalLayerNormalization, LogNMultiHeadAttention,
-                              decode_spans
+                              GPLinkerHeads, GPLinkerEventHeads, ConditionalRandomField,
+                              TheseusReplacement, decode_spans
     keras_tricks.losses       GlobalPointer losses, flooding
     keras_tricks.metrics      SpanF1, SpanPrecision, SpanRecall
     keras_tricks.spans        span conventions (MASK_VALUE, SPAN_PADDING), labels,
@@ -26,6 +28,7 @@ from keras_tricks import (
     callbacks,
     data,
     entropy,
+    intermediates,
     layers,
     losses,
     metrics,
@@ -42,6 +45,7 @@ __all__ = [
     "callbacks",
     "data",
     "entropy",
+    "intermediates",
     "layers",
     "losses",
     "metrics",
