@@ -10,8 +10,9 @@ Tiers. `--tier all` (the default, and what CI runs): TensorFlow, the default bac
 test (`slow` ones included: end-to-end demos, subprocess and training tests); JAX and PyTorch run
 everything not marked `slow`, which includes every test driven by the shared harness
 (`-m harness`). `--tier fast` skips `slow` tests on every backend. `--tier harness` runs only the
-harness-driven tests and the docstring examples. `--tier floor` (CI's minimum-Keras check) adds
-the tests of every module that uses Keras internals, slow ones aside. A plain
+harness-driven tests and the docstring examples. `--tier floor` (CI's minimum-Keras check) runs
+the docstring examples and the tests of every module that uses Keras internals, slow ones aside
+(`--tier harness` on the minimum Keras adds the harness). A plain
 `python -m pytest` is the fast tier on one backend (pyproject.toml deselects `slow`).
 
 Every run also collects the docstring examples of the package (`--doctest-modules keras_tricks`),
@@ -22,11 +23,14 @@ XLA compiles with its backend optimisations off (`XLA_FLAGS`, FAST_XLA below) un
 TensorFlow's XLA paths) is compiling small test models, and the flags cut it by about a
 quarter. They change which kernels fuse, not the semantics; the tests' tolerances are stated
 for float rounding, and a plain `python -m pytest` (or `--optimized-xla`) runs the default
-optimisation level.
+optimisation level. JAX also keeps its persistent compilation cache in the run's temporary
+directory (unless `JAX_COMPILATION_CACHE_DIR` is set): the harness builds the same small models
+again and again, and each program is then compiled once.
 
 The backend is chosen with `KERAS_BACKEND` before Keras is imported, hence one pytest process per
 backend. `--jobs N` runs up to N of them at once (default: 2 when the machine has 2 or more CPUs,
-else 1); each one's output is printed whole when it ends, so logs never interleave. Exits
+else 1); with two or more, tier all runs TensorFlow's slow tests as a process of their own, queued
+after JAX, so that the longest backend does not run alone at the end. Each one's output is printed whole when it ends, so logs never interleave. Exits
 non-zero when any test fails, when a backend cannot be imported, or when a run collects no test
 at all. The last line totals the runs in the form `N passed, N failed, N skipped`.
 """
@@ -50,10 +54,14 @@ MARKERS = {
     "fast": {"tensorflow": "not slow", "jax": "not slow", "torch": "not slow"},
     # Doctest items carry the `doctest` marker (the repository's conftest.py).
     "harness": dict.fromkeys(BACKENDS, "harness or doctest"),
-    # CI's minimum-Keras check: the harness, the docstring examples and the tests of every
-    # module that uses Keras internals (`keras_internals`, set by conftest.py), slow ones aside.
-    "floor": dict.fromkeys(BACKENDS, "(harness or doctest or keras_internals) and not slow"),
+    # CI's minimum-Keras check: the docstring examples and the tests of every module that uses
+    # Keras internals (`keras_internals`, set by conftest.py), slow ones aside.
+    "floor": dict.fromkeys(BACKENDS, "(doctest or keras_internals) and not slow"),
 }
+# With several processes at once, tier all runs TensorFlow's slow tests as a job of their own, so
+# that the longest backend does not finish alone: (label, backend, marker) in the order queued,
+# longest first.
+SPLIT_SLOW = "slow"
 
 
 def _counts(junit_path):
@@ -94,10 +102,25 @@ def _default_jobs():
     return 2 if (os.cpu_count() or 1) >= 2 else 1
 
 
-def _run_backend(backend, args, tmp):
-    """One pytest process for `backend`; returns (lines to print, counts or None, problem or None)."""
-    junit = os.path.join(tmp, f"{backend}.xml")
-    log = os.path.join(tmp, f"{backend}.log")
+def _jobs(backends, args):
+    """(label, backend, marker, may_be_empty) per pytest process, longest first."""
+    markers = MARKERS[args.tier]
+    if args.tier != "all" or args.jobs < 2 or "tensorflow" not in backends:
+        return [(b, b, markers[b], False) for b in backends]
+    # TensorFlow runs every test; its slow ones (a third of its time) become a job of their own.
+    jobs = [("tensorflow", "tensorflow", "not slow", False)]
+    jobs += [(b, b, markers[b], False) for b in backends if b == "jax"]
+    jobs += [("tensorflow (slow)", "tensorflow", SPLIT_SLOW, True)]
+    jobs += [(b, b, markers[b], False) for b in backends if b not in ("tensorflow", "jax")]
+    return jobs
+
+
+def _run_backend(job, args, tmp):
+    """One pytest process for `job`; returns (lines to print, counts or None, problem or None)."""
+    label, backend, marker, may_be_empty = job
+    slug = label.replace(" ", "_").replace("(", "").replace(")", "")
+    junit = os.path.join(tmp, f"{slug}.xml")
+    log = os.path.join(tmp, f"{slug}.log")
     explicit_paths = any(not a.startswith("-") for a in args.pytest_args)
     paths = [] if explicit_paths else ["tests", "keras_tricks"]
     cmd = [
@@ -112,32 +135,42 @@ def _run_backend(backend, args, tmp):
         "-o",
         "junit_family=xunit2",
         "-m",
-        MARKERS[args.tier][backend],
+        marker,
         *args.pytest_args,
     ]
     env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="2")
     if not args.optimized_xla:
         env.setdefault("XLA_FLAGS", FAST_XLA)
+    if backend == "jax" and "JAX_COMPILATION_CACHE_DIR" not in env:
+        # Test models compiled again and again (each harness check builds its own) are compiled
+        # once: JAX's persistent cache, in this run's temporary directory, for every program.
+        env.update(
+            JAX_COMPILATION_CACHE_DIR=os.path.join(tmp, "jax-cache"),
+            JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+            JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0",
+        )
     version = _keras_version(env)
     if args.expect_keras and not _same_version(version, args.expect_keras):
-        return "", None, f"{backend}: expected Keras {args.expect_keras}, imported {version}"
+        return "", None, f"{label}: expected Keras {args.expect_keras}, imported {version}"
     header = (
-        f"\n=== KERAS_BACKEND={backend}, keras {version}, tier {args.tier}, "
+        f"\n=== {label}: KERAS_BACKEND={backend}, keras {version}, tier {args.tier}, "
         f"XLA_FLAGS={env.get('XLA_FLAGS', '')!r}: {' '.join(cmd[1:])}\n"
     )
     start = time.monotonic()
     with open(log, "w") as out:
         rc = subprocess.call(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
     with open(log) as out:
-        text = header + out.read() + f"=== {backend}: {time.monotonic() - start:.0f} s\n"
+        text = header + out.read() + f"=== {label}: {time.monotonic() - start:.0f} s\n"
     if not os.path.exists(junit):
-        return text, None, f"{backend}: pytest did not run (exit {rc})"
+        return text, None, f"{label}: pytest did not run (exit {rc})"
     c = _counts(junit)
     ran = c["tests"] - c["skipped"]
     if rc == 5 or ran == 0:
-        return text, c, f"{backend}: no tests ran"
+        # The split-off slow job of a selection without slow tests; its backend's main job
+        # still has to run some.
+        return text, c, None if may_be_empty else f"{label}: no tests ran"
     if rc != 0:
-        return text, c, f"{backend}: pytest exited {rc}"
+        return text, c, f"{label}: pytest exited {rc}"
     return text, c, None
 
 
@@ -167,7 +200,7 @@ def main(argv=None):
 
     passed = failed = skipped = 0
     problems = []
-    queue = list(backends)
+    queue = _jobs(backends, args)
     lock = threading.Lock()
     started = time.monotonic()
     with tempfile.TemporaryDirectory() as tmp:
@@ -178,8 +211,8 @@ def main(argv=None):
                 with lock:
                     if not queue:
                         return
-                    backend = queue.pop(0)
-                text, c, problem = _run_backend(backend, args, tmp)
+                    job = queue.pop(0)
+                text, c, problem = _run_backend(job, args, tmp)
                 with lock:
                     print(text, end="", flush=True)
                     if c is not None:
@@ -190,7 +223,7 @@ def main(argv=None):
                     if problem:
                         problems.append(problem)
 
-        threads = [threading.Thread(target=worker) for _ in range(min(args.jobs, len(backends)))]
+        threads = [threading.Thread(target=worker) for _ in range(min(args.jobs, len(queue)))]
         for t in threads:
             t.start()
         for t in threads:

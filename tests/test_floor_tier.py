@@ -1,8 +1,8 @@
 """The minimum-Keras tier must cover every module that uses Keras internals.
 
 CI runs the full suite on the latest Keras, and on the minimum Keras that
-pyproject.toml declares only the harness, the docstring examples and the tests
-of the modules that import `keras_tricks/_keras_compat.py` (the marker
+pyproject.toml declares only the docstring examples and the tests of the
+modules that import `keras_tricks/_keras_compat.py` (the marker
 `keras_internals`, set from the repository's conftest.py). A module that starts
 using Keras internals without an entry there would go untested on the floor.
 """
