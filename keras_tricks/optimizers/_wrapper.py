@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Sequence
+from typing import Any
 
 import keras
 from keras import ops
@@ -83,3 +84,43 @@ class OptimizerWrapper(keras.optimizers.Optimizer):
 
     def finalize_variable_values(self, var_list: Sequence[keras.Variable]) -> None:
         self.inner_optimizer.finalize_variable_values(var_list)
+
+    def _inner_apply(
+        self, grads: Sequence[Tensor], trainable_variables: Sequence[keras.Variable] | None
+    ) -> Any:
+        """Build on first use, let the wrapped optimizer apply `grads`, and
+        return whether it applied them: a boolean tensor where the wrapped
+        optimizer may skip a step (a LossScaleOptimizer on an overflow,
+        gradient accumulation), None where it always applies."""
+        if not self.built:
+            with keras.name_scope(self.name, caller=self):
+                self.build(trainable_variables)
+        skip = _may_skip_updates(self.inner_optimizer)
+        # A copy (on PyTorch a variable's tensor is updated in place).
+        before = ops.copy(ops.convert_to_tensor(self.inner_optimizer.iterations)) if skip else None
+        self.inner_optimizer.apply(grads, trainable_variables)
+        return _applied(before, ops.convert_to_tensor(self.inner_optimizer.iterations)) if skip else None
+
+    def _inner_stateless_apply(
+        self,
+        optimizer_variables: Sequence[Tensor],
+        grads: Sequence[Tensor],
+        trainable_variables: Sequence[Tensor],
+    ) -> tuple[list[Tensor], list[Tensor], Any]:
+        """The wrapped optimizer's `stateless_apply` on its part of
+        `optimizer_variables` (those after the wrapper's own): (new trainable
+        values, its new variables, applied or None as in `_inner_apply`)."""
+        own = len(self._variables)
+        inner = self.inner_optimizer
+
+        def inner_iterations(values):
+            with keras.StatelessScope(state_mapping=list(zip(inner.variables, values))):
+                return ops.convert_to_tensor(inner.iterations)
+
+        skip = _may_skip_updates(inner)
+        before = inner_iterations(optimizer_variables[own:]) if skip else None
+        new_trainable, new_inner = inner.stateless_apply(
+            optimizer_variables[own:], grads, trainable_variables
+        )
+        applied = _applied(before, inner_iterations(new_inner)) if skip else None
+        return new_trainable, new_inner, applied

@@ -17,7 +17,7 @@ from keras import ops
 
 from keras_tricks import _backend, _keras_compat, _numerics
 from keras_tricks._typing import Tensor
-from keras_tricks.optimizers._wrapper import OptimizerWrapper, _applied, _eager_scope, _may_skip_updates
+from keras_tricks.optimizers._wrapper import OptimizerWrapper, _eager_scope
 
 _VARIABLES = ("trainable", "all")
 _WEIGHTS = ("ema", "raw")
@@ -299,14 +299,7 @@ class ExponentialMovingAverageOptimizer(OptimizerWrapper):
     def apply(
         self, grads: Sequence[Tensor], trainable_variables: Sequence[keras.Variable] | None = None
     ) -> None:
-        if not self.built:
-            with keras.name_scope(self.name, caller=self):
-                self.build(trainable_variables)
-        skip = _may_skip_updates(self.inner_optimizer)
-        # A copy (on PyTorch a variable's tensor is updated in place).
-        before = ops.copy(ops.convert_to_tensor(self.inner_optimizer.iterations)) if skip else None
-        self.inner_optimizer.apply(grads, trainable_variables)
-        applied = _applied(before, ops.convert_to_tensor(self.inner_optimizer.iterations)) if skip else None
+        applied = self._inner_apply(grads, trainable_variables)
         # Non-trainable variables (BatchNorm statistics) already hold this
         # step's values here on TensorFlow and PyTorch.
         self._update_ema(self._pairs(include_extra=True), applied)
@@ -318,18 +311,9 @@ class ExponentialMovingAverageOptimizer(OptimizerWrapper):
         trainable_variables: Sequence[Tensor],
     ) -> tuple[list[Tensor], list[Tensor]]:
         own = len(self._variables)
-        inner = self.inner_optimizer
-
-        def inner_iterations(values):
-            with keras.StatelessScope(state_mapping=list(zip(inner.variables, values))):
-                return ops.convert_to_tensor(inner.iterations)
-
-        skip = _may_skip_updates(inner)
-        before = inner_iterations(optimizer_variables[own:]) if skip else None
-        new_trainable, new_inner = inner.stateless_apply(
-            optimizer_variables[own:], grads, trainable_variables
+        new_trainable, new_inner, applied = self._inner_stateless_apply(
+            optimizer_variables, grads, trainable_variables
         )
-        applied = _applied(before, inner_iterations(new_inner)) if skip else None
         mapping = list(zip(self._variables, optimizer_variables[:own]))
         mapping += list(zip(self._averaged, new_trainable))
         with keras.StatelessScope(state_mapping=mapping) as scope:

@@ -12,7 +12,7 @@ from keras import ops
 
 from keras_tricks import _backend, _keras_compat, _validation
 from keras_tricks._typing import Tensor
-from keras_tricks.optimizers._wrapper import OptimizerWrapper, _applied, _eager_scope, _may_skip_updates
+from keras_tricks.optimizers._wrapper import OptimizerWrapper, _eager_scope
 
 
 @keras.saving.register_keras_serializable(package="keras_tricks")
@@ -177,15 +177,7 @@ class Lookahead(OptimizerWrapper):
     def apply(
         self, grads: Sequence[Tensor], trainable_variables: Sequence[keras.Variable] | None = None
     ) -> None:
-        if not self.built:
-            with keras.name_scope(self.name, caller=self):
-                self.build(trainable_variables)
-        skip = _may_skip_updates(self.inner_optimizer)
-        # A copy (on PyTorch a variable's tensor is updated in place).
-        before = ops.copy(ops.convert_to_tensor(self.inner_optimizer.iterations)) if skip else None
-        self.inner_optimizer.apply(grads, trainable_variables)
-        applied = _applied(before, ops.convert_to_tensor(self.inner_optimizer.iterations)) if skip else None
-        self._stateful_update(applied)
+        self._stateful_update(self._inner_apply(grads, trainable_variables))
 
     def stateless_apply(
         self,
@@ -194,16 +186,9 @@ class Lookahead(OptimizerWrapper):
         trainable_variables: Sequence[Tensor],
     ) -> tuple[list[Tensor], list[Tensor]]:
         own = len(self._variables)
-        inner = self.inner_optimizer
-
-        def inner_iterations(values):
-            with keras.StatelessScope(state_mapping=list(zip(inner.variables, values))):
-                return ops.convert_to_tensor(inner.iterations)
-
-        skip = _may_skip_updates(inner)
-        before = inner_iterations(optimizer_variables[own:]) if skip else None
-        new_fast, new_inner = inner.stateless_apply(optimizer_variables[own:], grads, trainable_variables)
-        applied = _applied(before, inner_iterations(new_inner)) if skip else None
+        new_fast, new_inner, applied = self._inner_stateless_apply(
+            optimizer_variables, grads, trainable_variables
+        )
 
         # LossScaleOptimizer passes our variables themselves (read through its
         # StatelessScope): take their values.
