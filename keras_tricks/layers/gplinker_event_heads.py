@@ -3,16 +3,14 @@ from __future__ import annotations
 from typing import Any
 
 import keras
-from keras import ops
 
 from keras_tricks import _validation
-from keras_tricks._typing import Identifier, Shape, Tensor
-from keras_tricks.layers.efficient_global_pointer import EfficientGlobalPointer
-from keras_tricks.layers.global_pointer import GlobalPointer
+from keras_tricks._typing import Identifier
+from keras_tricks.layers._gplinker_base import LinkedSpanHeads
 
 
 @keras.saving.register_keras_serializable(package="keras_tricks")
-class GPLinkerEventHeads(keras.layers.Layer):
+class GPLinkerEventHeads(LinkedSpanHeads):
     """GPLinker's three span heads for event extraction, as one
     `(batch, L + 2, n, n)` score tensor.
 
@@ -73,55 +71,16 @@ class GPLinkerEventHeads(keras.layers.Layer):
         bias_initializer: Identifier = "zeros",
         **kwargs: Any,
     ) -> None:
-        super().__init__(**kwargs)
-        self.labels = _validation.check_int("labels", labels, minimum=1)
-        self.head_size = _validation.check_int("head_size", head_size, minimum=1)
-        self.efficient = _validation.check_bool("efficient", efficient)
-        self.use_bias = _validation.check_bool("use_bias", use_bias)
-        self.kernel_initializer = keras.initializers.get(kernel_initializer)
-        self.bias_initializer = keras.initializers.get(bias_initializer)
-        cls = EfficientGlobalPointer if self.efficient else GlobalPointer
-        common = {
-            "head_size": self.head_size,
-            "use_bias": self.use_bias,
-            "kernel_initializer": self.kernel_initializer,
-            "bias_initializer": self.bias_initializer,
-            "dtype": self.dtype_policy,
-        }
-        self.argument_head = cls(heads=self.labels, name="arguments", **common)
-        self.head_link = cls(heads=1, use_rope=False, name="head_links", **common)
-        self.tail_link = cls(heads=1, use_rope=False, name="tail_links", **common)
-        self.supports_masking = True
+        # Checked first: a wrong count is the likeliest mistake.
+        labels = _validation.check_int("labels", labels, minimum=1)
+        super().__init__(head_size, efficient, use_bias, kernel_initializer, bias_initializer, **kwargs)
+        self.labels = labels
+        self.argument_head = self._head(self.labels, "arguments")
+        self.head_link = self._head(1, "head_links", use_rope=False)
+        self.tail_link = self._head(1, "tail_links", use_rope=False)
 
-    def build(self, input_shape: Shape) -> None:
-        for head in (self.argument_head, self.head_link, self.tail_link):
-            head.build(input_shape)
-
-    def call(self, inputs: Tensor, mask: Tensor | None = None) -> Tensor:
-        parts = [head(inputs, mask=mask) for head in (self.argument_head, self.head_link, self.tail_link)]
-        return ops.concatenate(parts, axis=1)
-
-    def compute_output_shape(self, input_shape: Shape) -> Shape:
-        shape = self.argument_head.compute_output_shape(input_shape)
-        return (shape[0], self.labels + 2, shape[2], shape[3])
-
-    def compute_output_spec(self, inputs: keras.KerasTensor, mask: Tensor | None = None) -> keras.KerasTensor:
-        spec = self.argument_head.compute_output_spec(inputs)
-        return keras.KerasTensor(self.compute_output_shape(inputs.shape), dtype=spec.dtype)
-
-    def compute_mask(self, inputs: Tensor, mask: Tensor | None = None) -> None:
-        return None
+    def _parts(self) -> tuple[keras.layers.Layer, ...]:
+        return (self.argument_head, self.head_link, self.tail_link)
 
     def get_config(self) -> dict[str, Any]:
-        config = super().get_config()
-        config.update(
-            {
-                "labels": self.labels,
-                "head_size": self.head_size,
-                "efficient": self.efficient,
-                "use_bias": self.use_bias,
-                "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
-                "bias_initializer": keras.initializers.serialize(self.bias_initializer),
-            }
-        )
-        return config
+        return {**super().get_config(), "labels": self.labels}

@@ -3,16 +3,14 @@ from __future__ import annotations
 from typing import Any
 
 import keras
-from keras import ops
 
 from keras_tricks import _validation
-from keras_tricks._typing import Identifier, Shape, Tensor
-from keras_tricks.layers.efficient_global_pointer import EfficientGlobalPointer
-from keras_tricks.layers.global_pointer import GlobalPointer
+from keras_tricks._typing import Identifier
+from keras_tricks.layers._gplinker_base import LinkedSpanHeads
 
 
 @keras.saving.register_keras_serializable(package="keras_tricks")
-class GPLinkerHeads(keras.layers.Layer):
+class GPLinkerHeads(LinkedSpanHeads):
     """GPLinker's three span heads for joint entity-relation extraction, as
     one `(batch, 2 + 2R, n, n)` score tensor.
 
@@ -77,59 +75,16 @@ class GPLinkerHeads(keras.layers.Layer):
         bias_initializer: Identifier = "zeros",
         **kwargs: Any,
     ) -> None:
-        super().__init__(**kwargs)
-        self.relations = _validation.check_int("relations", relations, minimum=1)
-        self.head_size = _validation.check_int("head_size", head_size, minimum=1)
-        self.efficient = _validation.check_bool("efficient", efficient)
-        self.use_bias = _validation.check_bool("use_bias", use_bias)
-        self.kernel_initializer = keras.initializers.get(kernel_initializer)
-        self.bias_initializer = keras.initializers.get(bias_initializer)
-        cls = EfficientGlobalPointer if self.efficient else GlobalPointer
-        common = {
-            "head_size": self.head_size,
-            "use_bias": self.use_bias,
-            "kernel_initializer": self.kernel_initializer,
-            "bias_initializer": self.bias_initializer,
-            "dtype": self.dtype_policy,
-        }
-        self.entity_head = cls(heads=2, name="entities", **common)
-        self.head_link = cls(
-            heads=self.relations, use_rope=False, tril_mask=False, name="head_links", **common
-        )
-        self.tail_link = cls(
-            heads=self.relations, use_rope=False, tril_mask=False, name="tail_links", **common
-        )
-        self.supports_masking = True
+        # Checked first: a wrong count is the likeliest mistake.
+        relations = _validation.check_int("relations", relations, minimum=1)
+        super().__init__(head_size, efficient, use_bias, kernel_initializer, bias_initializer, **kwargs)
+        self.relations = relations
+        self.entity_head = self._head(2, "entities")
+        self.head_link = self._head(self.relations, "head_links", use_rope=False, tril_mask=False)
+        self.tail_link = self._head(self.relations, "tail_links", use_rope=False, tril_mask=False)
 
-    def build(self, input_shape: Shape) -> None:
-        for head in (self.entity_head, self.head_link, self.tail_link):
-            head.build(input_shape)
-
-    def call(self, inputs: Tensor, mask: Tensor | None = None) -> Tensor:
-        parts = [head(inputs, mask=mask) for head in (self.entity_head, self.head_link, self.tail_link)]
-        return ops.concatenate(parts, axis=1)
-
-    def compute_output_shape(self, input_shape: Shape) -> Shape:
-        shape = self.entity_head.compute_output_shape(input_shape)
-        return (shape[0], 2 + 2 * self.relations, shape[2], shape[3])
-
-    def compute_output_spec(self, inputs: keras.KerasTensor, mask: Tensor | None = None) -> keras.KerasTensor:
-        spec = self.entity_head.compute_output_spec(inputs)
-        return keras.KerasTensor(self.compute_output_shape(inputs.shape), dtype=spec.dtype)
-
-    def compute_mask(self, inputs: Tensor, mask: Tensor | None = None) -> None:
-        return None
+    def _parts(self) -> tuple[keras.layers.Layer, ...]:
+        return (self.entity_head, self.head_link, self.tail_link)
 
     def get_config(self) -> dict[str, Any]:
-        config = super().get_config()
-        config.update(
-            {
-                "relations": self.relations,
-                "head_size": self.head_size,
-                "efficient": self.efficient,
-                "use_bias": self.use_bias,
-                "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
-                "bias_initializer": keras.initializers.serialize(self.bias_initializer),
-            }
-        )
-        return config
+        return {**super().get_config(), "relations": self.relations}
