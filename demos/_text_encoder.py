@@ -1,6 +1,7 @@
 """The from-scratch text encoder the span demos share (NER and relation
-extraction): word ids plus a character CNN, a BiLSTM over both, and the
-vocabulary that encodes sentences for it. Import it after
+extraction): word ids plus a character CNN, a BiLSTM over both, the
+vocabulary that encodes sentences for it, and the pieces of their training
+loops (the dev split, bucket padding, keeping the best epoch). Import it after
 `_quiet.quiet_backend_start()` (it imports Keras)."""
 
 import collections
@@ -63,3 +64,46 @@ def encoder(vocab, args):
     x = L.Bidirectional(L.LSTM(args.lstm, return_sequences=True))(x)
     x = L.Dropout(args.dropout)(x)
     return [words, chars], x
+
+
+def split_dev(train, seed, fraction=0.15):
+    """(train, dev): `fraction` of `train` (at least one sentence) held out
+    as dev, chosen with `seed`."""
+    order = np.random.default_rng(seed).permutation(len(train))
+    dev_idx = set(order[: max(1, int(round(fraction * len(train))))].tolist())
+    return [s for i, s in enumerate(train) if i not in dev_idx], [
+        s for i, s in enumerate(train) if i in dev_idx
+    ]
+
+
+def padded_inputs(vocab, batch, max_len, bucket):
+    """(cut, (words, chars)): the batch cut at `max_len` tokens (0: not cut)
+    and padded to a multiple of `bucket`, so that few batch shapes occur."""
+    cut = max(len(s.tokens) for s in batch)
+    if max_len:
+        cut = min(cut, max_len)
+    n = -(-cut // bucket) * bucket
+    x = vocab.encode(batch, cut)
+    return cut, tuple(np.pad(a, [(0, 0), (0, n - cut)] + [(0, 0)] * (a.ndim - 2)) for a in x)
+
+
+class KeepBest(keras.callbacks.Callback):
+    """`score(model)` -> (value to maximise, curve entry, message) after each
+    epoch; keeps the best epoch's weights and restores them at the end."""
+
+    def __init__(self, score, verbose):
+        super().__init__()
+        self.score, self.verbose = score, verbose
+        self.best, self.best_epoch, self.best_weights, self.curve = -1.0, 0, None, []
+
+    def on_epoch_end(self, epoch, logs=None):
+        value, entry, message = self.score(self.model)
+        self.curve.append(entry)
+        if self.verbose:
+            print(f"  epoch {epoch + 1}: {message}", flush=True)
+        if value > self.best:
+            self.best, self.best_epoch, self.best_weights = value, epoch + 1, self.model.get_weights()
+
+    def on_train_end(self, logs=None):
+        if self.best_weights is not None:
+            self.model.set_weights(self.best_weights)

@@ -49,7 +49,7 @@ import _quiet  # noqa: E402
 keras = _quiet.quiet_backend_start()
 
 
-from _text_encoder import WordCharVocab, encoder  # noqa: E402
+from _text_encoder import KeepBest, WordCharVocab, encoder, padded_inputs, split_dev  # noqa: E402
 from _text_encoder import shown as _shown  # noqa: E402
 
 import keras_tricks  # noqa: E402
@@ -137,12 +137,7 @@ class EeBatches(DataGenerator):
             yield self.encode(bucket)
 
     def encode(self, batch):
-        cut = max(len(s.tokens) for s in batch)
-        if self.max_len:
-            cut = min(cut, self.max_len)
-        n = -(-cut // BUCKET) * BUCKET
-        x = self.vocab.encode(batch, cut)
-        x = tuple(np.pad(a, [(0, 0), (0, n - cut)] + [(0, 0)] * (a.ndim - 2)) for a in x)
+        cut, x = padded_inputs(self.vocab, batch, self.max_len, BUCKET)
         if not self.labels:
             return (x,)
         y = kt_spans.events_to_sparse_labels(
@@ -176,41 +171,6 @@ def predict_events(model, sentences, vocab, batch_size=32):
             n = len(sentences[i].tokens)
             found[i] = [e for e in events if all(a[2][1] < n for a in e)]
     return found
-
-
-class KeepBest(keras.callbacks.Callback):
-    """Argument F1 on dev after each epoch; restores the best weights."""
-
-    def __init__(self, dev, vocab, verbose):
-        super().__init__()
-        self.dev, self.vocab, self.verbose = dev, vocab, verbose
-        self.best, self.best_epoch, self.best_weights, self.curve = -1.0, 0, None, []
-
-    def on_epoch_end(self, epoch, logs=None):
-        scores = kt_spans.event_prf(
-            [s.events for s in self.dev], predict_events(self.model, self.dev, self.vocab), TRIGGER
-        )
-        f1 = scores["argument"][2]
-        self.curve.append((scores["event"][2], f1))
-        if self.verbose:
-            print(
-                f"  epoch {epoch + 1}: dev event F1 {scores['event'][2]:.4f}, argument F1 {f1:.4f}",
-                flush=True,
-            )
-        if f1 > self.best:
-            self.best, self.best_epoch, self.best_weights = f1, epoch + 1, self.model.get_weights()
-
-    def on_train_end(self, logs=None):
-        if self.best_weights is not None:
-            self.model.set_weights(self.best_weights)
-
-
-def split_dev(train, seed, fraction=0.15):
-    order = np.random.default_rng(seed).permutation(len(train))
-    dev_idx = set(order[: max(1, int(round(fraction * len(train))))].tolist())
-    return [s for i, s in enumerate(train) if i not in dev_idx], [
-        s for i, s in enumerate(train) if i in dev_idx
-    ]
 
 
 def main(argv=None):
@@ -267,7 +227,13 @@ def main(argv=None):
     data = EeBatches(
         train, vocab, args.batch_size, max_len=args.max_len, workers=args.workers, seed=args.seed
     )
-    keep = KeepBest(dev, vocab, bool(args.verbose))
+
+    def dev_scores(model):
+        scores = kt_spans.event_prf([s.events for s in dev], predict_events(model, dev, vocab), TRIGGER)
+        event, argument = scores["event"][2], scores["argument"][2]
+        return argument, (event, argument), f"dev event F1 {event:.4f}, argument F1 {argument:.4f}"
+
+    keep = KeepBest(dev_scores, bool(args.verbose))
     start = time.time()
     with data:
         model.fit(

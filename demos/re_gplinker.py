@@ -63,7 +63,7 @@ import _quiet  # noqa: E402
 keras = _quiet.quiet_backend_start()
 
 
-from _text_encoder import WordCharVocab, encoder  # noqa: E402
+from _text_encoder import KeepBest, WordCharVocab, encoder, padded_inputs, split_dev  # noqa: E402
 from _text_encoder import shown as _shown  # noqa: E402
 
 import keras_tricks  # noqa: E402
@@ -179,12 +179,7 @@ class ReBatches(DataGenerator):
             yield self.encode(bucket)
 
     def encode(self, batch):
-        cut = max(len(s.tokens) for s in batch)
-        if self.max_len:
-            cut = min(cut, self.max_len)
-        n = -(-cut // BUCKET) * BUCKET
-        x = self.vocab.encode(batch, cut)
-        x = tuple(np.pad(a, [(0, 0), (0, n - cut)] + [(0, 0)] * (a.ndim - 2)) for a in x)
+        cut, x = padded_inputs(self.vocab, batch, self.max_len, BUCKET)
         if self.pipeline:
             return self._pipeline_batch(batch, x, cut)
         if not self.labels:
@@ -327,38 +322,6 @@ def predict_triples(model, sentences, vocab, batch_size=64):
     return found
 
 
-class KeepBest(keras.callbacks.Callback):
-    """Strict triple F1 on dev after each epoch; restores the best weights."""
-
-    def __init__(self, dev, vocab, verbose, predict):
-        super().__init__()
-        self.dev, self.vocab, self.verbose, self.predict = dev, vocab, verbose, predict
-        self.best, self.best_epoch, self.best_weights, self.curve = -1.0, 0, None, []
-
-    def on_epoch_end(self, epoch, logs=None):
-        f1 = kt_metrics.triple_prf(
-            [s.triples for s in self.dev], self.predict(self.model, self.dev, self.vocab)
-        )[2]
-        self.curve.append(f1)
-        if self.verbose:
-            print(f"  epoch {epoch + 1}: dev triple F1 {f1:.4f}", flush=True)
-        if f1 > self.best:
-            self.best, self.best_epoch, self.best_weights = f1, epoch + 1, self.model.get_weights()
-
-    def on_train_end(self, logs=None):
-        if self.best_weights is not None:
-            self.model.set_weights(self.best_weights)
-
-
-def split_dev(train, seed, fraction=0.15):
-    order = np.random.default_rng(seed).permutation(len(train))
-    cut = max(1, int(round(fraction * len(train))))
-    dev_idx = set(order[:cut].tolist())
-    return [s for i, s in enumerate(train) if i not in dev_idx], [
-        s for i, s in enumerate(train) if i in dev_idx
-    ]
-
-
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument(
@@ -439,7 +402,12 @@ def main(argv=None):
         workers=args.workers,
         seed=args.seed,
     )
-    keep = KeepBest(dev, vocab, bool(args.verbose), predict)
+
+    def dev_f1(model):
+        f1 = kt_metrics.triple_prf([s.triples for s in dev], predict(model, dev, vocab))[2]
+        return f1, f1, f"dev triple F1 {f1:.4f}"
+
+    keep = KeepBest(dev_f1, bool(args.verbose))
     start = time.time()
     with data:
         model.fit(
