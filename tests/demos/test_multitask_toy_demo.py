@@ -11,9 +11,9 @@ def test_multitask_toy_demo_smoke(tmp_path):
     from demos import multitask_toy
 
     out = tmp_path / "toy.png"
-    rows = multitask_toy.main(["--smoke", "--methods", "mgda,cagrad", "--output", str(out)])
+    rows = multitask_toy.main(["--smoke", "--methods", "mgda", "--output", str(out)])
     assert out.exists()
-    assert len(rows) == 2 * len(toy.CAGRAD_STARTS)
+    assert len(rows) == len(toy.CAGRAD_STARTS)
     for name, _, _, dist in rows:
         if name == "mgda":
             assert dist < 0.01
