@@ -30,30 +30,24 @@ Times are medians of repeated calls after warm-up, on whatever backend
 import argparse
 import os
 import sys
-import time
 
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import keras  # noqa: E402
+from _timing import median_time  # noqa: E402
 from keras import ops  # noqa: E402
+
+
+def settled_median_time(fn, reps):
+    return median_time(fn, reps, warmup=2)  # a second warm-up call: graphs settle on the first two
+
 
 from keras_tricks import layers, losses, spans  # noqa: E402
 
 TYPES, BATCH, VOCAB = 10, 16, 5000
 TAGS = spans.num_tags(TYPES)  # 21
-
-
-def _median_time(fn, reps):
-    fn()  # warm-up (tracing)
-    fn()
-    times = []
-    for _ in range(reps):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return float(np.median(times))
 
 
 def _encoder(kind):
@@ -187,7 +181,7 @@ def main(argv=None):
         ms = {}
         for h, model in models.items():
             y = spans_ if h == "gp" else tags
-            ms[h] = 1e3 * _median_time(lambda m=model, y=y: m.train_on_batch(tokens, y), reps)
+            ms[h] = 1e3 * settled_median_time(lambda m=model, y=y: m.train_on_batch(tokens, y), reps)
         print(
             f"{n:>6}{ms['gp']:>10.1f}{ms['crf']:>10.1f}{ms['softmax']:>10.1f}"
             f"{ms['crf'] / ms['gp']:>9.2f}{ms['crf'] / ms['softmax']:>13.2f}"
@@ -200,8 +194,8 @@ def main(argv=None):
         e = rng.normal(size=(32, n, TAGS)).astype("float32")
         inp = keras.Input((None, TAGS))
         decoder = keras.Model(inp, _Viterbi(trans)(inp))
-        graph = _median_time(lambda e=e, d=decoder: d.predict_on_batch(e), reps)
-        host = _median_time(lambda e=e: spans.viterbi_decode_numpy(e, trans), max(2, reps // 2))
+        graph = settled_median_time(lambda e=e, d=decoder: d.predict_on_batch(e), reps)
+        host = settled_median_time(lambda e=e: spans.viterbi_decode_numpy(e, trans), max(2, reps // 2))
         print(f"{n:>6}{32 / graph:>12.0f}{32 / host:>12.0f}{graph / host:>15.2f}")
 
     print("\n3. CRF loss step (ms): emissions -> Dense -> CRF, forward + backward, Adam")
@@ -212,7 +206,7 @@ def main(argv=None):
         ms = {}
         for key, cls in (("ours", losses.CRFLoss), ("unfused", UnfusedScanNLL), ("naive", NaiveLoopNLL)):
             model = _loss_model(cls, n)
-            ms[key] = 1e3 * _median_time(lambda m=model: m.train_on_batch(x, tags), reps)
+            ms[key] = 1e3 * settled_median_time(lambda m=model: m.train_on_batch(x, tags), reps)
         print(
             f"{n:>6}{ms['ours']:>10.1f}{ms['unfused']:>10.1f}{ms['naive']:>12.1f}"
             f"{ms['ours'] / ms['unfused']:>14.2f}{ms['ours'] / ms['naive']:>12.2f}"

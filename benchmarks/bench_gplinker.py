@@ -21,27 +21,17 @@ Times are medians of repeated calls after warm-up, on whatever backend
 import argparse
 import os
 import sys
-import time
 
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import keras  # noqa: E402
+from _timing import median_time  # noqa: E402
 
 from keras_tricks import layers, losses, spans  # noqa: E402
 
 R, BATCH = 5, 16
-
-
-def _median_time(fn, reps):
-    fn()  # warm-up (tracing)
-    times = []
-    for _ in range(reps):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return float(np.median(times))
 
 
 def _triples(rng, n, count=3):
@@ -86,8 +76,8 @@ def main(argv=None):
         y_ner = np.concatenate([y_re[:, :2]] * 2, axis=1)  # entity rows as a 4-type NER label
         ner = _model(lambda x: layers.GlobalPointer(4, 64)(x))
         re_ = _model(lambda x: layers.GPLinkerHeads(R, 64)(x))
-        t_ner = _median_time(lambda: ner.train_on_batch(tok, y_ner), reps)
-        t_re = _median_time(lambda: re_.train_on_batch(tok, y_re), reps)
+        t_ner = median_time(lambda: ner.train_on_batch(tok, y_ner), reps)
+        t_re = median_time(lambda: re_.train_on_batch(tok, y_re), reps)
         print(f"{n:>6}{1e3 * t_ner:>12.1f}{1e3 * t_re:>14.1f}{t_re / t_ner:>8.2f}")
 
     print("\n3. decode_triples per sentence vs candidate entities k (subjects = objects = k), n = 64")
@@ -100,7 +90,7 @@ def main(argv=None):
             s[b, 0, starts, starts + 1] = 1.0
             s[b, 1, starts, starts] = 1.0
         s[:, 2:] = np.where(rng.random(s[:, 2:].shape) < 0.05, 1.0, -1.0)
-        t = _median_time(lambda: spans.decode_triples(s), reps)
+        t = median_time(lambda: spans.decode_triples(s), reps)
         found = sum(map(len, spans.decode_triples(s))) / BATCH
         print(f"{k:>6}{1e3 * t / BATCH:>16.3f}{found:>10.1f}")
 

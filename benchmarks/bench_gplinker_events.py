@@ -25,28 +25,18 @@ import argparse
 import itertools
 import os
 import sys
-import time
 
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import keras  # noqa: E402
+from _timing import median_time  # noqa: E402
 
 from keras_tricks import layers, losses, spans  # noqa: E402
 
 TYPES, ROLES, BATCH = 65, 217, 16
 LABELS = [(t, "trigger") for t in range(TYPES)] + [(r % TYPES, f"role{r}") for r in range(ROLES)]
-
-
-def _median_time(fn, reps):
-    fn()  # warm-up (tracing)
-    times = []
-    for _ in range(reps):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return float(np.median(times))
 
 
 def _events(rng, n, args=4):
@@ -110,8 +100,8 @@ def main(argv=None):
         y_ee = spans.events_to_sparse_labels(_events(rng, n), LABELS)
         ner = _model(lambda x: layers.GlobalPointer(L, 64)(x))
         ee = _model(lambda x: layers.GPLinkerEventHeads(L, 64)(x))
-        t_ner = _median_time(lambda: ner.train_on_batch(tok, y_ee[:, :L]), reps)
-        t_ee = _median_time(lambda: ee.train_on_batch(tok, y_ee), reps)
+        t_ner = median_time(lambda: ner.train_on_batch(tok, y_ee[:, :L]), reps)
+        t_ee = median_time(lambda: ee.train_on_batch(tok, y_ee), reps)
         print(f"{n:>6}{1e3 * t_ner:>12.1f}{1e3 * t_ee:>12.1f}{t_ee / t_ner:>8.2f}")
 
     print("\n3. decode_events per sentence vs candidate arguments k of one type, n = 64")
@@ -119,7 +109,7 @@ def main(argv=None):
     for kind, ks in (("random", (4, 8, 16, 24)), ("worst", (6, 12, 18, 24))):
         for k in ks:
             s, labels = _decode_case(k, kind)
-            t = _median_time(lambda: spans.decode_events(s, labels), reps)
+            t = median_time(lambda: spans.decode_events(s, labels), reps)
             found = len(spans.decode_events(s, labels)[0])
             print(f"{k:>6}{kind:>10}{1e3 * t:>10.2f}{found:>10}")
 
