@@ -28,7 +28,6 @@ labels of a sentence shows what its annotation allows.
 from __future__ import annotations
 
 import json
-import operator
 from collections.abc import Hashable, Iterable, Mapping, Sequence
 from typing import Any
 
@@ -38,18 +37,12 @@ from keras_tricks import _validation
 from keras_tricks._typing import Tensor
 from keras_tricks.spans.conventions import MASK_VALUE, SPAN_PADDING, check_padding
 from keras_tricks.spans.labels import _pack_span_rows
-from keras_tricks.spans.relations import _as_numpy
+from keras_tricks.spans.relations import _as_numpy, _check_lengths, _position
 
 #: An argument: (event type, role, (start, end)), ends inclusive.
 Argument = tuple[Hashable, Hashable, tuple[int, int]]
 #: An event: its arguments, sorted, each once.
 Event = tuple[Argument, ...]
-
-
-def _position(value: Any) -> int:
-    if isinstance(value, (bool, np.bool_)):
-        raise TypeError
-    return operator.index(value)
 
 
 def _check_labels(labels: Any) -> list[tuple[Hashable, Hashable]]:
@@ -236,10 +229,7 @@ def events_to_sparse_labels(
             f"`batch_events` must be a sequence (one per sample) of events, got {type(batch_events).__name__}."
         )
     batch_events = list(batch_events)
-    if lengths is not None:
-        lengths = [_validation.check_int(f"lengths[{i}]", n, minimum=0) for i, n in enumerate(lengths)]
-        if len(lengths) != len(batch_events):
-            raise ValueError(f"`lengths` has {len(lengths)} entries for {len(batch_events)} samples.")
+    lengths = _check_lengths(lengths, len(batch_events), "batch_events")
     channels = len(labels) + 2
     per_sample = []
     for b, sample in enumerate(batch_events):

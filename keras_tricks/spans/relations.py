@@ -57,6 +57,16 @@ def _position(value: Any) -> int:
     return operator.index(value)
 
 
+def _check_lengths(lengths: Sequence[int] | None, count: int, samples: str) -> list[int] | None:
+    """`lengths` as a list of non-negative ints, one per sample of `samples`."""
+    if lengths is None:
+        return None
+    lengths = [_validation.check_int(f"lengths[{i}]", n, minimum=0) for i, n in enumerate(lengths)]
+    if len(lengths) != count:
+        raise ValueError(f"`lengths` has {len(lengths)} entries for {count} samples in `{samples}`.")
+    return lengths
+
+
 def _parse_triple(triple: Any, names: list[str] | None, num_relations: int, where: str) -> tuple:
     try:
         subject, relation, obj = triple
@@ -140,12 +150,7 @@ def triples_to_sparse_labels(
             f"`batch_triples` must be a sequence (one per sample) of triples, got {type(batch_triples).__name__}."
         )
     batch_triples = list(batch_triples)
-    if lengths is not None:
-        lengths = [_validation.check_int(f"lengths[{i}]", n, minimum=0) for i, n in enumerate(lengths)]
-        if len(lengths) != len(batch_triples):
-            raise ValueError(
-                f"`lengths` has {len(lengths)} entries for {len(batch_triples)} samples in `batch_triples`."
-            )
+    lengths = _check_lengths(lengths, len(batch_triples), "batch_triples")
     channels = 2 + 2 * num_relations
     per_sample = []
     for b, sample in enumerate(batch_triples):
