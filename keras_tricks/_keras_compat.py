@@ -104,7 +104,14 @@ def set_optimizer_distribution_strategy(optimizer: keras.optimizers.Optimizer, s
 
 def optimizer_trainable_variables(optimizer: keras.optimizers.Optimizer) -> list:
     """The variables a built optimizer updates, in its own order."""
-    return list(optimizer._trainable_variables)
+    variables = list(optimizer._trainable_variables)
+    inner = getattr(optimizer, "inner_optimizer", None)
+    if not variables and inner is not None:
+        # Keras 3.10's LossScaleOptimizer.build builds the optimizer it wraps
+        # but not its own base class, so its list stays empty (3.15 fills
+        # it); the wrapped optimizer's is the same list.
+        return optimizer_trainable_variables(inner)
+    return variables
 
 
 def tf_maybe_merge_call(fn: Any, strategy: Any, *args: Any) -> Any:

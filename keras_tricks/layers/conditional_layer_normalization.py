@@ -18,6 +18,9 @@ _RMS_EPSILON = 1e-6  # keras.layers.RMSNormalization's default
 # of such values (< 2^102), summed over up to 2^26 elements, stay finite.
 _RESCALE_EXPONENT = 50.0
 _RESCALE_ABOVE = 2.0**50
+# Keras's fused layer/RMS normalisation ops (torch.nn.functional kernels on
+# PyTorch) arrived after Keras 3.10, the floor we support.
+_HAS_FUSED_NORMALIZATION = hasattr(ops, "layer_normalization")
 
 
 @keras.saving.register_keras_serializable(package="keras_tricks")
@@ -408,7 +411,7 @@ class ConditionalLayerNormalization(keras.layers.Layer):
         floor = float(np.sqrt(_numerics.finfo(x.dtype).tiny))
         trailing = axes == list(range(ndim - len(axes), ndim))
         single = keras.backend.standardize_dtype(x.dtype) == "float32"
-        if _backend.name() == "torch" and trailing and single:
+        if _backend.name() == "torch" and trailing and single and _HAS_FUSED_NORMALIZATION:
             # One fused kernel (torch.nn.functional layer_norm / rms_norm), as
             # Keras's own layers use on PyTorch: the composite below is several
             # times slower there in eager mode. It takes epsilon as a number, not
