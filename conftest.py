@@ -14,6 +14,7 @@ import pytest
 # module starts importing _keras_compat without an entry here, so the
 # minimum-Keras check never silently skips it.
 KERAS_INTERNALS_TESTS = {
+    "keras_tricks/callbacks/backup_and_resume.py": ["tests/callbacks/test_backup_and_resume.py"],
     "keras_tricks/callbacks/exponential_moving_average.py": [
         "tests/callbacks/test_exponential_moving_average.py"
     ],

@@ -166,6 +166,33 @@ def num_replicas_in_sync() -> int:
     return 1
 
 
+def global_rng_state() -> list[np.ndarray]:
+    """The backend's own global random state, as uint8 arrays: PyTorch's
+    generator (the CPU one, then one per CUDA device), which Keras's `Dropout`
+    without a `seed` draws from on PyTorch. Empty on TensorFlow and JAX, where
+    Keras draws every random number from `SeedGenerator` variables."""
+    if name() != "torch":
+        return []
+    import torch
+
+    states = [torch.get_rng_state()]
+    if torch.cuda.is_available():
+        states += list(torch.cuda.get_rng_state_all())
+    return [s.cpu().numpy().copy() for s in states]
+
+
+def set_global_rng_state(states: Sequence[np.ndarray]) -> None:
+    """Restore what `global_rng_state()` returned (on the same devices)."""
+    if name() != "torch" or not states:
+        return
+    import torch
+
+    tensors = [torch.from_numpy(np.asarray(s, np.uint8).copy()) for s in states]
+    torch.set_rng_state(tensors[0])
+    if len(tensors) > 1:
+        torch.cuda.set_rng_state_all(tensors[1:])
+
+
 def ema_update(
     averages: Sequence[keras.Variable],
     variables: Sequence[Any],

@@ -114,6 +114,13 @@ def optimizer_trainable_variables(optimizer: keras.optimizers.Optimizer) -> list
     return variables
 
 
+def set_initial_epoch(model: keras.Model, epoch: int) -> None:
+    """Make the running `fit()` start at `epoch`: every backend's `fit()` reads
+    `model._initial_epoch` after `on_train_begin` (what Keras's own
+    BackupAndRestore sets)."""
+    model._initial_epoch = int(epoch)
+
+
 def tf_maybe_merge_call(fn: Any, strategy: Any, *args: Any) -> Any:
     """`tf.distribute`'s merge call: run `fn` once in cross-replica context
     when inside a replica context (what Keras's own TF optimizer does to

@@ -27,6 +27,10 @@ __all__ = ["DataGenerator", "WorkerError", "RemoteTraceback"]
 # of batch k of epoch e is (1, e, k, 0) for `self.rng` and (1, e, k, 1) for
 # the global generators (Python `random`, NumPy's legacy `np.random`, Keras).
 _SHUFFLE, _BATCH = 0, 1
+# Positions remembered per stream: far more batches than fit() (tf.data's
+# prefetch included) holds ahead of training.
+_POSITIONS_KEPT = 1024
+_STATE_KEYS = ("seed", "epoch", "index", "offset", "random", "batch_size", "size")
 
 
 class _LengthError(ValueError, TypeError):
@@ -173,7 +177,11 @@ class DataGenerator:
 
     Attributes:
         steps: batches per epoch, or None when the data has no length.
-        epoch: the epoch number the next stream starts from (settable).
+        epoch: the epoch number the next stream starts from (settable;
+            setting it discards a position given by `set_state`).
+
+    `get_state()` / `set_state()` save and restore the stream's position
+    (see `callbacks.BackupAndResume` to resume a training run mid-epoch).
     """
 
     def __init__(
@@ -253,6 +261,15 @@ class DataGenerator:
         self.shm_threshold = None if shm_threshold is None else int(shm_threshold)
         self.epoch = 0
         self.rng = None
+        # The position set by set_state(), taken by the next stream.
+        self._resume = None
+        # Of the latest stream: where it started, and for the batches it
+        # yielded lately (count since its start -> position after it), so
+        # that a callback can map "batches trained" to a position although
+        # fit() pulls a few batches ahead.
+        self._stream_start = None
+        self._positions = collections.deque(maxlen=_POSITIONS_KEPT)
+        self._yielded = 0
         self._shard = None
         self._worker_id = None
         self._pool = None  # the pool of a `with` block
@@ -355,6 +372,109 @@ class DataGenerator:
             lambda: (_as_tuples(b) for b in self.forfit(random)), output_signature=output_signature
         )
 
+    def get_state(self) -> dict[str, Any]:
+        """The position of the next batch, as a small JSON-serialisable dict.
+
+        Every batch is a function of `(seed, epoch, shard index)` alone (see
+        the class docstring), so this is the whole state of the stream: a
+        generator given it with `set_state()` (the same data, `batch_size`
+        and `random`, any number of workers) goes on with exactly the batches
+        this one would have yielded next. It is the position after the last
+        batch the latest stream yielded (before any stream: where the next
+        one starts). Nothing is built or read to get it.
+
+        >>> gen = DataGenerator(list(range(10)), batch_size=3, seed=0)
+        >>> stream = gen.forfit()
+        >>> _ = [next(stream) for _ in range(5)]   # epoch 0, then 1 of epoch 1
+        >>> state = gen.get_state()
+        >>> (state["epoch"], state["index"], state["offset"])
+        (1, 0, 1)
+        >>> other = DataGenerator(list(range(10)), batch_size=3)
+        >>> other.set_state(state)
+        >>> next(other.forfit()).tolist() == next(stream).tolist()
+        True
+
+        Keys: `seed`, `epoch`, `index` (the shard within the epoch), `offset`
+        (batches of that shard already yielded, for an `__iter__` that makes
+        several of one shard), `random` (of the stream), and `batch_size`
+        and `size` (`len(data)`, or None), checked by `set_state`.
+        """
+        if self._positions:
+            position = self._positions[-1][1]
+        elif self._stream_start is not None:
+            position = self._stream_start
+        elif self._resume is not None:
+            position = self._resume
+        else:
+            position = (self.epoch, 0, 0, None)
+        return self._state(position)
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        """Make the next stream start at `state`, from `get_state()` (also
+        `seed` is taken from it). Raises `TypeError` for a state that is not a
+        dict of the documented keys and types, and `ValueError` when it was
+        taken from a generator of another `batch_size` or data size."""
+        if not isinstance(state, dict):
+            raise TypeError(f"`state` must be a dict from get_state(); received {type(state).__name__}.")
+        missing = [k for k in _STATE_KEYS if k not in state]
+        if missing:
+            raise ValueError(f"`state` lacks the keys {missing}; pass what get_state() returned.")
+        for key in ("seed", "epoch", "index", "offset", "batch_size"):
+            value = state[key]
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
+                raise TypeError(f"`state[{key!r}]` must be an int >= 0; received {value!r}.")
+        if state["random"] is not None and not isinstance(state["random"], bool):
+            raise TypeError(f"`state['random']` must be a bool or None; received {state['random']!r}.")
+        if state["batch_size"] != self.batch_size:
+            raise ValueError(
+                f"`state` is of a generator with batch_size={state['batch_size']}; this one has "
+                f"batch_size={self.batch_size}: its batches would not be the same."
+            )
+        size = len(self.data) if hasattr(self.data, "__len__") else None
+        if state["size"] != size:
+            raise ValueError(
+                f"`state` is of a generator over {state['size']} samples; this one has {size}: "
+                "its batches would not be the same."
+            )
+        self.seed = int(state["seed"])
+        self.epoch = int(state["epoch"])
+        self._resume = (self.epoch, int(state["index"]), int(state["offset"]), state["random"])
+        self._stream_start = None
+        self._positions.clear()
+        self._yielded = 0
+
+    def _state(self, position):
+        epoch, index, offset, random = position
+        return {
+            "seed": self.seed,
+            "epoch": int(epoch),
+            "index": int(index),
+            "offset": int(offset),
+            "random": random,
+            "batch_size": self.batch_size,
+            "size": len(self.data) if hasattr(self.data, "__len__") else None,
+        }
+
+    def _state_after(self, count):
+        """`get_state()` as it was after the latest stream's first `count`
+        batches (what a training callback saves: fit() pulls ahead)."""
+        if self._stream_start is None:
+            raise ValueError("no stream of this generator has started.")
+        if count == 0:
+            return self._state(self._stream_start)
+        if count > self._yielded:
+            raise ValueError(
+                f"the stream yielded {self._yielded} batches, fewer than the {count} trained: "
+                "was the model trained on another stream than this generator's latest?"
+            )
+        for n, position in reversed(self._positions):
+            if n == count:
+                return self._state(position)
+        raise ValueError(
+            f"the position after batch {count} is no longer known (the stream is "
+            f"{self._yielded - count} batches ahead of training; at most {_POSITIONS_KEPT} are kept)."
+        )
+
     def close(self) -> None:
         """Stop every worker this generator started: the pool of a `with gen:`
         block and those of streams still alive (e.g. a `forfit()` that
@@ -440,16 +560,48 @@ class DataGenerator:
         self._pools.add(pool)
         return pool
 
+    def _start(self, random):
+        """The first epoch, shard and offset of a new stream, taking the
+        position `set_state()` left (when the epoch was not changed since)."""
+        resume, self._resume = self._resume, None
+        if resume is not None and resume[0] == self.epoch:
+            if resume[3] is not None and resume[3] != random:
+                raise ValueError(
+                    f"the state given to set_state() is of a stream with random={resume[3]}; "
+                    f"this one has random={random}: its batches would not be the same."
+                )
+            start = resume[:3]
+        else:
+            start = (self.epoch, 0, 0)
+        self._stream_start = (*start, random)
+        self._positions.clear()
+        self._yielded = 0
+        return start
+
+    def _yielding(self, epoch, index, offset, random):
+        self.epoch = max(self.epoch, epoch + 1)
+        self._yielded += 1
+        self._positions.append((self._yielded, (epoch, index, offset + 1, random)))
+
     def _stream(self, random, forever):
-        first_epoch = self.epoch
+        first_epoch, first_index, first_offset = self._start(random)
         pool, owned = None, False
         pending = collections.deque()
         try:
-            tasks = self._tasks(random, forever, first_epoch)
+            tasks = self._tasks(random, forever, first_epoch, first_index)
+
+            def numbered(batches, epoch, index):
+                # (offset, batch); a resumed shard's batches yielded before
+                # its position are left out.
+                if (epoch, index) == (first_epoch, first_index):
+                    return enumerate(list(batches)[first_offset:], first_offset)
+                return enumerate(batches)
+
             if not self.workers:
                 for epoch, index, kind, payload in tasks:
-                    for batch in self._build(epoch, index, random, kind, payload, restore=True):
-                        self.epoch = max(self.epoch, epoch + 1)
+                    batches = self._build(epoch, index, random, kind, payload, restore=True)
+                    for offset, batch in numbered(batches, epoch, index):
+                        self._yielding(epoch, index, offset, random)
                         yield batch
                 return
             if self._pool is not None and not self._pool.closed and not self._pool.busy:
@@ -471,14 +623,14 @@ class DataGenerator:
                     except StopIteration:
                         exhausted = True
                         break
-                    pending.append((pool.submit(epoch, index, random, kind, payload), epoch))
+                    pending.append((pool.submit(epoch, index, random, kind, payload), epoch, index))
                 if not pending:
                     return
-                task_id, epoch = pending[0]
+                task_id, epoch, index = pending[0]
                 batches = pool.get(task_id, self.timeout)
                 pending.popleft()
-                for batch in batches:
-                    self.epoch = max(self.epoch, epoch + 1)
+                for offset, batch in numbered(batches, epoch, index):
+                    self._yielding(epoch, index, offset, random)
                     yield batch
         except GeneratorExit:
             raise
@@ -494,15 +646,19 @@ class DataGenerator:
                     if pool is self._pool:
                         self._pool = None
                 else:
-                    pool.forget([t for t, _ in pending])
+                    pool.forget([t for t, _, _ in pending])
                     pool.busy = False
 
-    def _tasks(self, random, forever, first_epoch):
+    def _tasks(self, random, forever, first_epoch, first_index=0):
         epoch = first_epoch
         while True:
             n = 0
             for index, (kind, payload) in enumerate(self._epoch_shards(random, epoch)):
                 n += 1
+                # A resumed stream's shards before its position: drawn (the
+                # shuffle must advance as before), not built.
+                if epoch == first_epoch and index < first_index:
+                    continue
                 yield epoch, index, kind, payload
             if not forever:
                 return
