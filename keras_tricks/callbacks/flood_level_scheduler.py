@@ -101,7 +101,18 @@ class FloodLevelScheduler(keras.callbacks.Callback):
                 )
         return found
 
+    def set_model(self, model: keras.Model) -> None:
+        super().set_model(model)
+        # fit() sets the model before it records the training state (JAX
+        # on Keras 3.10 fixes the list of metric variables there, and a
+        # statistic attached later overran it: IndexError), so attach here.
+        if getattr(model, "compiled", False):
+            self._attach()
+
     def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
+        self._attach()  # a model compiled after set_model
+
+    def _attach(self) -> None:
         newly = False
         found = self._losses()
         for index, (name, loss) in enumerate(found):
