@@ -618,3 +618,62 @@ class PrimaryAuxiliary(Strategy):
         config = super().get_config()
         config.update({"primary": self.primary, "max_iterations": self.max_iterations})
         return config
+
+
+@_register
+@register_strategy("db_mtl")
+class DBMTL(Strategy):
+    """DB-MTL: log-transformed losses, their gradients rescaled to the largest norm.
+
+    Lin, Ye, Xu, Shi & Zhang, "Dual-Balancing for Multi-Task Learning"
+    (2023). Loss-scale balancing: every task minimises log(L_i + epsilon),
+    whose gradient is g_i / (L_i + epsilon). Gradient-magnitude balancing:
+    the shared update is
+
+        d = sum_i alpha_i g_i / (L_i + epsilon),
+        alpha_i = max_j ||g_j / (L_j + epsilon)|| / ||g_i / (L_i + epsilon)||,
+
+    i.e. w_i = max_j (||g_j|| / (L_j + epsilon)) / ||g_i||: every task's
+    log-loss gradient is scaled to the norm of the largest one. Each task's
+    own parameters get the gradient of its log-loss, g_i / (L_i + epsilon)
+    (`task_specific_weights`). A gradient-based strategy: the norms need the
+    per-task gradients. A task with a zero gradient on the shared variables
+    adds nothing to the shared update (w_i = 0).
+
+    Convention: the paper (and LibMTL, by the paper's authors) balances an
+    exponential moving average of each task's gradient, beta_t = beta /
+    t^0.5 (LibMTL: beta = 0.9), which needs k copies of the shared
+    gradients as state; here beta = 0: the current gradients, which the
+    moving average tends to as beta_t -> 0. Without it the update depends on
+    the gradients only through their Gram matrix.
+
+    Args:
+        epsilon: added to each loss, > 0; None for the float32 machine
+            epsilon (LibMTL: 1e-8).
+    """
+
+    uses_gradients = True
+    scales_task_specific = True
+
+    def __init__(self, epsilon: float | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if epsilon is not None:
+            validate_number("epsilon", epsilon, low=0, low_open=True)
+        self.epsilon = epsilon
+
+    def _inverse_losses(self, losses):
+        epsilon = eps() if self.epsilon is None else self.epsilon
+        return 1.0 / (ops.maximum(ops.stop_gradient(losses), 0.0) + epsilon)
+
+    def task_weights(self, losses: Tensor, gram: Tensor, training: bool = True) -> Tensor:
+        norms = _norms(gram)
+        largest = ops.max(norms * self._inverse_losses(losses))
+        return safe_divide(ops.broadcast_to(largest, ops.shape(norms)), norms)
+
+    def task_specific_weights(self, losses: Tensor, weights: Tensor) -> Tensor:
+        return self._inverse_losses(losses)
+
+    def get_config(self) -> dict[str, Any]:
+        config = super().get_config()
+        config["epsilon"] = self.epsilon
+        return config
