@@ -22,16 +22,22 @@ with one of the strategies below; switching strategy is one argument.
 | "cagrad" | `CAGrad` | gradient | Liu et al. 2021 |
 | "primary_auxiliary" | `PrimaryAuxiliary` | gradient | Su, part III |
 | "db_mtl" | `DBMTL` | gradient | Lin et al. 2023 |
+| "upgrad" | `UPGrad` | gradient | Quinton & Rey 2024 |
+| "dualproj" | `DualProj` | gradient | Quinton & Rey 2024 |
+| "imtl_g" | `IMTLG` | gradient | Liu et al. 2021 (IMTL) |
 """
 
 from keras_tricks.multitask.gradient_based import (
     DBMTL,
+    IMTLG,
     MGDA,
     CAGrad,
+    DualProj,
     GradNorm,
     GradNormNormalization,
     PCGrad,
     PrimaryAuxiliary,
+    UPGrad,
 )
 from keras_tricks.multitask.loss_based import (
     DWA,
@@ -52,12 +58,16 @@ from keras_tricks.multitask.strategy import STRATEGIES, Strategy, get
 __all__ = [
     "DBMTL",
     "DWA",
+    "DualProj",
+    "IMTLG",
+    "UPGrad",
     "FAMO",
     "MGDA",
     "RLW",
     "STCH",
     "STRATEGIES",
     "CAGrad",
+    "DualProj",
     "Equal",
     "GeneralizedMean",
     "GradNorm",
@@ -69,6 +79,7 @@ __all__ = [
     "Prior",
     "Realtime",
     "Strategy",
+    "UPGrad",
     "Uncertainty",
     "get",
     "prior_loss",

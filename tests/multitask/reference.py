@@ -672,3 +672,40 @@ def db_mtl(losses, grads, epsilon=1e-8):
     norms = np.linalg.norm(h, axis=1)
     alpha = np.divide(norms.max(), norms, out=np.zeros_like(norms), where=norms > 0)
     return alpha @ h, head
+
+
+def dual_cone_weights(grads, u):
+    """v = argmin_{v >= u} ||sum_i v_i g_i||^2 (Quinton & Rey 2024, Proposition 1),
+    by non-negative least squares on lambda = v - u: min ||J^T lambda + J^T u||."""
+    grads, u = _as(grads), _as(u)
+    lam, _ = optimize.nnls(grads.T, -(grads.T @ u), maxiter=10000)
+    return u + lam
+
+
+def upgrad(grads, preference=None):
+    """UPGrad (Quinton & Rey 2024): sum_i p_i pi_C(g_i), as weights on the g_i."""
+    grads = _as(grads)
+    k = grads.shape[0]
+    p = np.full(k, 1.0 / k) if preference is None else _as(preference)
+    return sum(dual_cone_weights(grads, p[i] * np.eye(k)[i]) for i in range(k))
+
+
+def dualproj(grads, preference=None):
+    """DualProj (Quinton & Rey 2024; GEM): pi_C(sum_i p_i g_i), as weights."""
+    grads = _as(grads)
+    k = grads.shape[0]
+    p = np.full(k, 1.0 / k) if preference is None else _as(preference)
+    return dual_cone_weights(grads, p)
+
+
+def imtl_g(grads):
+    """IMTL-G (Liu et al. 2021), the paper's closed form: with u_i = g_i / ||g_i||,
+    D = [g_1 - g_i]_{i>1}, U = [u_1 - u_i]_{i>1}, alpha_{2..k} = g_1 U^T (D U^T)^-1,
+    alpha_1 = 1 - sum alpha_{2..k} (least squares where D U^T is singular)."""
+    grads = _as(grads)
+    units = grads / np.linalg.norm(grads, axis=1, keepdims=True)
+    d = grads[:1] - grads[1:]
+    u = units[:1] - units[1:]
+    a = d @ u.T
+    rest = np.linalg.lstsq(a.T, u @ grads[0], rcond=None)[0]
+    return np.concatenate([[1.0 - rest.sum()], rest])

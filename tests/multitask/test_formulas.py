@@ -602,3 +602,70 @@ def test_db_mtl(k, name):
     head = _np(_bind(multitask.DBMTL(), k).task_specific_weights(_t(losses), _t(w)))
     np.testing.assert_allclose(head, head_ref, rtol=1e-6)
     assert np.all(np.isfinite(w))
+
+
+def _active_preference(grads):
+    active = np.linalg.norm(grads, axis=1) > 0
+    return active, active / active.sum()
+
+
+@pytest.mark.parametrize("k", KS)
+@pytest.mark.parametrize("name", CASE_NAMES)
+def test_upgrad_and_dualproj(k, name):
+    grads, gram, losses = _case(k, name)
+    _, p = _active_preference(grads)
+    for cls, reference in [(multitask.UPGrad, ref.upgrad), (multitask.DualProj, ref.dualproj)]:
+        w = _compiled_weights(cls, k, losses, gram)
+        w_ref = reference(grads, preference=p)
+        _assert_same_update(w, w_ref, grads, 1e-5, f"{cls.__name__} {name}")
+        # never against any task (to float32 rounding of the Gram matrix)
+        d = ref.combined_gradient(w, grads)
+        assert np.all(grads @ d >= -1e-5 * _scale(grads) ** 2), (cls.__name__, grads @ d)
+
+
+def test_upgrad_and_dualproj_without_conflict_are_the_mean():
+    grads = np.array([[1.0, 0.2, 0.0], [0.5, 1.0, 0.1], [0.3, 0.1, 2.0]])  # pairwise <g_i, g_j> > 0
+    gram = grads @ grads.T
+    for cls in (multitask.UPGrad, multitask.DualProj):
+        w = _compiled_weights(cls, 3, np.ones(3), gram)  # the programs of test_upgrad_and_dualproj
+        np.testing.assert_allclose(w, np.full(3, 1 / 3), rtol=1e-6)
+    w = _compiled_weights(multitask.DualProj, 3, np.ones(3), gram, preference=(0.5, 0.25, 0.25))
+    np.testing.assert_allclose(w, [0.5, 0.25, 0.25], rtol=1e-6)
+
+
+@pytest.mark.parametrize("k", KS)
+@pytest.mark.parametrize("name", CASE_NAMES)
+def test_imtl_g(k, name):
+    grads, gram, losses = _case(k, name)
+    w = _compiled_weights(multitask.IMTLG, k, losses, gram)
+    assert np.all(np.isfinite(w))
+    active, _ = _active_preference(grads)
+    if name == "opposed" and k > 2:
+        # g_1 = -2 g_0 with a third gradient: no d has equal projections on
+        # u_0 = -u_1 and u_2 unless they are all 0; the system C beta = 1 has no
+        # solution (the paper's inverse and torchjd's pinv give different
+        # least-squares answers); ours tends to d = 0 along the null direction.
+        d = ref.combined_gradient(w, grads)
+        assert np.linalg.norm(d) <= 1e-3 * _scale(grads)
+        return
+    w_ref = np.zeros(k)
+    w_ref[active] = ref.imtl_g(grads[active])
+    _assert_same_update(w, w_ref, grads, 1e-5, f"imtl_g {name}")
+    if name in ("random", "ill_norms"):  # independent gradients: equal projections on the unit ones
+        d = ref.combined_gradient(w, grads)
+        proj = (grads / np.linalg.norm(grads, axis=1, keepdims=True)) @ d
+        np.testing.assert_allclose(proj, proj.mean(), rtol=1e-4)
+
+
+@pytest.mark.parametrize("k", [3, 4])  # (the compiled programs of test_upgrad_and_dualproj)
+@pytest.mark.parametrize("ratio", [1e2, 1e4])
+def test_dual_cone_solvers_with_one_gradient_far_larger(k, ratio):
+    # UPGrad and DualProj solve quadratic programs: within 1e-4 (relative) of
+    # the exact float64 NNLS solution up to gradient-norm ratios of 10^4.
+    for seed in range(4):
+        grads, gram = _spread_norms(k, ratio, seed)
+        for cls, reference in [(multitask.UPGrad, ref.upgrad), (multitask.DualProj, ref.dualproj)]:
+            d = ref.combined_gradient(_compiled_weights(cls, k, np.ones(k), gram), grads)
+            d_ref = ref.combined_gradient(reference(grads), grads)
+            err = np.linalg.norm(d - d_ref) / np.linalg.norm(d_ref)
+            assert err <= 1e-4, (cls.__name__, seed, err)

@@ -22,6 +22,9 @@ FACTORIES = {
     "famo": multitask.FAMO,
     "stch": lambda: multitask.STCH(mu=0.5, warmup_steps=1, log_losses=True),
     "db_mtl": multitask.DBMTL,
+    "upgrad": multitask.UPGrad,
+    "dualproj": multitask.DualProj,
+    "imtl_g": multitask.IMTLG,
 }
 
 
