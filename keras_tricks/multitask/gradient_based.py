@@ -695,15 +695,37 @@ def _dual_cone_weights(gram, u, active, max_iterations):
     """v = argmin_{v >= u} v^T G v (Quinton & Rey 2024, Proposition 1): the
     weights of the projection of sum_i u_i g_i onto the dual cone of the g_i,
     {x : <g_i, x> >= 0 for all i}. Written v = u + lambda, lambda >= 0
-    minimises 1/2 lambda^T (2G) lambda + (2 G u)^T lambda: solved exactly up
-    to 8 tasks, by FISTA beyond. A task with a zero gradient gets no lambda."""
+    minimises 1/2 lambda^T (2G) lambda + (2 G u)^T lambda: in closed form for
+    two tasks, exactly up to 8, by FISTA beyond. A task with a zero gradient gets no lambda."""
     k = int(ops.shape(gram)[0])
+    if k == 2:
+        return _dual_cone_two(gram, u)
     b = 2.0 * ops.matmul(gram, u)
     if k <= EXACT_MAX_TASKS:
         lam = solve_quadratic_exactly(2.0 * gram, b, simplex=False, allowed=active)
     else:
         lam = minimize_quadratic(2.0 * gram, b, ops.zeros_like(u), ops.relu, max_iterations)
     return u + ops.where(active, lam, 0.0)
+
+
+def _dual_cone_two(gram, u):
+    """Two tasks, in closed form: the minimiser of v^T G v over v >= u is
+    v = u (no constraint active), u + l_i e_i with <g_i, d> = 0 (one active
+    constraint: l_i = -(G u)_i / G_ii, clipped at 0), or, for opposed
+    collinear gradients, the smallest v >= u with d = 0 (v proportional to
+    (||g_1||, ||g_0||)). Every candidate is feasible, so the one with the
+    smallest objective is the minimiser."""
+    gu = ops.matmul(gram, u)
+    diagonal = ops.diagonal(gram)
+    lift = safe_divide(ops.relu(-gu), diagonal)  # l_i (0 for a zero gradient)
+    eye = ops.eye(2, dtype=gram.dtype)
+    norms = _norms(gram)
+    swapped = ops.flip(norms, axis=0)
+    scale = ops.max(safe_divide(u, swapped))
+    opposed = ops.where(ops.all(ops.greater(swapped, 0.0)), scale * swapped, u)
+    candidates = ops.stack([u, u + lift[0] * eye[0], u + lift[1] * eye[1], ops.maximum(opposed, u)])
+    objective = ops.sum(candidates * ops.matmul(candidates, gram), axis=1)
+    return ops.take(candidates, ops.argmin(objective), axis=0)
 
 
 class _Preference(Strategy):
@@ -743,7 +765,7 @@ class UPGrad(_Preference):
     the mean gradient when nothing conflicts (then d = sum_i p_i g_i). The
     preference p defaults to 1/k (torchjd's convention: the mean; 1/k' over
     the k' tasks with a non-zero gradient when some have none). Each
-    quadratic program is solved exactly up to 8 tasks
+    quadratic program is solved in closed form for two tasks, exactly up to 8 tasks
     (`solve_quadratic_exactly`, no regularisation; torchjd normalises G by
     its trace and adds 1e-4 to its diagonal), by `max_iterations` FISTA
     steps beyond. Each task's own parameters get its plain gradient. A task
@@ -774,8 +796,8 @@ class DualProj(_Preference):
     (2024), after Lopez-Paz & Ranzato's GEM (NeurIPS 2017, equation 11):
     d = pi_C(sum_i p_i g_i) with C = {x : <g_j, x> >= 0 for all j}, i.e.
     w = argmin_{v >= p} v^T G v. The preference p defaults to 1/k (as
-    `UPGrad`, over the tasks with a non-zero gradient). Solved
-    exactly up to 8 tasks, by FISTA beyond (as `UPGrad`). Each task's own
+    `UPGrad`, over the tasks with a non-zero gradient). Solved as `UPGrad`'s
+    problems (closed form for two tasks, exact up to 8, FISTA beyond). Each task's own
     parameters get its plain gradient.
 
     Args:

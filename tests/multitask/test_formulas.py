@@ -250,7 +250,18 @@ def test_primary_auxiliary(k, name, primary, request):
 
 @pytest.mark.parametrize(
     "strategy",
-    ["grad_norm_normalization", "gradnorm", "mgda", "pcgrad", "cagrad", "primary_auxiliary", "db_mtl"],
+    [
+        "grad_norm_normalization",
+        "gradnorm",
+        "mgda",
+        "pcgrad",
+        "cagrad",
+        "primary_auxiliary",
+        "db_mtl",
+        "upgrad",
+        "dualproj",
+        "imtl_g",
+    ],
 )
 def test_gradient_strategies_finite_on_all_zero_gradients(strategy):
     s = _bind(multitask.get(strategy), 3)
@@ -631,6 +642,8 @@ def test_upgrad_and_dualproj_without_conflict_are_the_mean():
         np.testing.assert_allclose(w, np.full(3, 1 / 3), rtol=1e-6)
     w = _compiled_weights(multitask.DualProj, 3, np.ones(3), gram, preference=(0.5, 0.25, 0.25))
     np.testing.assert_allclose(w, [0.5, 0.25, 0.25], rtol=1e-6)
+    for cls in (multitask.UPGrad, multitask.DualProj):  # all gradients zero: finite
+        assert np.all(np.isfinite(_compiled_weights(cls, 3, np.ones(3), np.zeros((3, 3)))))
 
 
 @pytest.mark.parametrize("k", KS)

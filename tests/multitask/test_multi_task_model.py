@@ -404,7 +404,7 @@ def _every_state(mt):
     return {v.path: np.array(testing.to_numpy(v)) for v in state}
 
 
-SKIPPABLE = ["initial", "dwa", "gradnorm", "famo", "rlw"] + [
+SKIPPABLE = ["initial", "dwa", "gradnorm", "famo"] + [
     pytest.param(s, marks=pytest.mark.slow)
     for s in ["uncertainty", "pcgrad", "mgda", "grad_norm_normalization"]
 ]
