@@ -50,7 +50,8 @@ class MultiTaskModel(keras.Model):
       build one scalar from the L_i and differentiate it once: Keras's own
       train step.
     * Gradient-based strategies ("grad_norm_normalization", "gradnorm",
-      "mgda", "pcgrad", "cagrad", "primary_auxiliary", "db_mtl") take one
+      "mgda", "pcgrad", "cagrad", "primary_auxiliary", "db_mtl", "upgrad",
+      "dualproj", "imtl_g") take one
       backward pass per task, form the Gram matrix G_ij = <g_i, g_j> of the gradients with
       respect to the shared variables, and move those along
       d = sum_i w_i g_i with w from the strategy; each task's own variables
