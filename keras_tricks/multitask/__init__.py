@@ -12,24 +12,38 @@ with one of the strategies below; switching strategy is one argument.
 | "generalized_mean" | `GeneralizedMean` | loss | power mean of the L_i (Su, part I) |
 | "uncertainty" | `Uncertainty` | loss, learned | Kendall et al. 2018 |
 | "dwa" | `DWA` | loss, per epoch | Liu et al. 2019 |
+| "rlw" | `RLW` | loss, random | Lin et al. 2022 |
+| "famo" | `FAMO` | loss, learned | Liu et al. 2023 |
+| "stch" | `STCH` | loss | Lin et al. 2024 |
 | "grad_norm_normalization" | `GradNormNormalization` | gradient | 1 / ||g_i|| (Su, part II) |
 | "gradnorm" | `GradNorm` | gradient, learned | Chen et al. 2018 |
 | "mgda" | `MGDA` | gradient | Sener & Koltun 2018 |
 | "pcgrad" | `PCGrad` | gradient | Yu et al. 2020 |
 | "cagrad" | `CAGrad` | gradient | Liu et al. 2021 |
 | "primary_auxiliary" | `PrimaryAuxiliary` | gradient | Su, part III |
+| "db_mtl" | `DBMTL` | gradient | Lin et al. 2023 |
+| "upgrad" | `UPGrad` | gradient | Quinton & Rey 2024 |
+| "dualproj" | `DualProj` | gradient | Quinton & Rey 2024 |
+| "imtl_g" | `IMTLG` | gradient | Liu et al. 2021 (IMTL) |
 """
 
 from keras_tricks.multitask.gradient_based import (
+    DBMTL,
+    IMTLG,
     MGDA,
     CAGrad,
+    DualProj,
     GradNorm,
     GradNormNormalization,
     PCGrad,
     PrimaryAuxiliary,
+    UPGrad,
 )
 from keras_tricks.multitask.loss_based import (
     DWA,
+    FAMO,
+    RLW,
+    STCH,
     Equal,
     GeneralizedMean,
     Initial,
@@ -42,10 +56,18 @@ from keras_tricks.multitask.multi_task_model import MultiTaskModel
 from keras_tricks.multitask.strategy import STRATEGIES, Strategy, get
 
 __all__ = [
+    "DBMTL",
     "DWA",
+    "DualProj",
+    "IMTLG",
+    "UPGrad",
+    "FAMO",
     "MGDA",
+    "RLW",
+    "STCH",
     "STRATEGIES",
     "CAGrad",
+    "DualProj",
     "Equal",
     "GeneralizedMean",
     "GradNorm",
@@ -57,6 +79,7 @@ __all__ = [
     "Prior",
     "Realtime",
     "Strategy",
+    "UPGrad",
     "Uncertainty",
     "get",
     "prior_loss",

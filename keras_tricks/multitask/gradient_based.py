@@ -31,6 +31,7 @@ from keras_tricks.multitask.strategy import (
     safe_divide,
     tiny,
     validate_number,
+    validate_positive_values,
 )
 
 _register = keras.saving.register_keras_serializable(package="keras_tricks")
@@ -151,7 +152,12 @@ def solve_quadratic_exactly(a: Tensor, b: Tensor, simplex: bool, allowed: Tensor
     scale = ops.maximum(ops.maximum(ops.max(ops.diagonal(a)), ops.max(ops.abs(b))), tiny())
     a = a / scale
     b = b / scale
-    ridge = 1e-6 * ops.maximum(ops.max(ops.diagonal(a)), 1.0)
+    # Relative to the (unit, now 1 / scale) diagonal: when |b| sets the scale
+    # (a large right-hand side, as UPGrad's projection of a large gradient
+    # against a small one) a ridge of 1e-6 in absolute terms was up to 1e-3
+    # of the diagonal and biased the solution by as much.
+    top = ops.max(ops.diagonal(a))
+    ridge = 1e-6 * ops.where(ops.greater(top, 0.0), top, 1.0)
     a_r = a + ridge * eye
     on = m[:, :, None] * m[:, None, :]
     block = a_r[None] * on + (1.0 - m)[:, :, None] * eye[None]
@@ -618,3 +624,235 @@ class PrimaryAuxiliary(Strategy):
         config = super().get_config()
         config.update({"primary": self.primary, "max_iterations": self.max_iterations})
         return config
+
+
+@_register
+@register_strategy("db_mtl")
+class DBMTL(Strategy):
+    """DB-MTL: log-transformed losses, their gradients rescaled to the largest norm.
+
+    Lin, Ye, Xu, Shi & Zhang, "Dual-Balancing for Multi-Task Learning"
+    (2023). Loss-scale balancing: every task minimises log(L_i + epsilon),
+    whose gradient is g_i / (L_i + epsilon). Gradient-magnitude balancing:
+    the shared update is
+
+        d = sum_i alpha_i g_i / (L_i + epsilon),
+        alpha_i = max_j ||g_j / (L_j + epsilon)|| / ||g_i / (L_i + epsilon)||,
+
+    i.e. w_i = max_j (||g_j|| / (L_j + epsilon)) / ||g_i||: every task's
+    log-loss gradient is scaled to the norm of the largest one. Each task's
+    own parameters get the gradient of its log-loss, g_i / (L_i + epsilon)
+    (`task_specific_weights`). A gradient-based strategy: the norms need the
+    per-task gradients. A task with a zero gradient on the shared variables
+    adds nothing to the shared update (w_i = 0).
+
+    Convention: the paper (and LibMTL, by the paper's authors) balances an
+    exponential moving average of each task's gradient, beta_t = beta /
+    t^0.5 (LibMTL: beta = 0.9), which needs k copies of the shared
+    gradients as state; here beta = 0: the current gradients, which the
+    moving average tends to as beta_t -> 0. Without it the update depends on
+    the gradients only through their Gram matrix.
+
+    Args:
+        epsilon: added to each loss, > 0; None for the float32 machine
+            epsilon (LibMTL: 1e-8).
+    """
+
+    uses_gradients = True
+    scales_task_specific = True
+
+    def __init__(self, epsilon: float | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if epsilon is not None:
+            validate_number("epsilon", epsilon, low=0, low_open=True)
+        self.epsilon = epsilon
+
+    def _inverse_losses(self, losses):
+        epsilon = eps() if self.epsilon is None else self.epsilon
+        return 1.0 / (ops.maximum(ops.stop_gradient(losses), 0.0) + epsilon)
+
+    def task_weights(self, losses: Tensor, gram: Tensor, training: bool = True) -> Tensor:
+        norms = _norms(gram)
+        largest = ops.max(norms * self._inverse_losses(losses))
+        return safe_divide(ops.broadcast_to(largest, ops.shape(norms)), norms)
+
+    def task_specific_weights(self, losses: Tensor, weights: Tensor) -> Tensor:
+        return self._inverse_losses(losses)
+
+    def get_config(self) -> dict[str, Any]:
+        config = super().get_config()
+        config["epsilon"] = self.epsilon
+        return config
+
+
+def _preference_vector(strategy, k, dtype, active):
+    if strategy.preference is None:
+        return _uniform_over(active)  # 1/k, over the tasks with a gradient
+    return ops.convert_to_tensor(strategy._task_value("preference", strategy.preference), dtype)
+
+
+def _dual_cone_weights(gram, u, active, max_iterations):
+    """v = argmin_{v >= u} v^T G v (Quinton & Rey 2024, Proposition 1): the
+    weights of the projection of sum_i u_i g_i onto the dual cone of the g_i,
+    {x : <g_i, x> >= 0 for all i}. Written v = u + lambda, lambda >= 0
+    minimises 1/2 lambda^T (2G) lambda + (2 G u)^T lambda: in closed form for
+    two tasks, exactly up to 8, by FISTA beyond. A task with a zero gradient gets no lambda."""
+    k = int(ops.shape(gram)[0])
+    if k == 2:
+        return _dual_cone_two(gram, u)
+    b = 2.0 * ops.matmul(gram, u)
+    if k <= EXACT_MAX_TASKS:
+        lam = solve_quadratic_exactly(2.0 * gram, b, simplex=False, allowed=active)
+    else:
+        lam = minimize_quadratic(2.0 * gram, b, ops.zeros_like(u), ops.relu, max_iterations)
+    return u + ops.where(active, lam, 0.0)
+
+
+def _dual_cone_two(gram, u):
+    """Two tasks, in closed form: the minimiser of v^T G v over v >= u is
+    v = u (no constraint active), u + l_i e_i with <g_i, d> = 0 (one active
+    constraint: l_i = -(G u)_i / G_ii, clipped at 0), or, for opposed
+    collinear gradients, the smallest v >= u with d = 0 (v proportional to
+    (||g_1||, ||g_0||)). Every candidate is feasible, so the one with the
+    smallest objective is the minimiser."""
+    gu = ops.matmul(gram, u)
+    diagonal = ops.diagonal(gram)
+    lift = safe_divide(ops.relu(-gu), diagonal)  # l_i (0 for a zero gradient)
+    eye = ops.eye(2, dtype=gram.dtype)
+    norms = _norms(gram)
+    swapped = ops.flip(norms, axis=0)
+    scale = ops.max(safe_divide(u, swapped))
+    opposed = ops.where(ops.all(ops.greater(swapped, 0.0)), scale * swapped, u)
+    candidates = ops.stack([u, u + lift[0] * eye[0], u + lift[1] * eye[1], ops.maximum(opposed, u)])
+    objective = ops.sum(candidates * ops.matmul(candidates, gram), axis=1)
+    return ops.take(candidates, ops.argmin(objective), axis=0)
+
+
+class _Preference(Strategy):
+    uses_gradients = True
+    scales_task_specific = False
+
+    def __init__(
+        self,
+        preference: Sequence[float] | dict[str, float] | None = None,
+        max_iterations: int = 200,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.preference = validate_positive_values("preference", preference)
+        self.max_iterations = validate_number("max_iterations", max_iterations, low=1, integer=True)
+
+    def get_config(self) -> dict[str, Any]:
+        config = super().get_config()
+        config.update({"preference": self.preference, "max_iterations": self.max_iterations})
+        return config
+
+
+@_register
+@register_strategy("upgrad")
+class UPGrad(_Preference):
+    """UPGrad: the average of each task's gradient projected onto the dual cone of all of them.
+
+    Quinton & Rey, "Jacobian Descent for Multi-Objective Optimization"
+    (2024). With the dual cone C = {x : <g_j, x> >= 0 for all j} and pi_C
+    the Euclidean projection onto it,
+
+        d = sum_i p_i pi_C(g_i),  pi_C(sum_j u_j g_j) = sum_j v_j g_j,
+        v = argmin_{v >= u} v^T G v   (Proposition 1),
+
+    so w = sum_i v^(i) with v^(i) the solution for u = p_i e_i. d never
+    conflicts with any task (<g_j, d> >= 0) and, unlike MGDA, is as large as
+    the mean gradient when nothing conflicts (then d = sum_i p_i g_i). The
+    preference p defaults to 1/k (torchjd's convention: the mean; 1/k' over
+    the k' tasks with a non-zero gradient when some have none). Each
+    quadratic program is solved in closed form for two tasks, exactly up to 8 tasks
+    (`solve_quadratic_exactly`, no regularisation; torchjd normalises G by
+    its trace and adds 1e-4 to its diagonal), by `max_iterations` FISTA
+    steps beyond. Each task's own parameters get its plain gradient. A task
+    with a zero gradient on the shared variables adds nothing.
+
+    Args:
+        preference: None or one number > 0 per task.
+        max_iterations: FISTA steps for k > 8.
+    """
+
+    def task_weights(self, losses: Tensor, gram: Tensor, training: bool = True) -> Tensor:
+        k = int(ops.shape(gram)[0])
+        active = _active(gram)
+        p = _preference_vector(self, k, gram.dtype, active)
+        eye = ops.eye(k, dtype=gram.dtype)
+        total = ops.zeros((k,), gram.dtype)
+        for i in range(k):
+            total = total + _dual_cone_weights(gram, p[i] * eye[i], active, self.max_iterations)
+        return total
+
+
+@_register
+@register_strategy("dualproj")
+class DualProj(_Preference):
+    """DualProj: the mean gradient projected onto the dual cone of the task gradients.
+
+    Quinton & Rey, "Jacobian Descent for Multi-Objective Optimization"
+    (2024), after Lopez-Paz & Ranzato's GEM (NeurIPS 2017, equation 11):
+    d = pi_C(sum_i p_i g_i) with C = {x : <g_j, x> >= 0 for all j}, i.e.
+    w = argmin_{v >= p} v^T G v. The preference p defaults to 1/k (as
+    `UPGrad`, over the tasks with a non-zero gradient). Solved as `UPGrad`'s
+    problems (closed form for two tasks, exact up to 8, FISTA beyond). Each task's own
+    parameters get its plain gradient.
+
+    Args:
+        preference: None or one number > 0 per task.
+        max_iterations: FISTA steps for k > 8.
+    """
+
+    def task_weights(self, losses: Tensor, gram: Tensor, training: bool = True) -> Tensor:
+        k = int(ops.shape(gram)[0])
+        active = _active(gram)
+        p = _preference_vector(self, k, gram.dtype, active)
+        return _dual_cone_weights(gram, p, active, self.max_iterations)
+
+
+@_register
+@register_strategy("imtl_g")
+class IMTLG(Strategy):
+    """IMTL-G: the combination whose projections onto every task's unit gradient are equal.
+
+    Liu, Li, Kuang, Xue, Chen, Yang, Liao & Zhang, "Towards Impartial
+    Multi-task Learning" (ICLR 2021), the gradient-balancing part: find
+    w with sum_i w_i = 1 such that d = sum_i w_i g_i satisfies
+    <d, g_i / ||g_i||> = <d, g_j / ||g_j||> for all i, j, i.e.
+    G w = t (||g_1||, ..., ||g_k||) for a scalar t. Solved in the unit
+    variables beta_i = w_i ||g_i||: C beta = 1 with C the correlation matrix
+    G_ij / (||g_i|| ||g_j||) (unit diagonal), plus a ridge of 16 float32
+    machine epsilons on that diagonal, so that linearly dependent gradients
+    have a solution, and one step of iterative refinement without it;
+    w = beta / ||g|| normalised to sum 1. (The paper's
+    closed form differences against the last task; torchjd uses
+    pinv(G) ||g||. They agree where the system is regular; where it is not,
+    e.g. opposed gradients, all give d = 0.) Only the shared update is
+    weighted (the paper's IMTL-L loss scaling is not part of it): each
+    task's own parameters get its plain gradient. A task with a zero
+    gradient on the shared variables takes no part (w_i = 0).
+    """
+
+    uses_gradients = True
+    scales_task_specific = False
+
+    def task_weights(self, losses: Tensor, gram: Tensor, training: bool = True) -> Tensor:
+        k = int(ops.shape(gram)[0])
+        active = _active(gram)
+        mask = ops.cast(active, gram.dtype)
+        norms = _norms(gram)
+        safe = ops.where(active, norms, 1.0)
+        eye = ops.eye(k, dtype=gram.dtype)
+        on = mask[:, None] * mask[None, :]
+        c = gram / (safe[:, None] * safe[None, :]) * on + (1.0 - on) * eye + 16.0 * eps() * eye
+        beta = ops.solve(c, mask[:, None])[:, 0] * mask
+        # One step of iterative refinement against the matrix without the
+        # ridge: removes the ridge's bias where the system is regular.
+        residual = mask - ops.matmul(c - 16.0 * eps() * eye, beta)
+        beta = beta + ops.solve(c, residual[:, None])[:, 0] * mask
+        w = beta / safe
+        w = ops.where(ops.all(ops.isfinite(w)), w, ops.zeros_like(w))
+        total = ops.sum(w)
+        return ops.where(ops.greater(ops.abs(total), 0.0), safe_divide(w, total), _uniform_over(active))

@@ -426,3 +426,329 @@ class DWA(Strategy):
         config = super().get_config()
         config["temperature"] = self.temperature
         return config
+
+
+def _loss_floor(epsilon: float | None) -> float:
+    return eps() if epsilon is None else epsilon
+
+
+@_register
+@register_strategy("rlw")
+class RLW(Strategy):
+    """Random loss weighting: w = softmax(e), e ~ N(0, I_k) drawn anew at every training step.
+
+    Lin, Ye, Xu, Shi & Zhang, "Reasonable Effectiveness of Random Weighting:
+    A Litmus Test for Multi-Task Learning" (TMLR 2022): total = sum_i w_i L_i
+    with weights on the simplex (they sum to 1, as in the paper and LibMTL:
+    the step is 1/k of `Equal`'s on average). Outside training (evaluation)
+    the weights are 1/k, the mean of the distribution. The draws come from a
+    `keras.random.SeedGenerator`, whose state is saved with the model, so a
+    resumed run draws what an uninterrupted one would.
+
+    Args:
+        seed: int or None.
+
+    Examples:
+    >>> from keras import ops
+    >>> s = RLW(seed=0).bind(["a", "b", "c"])
+    >>> total, w = s.combine(ops.convert_to_tensor([1.0, 2.0, 3.0]))
+    >>> round(float(ops.sum(w)), 5), tuple(w.shape)
+    (1.0, (3,))
+    """
+
+    def __init__(self, seed: int | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if seed is not None:
+            validate_number("seed", seed, integer=True)
+        self.seed = seed
+        self.seed_generator = keras.random.SeedGenerator(seed)
+
+    def combine(self, losses: Tensor, training: bool = True) -> tuple[Tensor, Tensor]:
+        k = ops.shape(losses)[0]
+        if training:
+            weights = ops.softmax(keras.random.normal((k,), seed=self.seed_generator, dtype="float32"))
+        else:
+            weights = ops.ones((k,), "float32") / float(k)
+        return ops.sum(weights * losses), weights
+
+    # As PCGrad: Keras does not save a SeedGenerator's state.
+    def save_own_variables(self, store: dict[str, Any]) -> None:
+        store["seed_state"] = ops.convert_to_numpy(self.seed_generator.state)
+
+    def load_own_variables(self, store: dict[str, Any]) -> None:
+        if "seed_state" in store:
+            self.seed_generator.state.assign(store["seed_state"])
+
+    def get_config(self) -> dict[str, Any]:
+        config = super().get_config()
+        config["seed"] = self.seed
+        return config
+
+
+@_register
+@register_strategy("famo")
+class FAMO(Strategy):
+    """FAMO: weights from learned logits that equalise the tasks' log-loss decrease, O(1) per step.
+
+    Liu, Liang, Chen, Wang & Liu, "FAMO: Fast Adaptive Multitask
+    Optimization" (NeurIPS 2023). With logits xi (k,), z = softmax(xi) and
+    D_i = max(L_i - Lmin_i, 0) + epsilon:
+
+        update direction  sum_i w_i grad L_i,  w_i = (z_i / D_i) / sum_j (z_j / D_j)
+                          (= softmax(xi - log D)_i: the gradient of
+                          sum_i z_i log D_i / c with c = sum_j z_j / D_j held constant),
+        logit gradient    delta = log D(t-1) - log D(t)  (each task's log-loss decrease),
+                          grad_xi = J_z^T delta = z * (delta - <z, delta>),
+        logit step        xi <- xi - beta * Adam(grad_xi + gamma xi)   (optimizer="adam")
+                          xi <- xi - beta * (grad_xi + gamma xi)        (optimizer="sgd", Algorithm 1).
+
+    A task whose log-loss fell more than the others' gets a smaller logit.
+    Conventions: the logit update at step t uses the losses of steps t-1
+    and t (consecutive batches, as LibMTL), then step t is weighted with the
+    updated logits; the authors' example instead re-evaluates the losses on
+    the same batch after the step (an extra forward pass). Adam is PyTorch's
+    (coupled weight decay, beta_1 = 0.9, beta_2 = 0.999), as the authors'
+    code and LibMTL use. The logits, the previous log-losses and Adam's
+    moments are saved with the model. Outside training the logits do not
+    move. `total` = sum_i w_i L_i (a weighted mean of the losses).
+
+    Args:
+        learning_rate: beta > 0, the logits' step (paper and LibMTL: 0.025).
+        weight_decay: gamma >= 0 on the logits (LibMTL: 1e-3).
+        min_losses: None (0 for every task) or one number >= 0 per task, the
+            losses' lower bounds Lmin.
+        epsilon: added to D, > 0; None for the float32 machine epsilon
+            (the authors' code: 1e-8).
+        optimizer: "adam" or "sgd".
+        adam_epsilon: Adam's denominator term (PyTorch's default 1e-8), > 0.
+
+    Examples:
+    >>> from keras import ops
+    >>> s = FAMO().bind(["a", "b"])
+    >>> _, w = s.combine(ops.convert_to_tensor([1.0, 3.0]))
+    >>> [round(float(v), 4) for v in w]
+    [0.75, 0.25]
+    """
+
+    def __init__(
+        self,
+        learning_rate: float = 0.025,
+        weight_decay: float = 1e-3,
+        min_losses: Sequence[float] | dict[str, float] | None = None,
+        epsilon: float | None = None,
+        optimizer: str = "adam",
+        adam_epsilon: float = 1e-8,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.learning_rate = float(validate_number("learning_rate", learning_rate, low=0, low_open=True))
+        self.weight_decay = float(validate_number("weight_decay", weight_decay, low=0))
+        self.min_losses = validate_positive_values("min_losses", min_losses, allow_zero=True)
+        if epsilon is not None:
+            validate_number("epsilon", epsilon, low=0, low_open=True)
+        self.epsilon = epsilon
+        if optimizer not in ("adam", "sgd"):
+            raise ValueError(f"`optimizer` must be 'adam' or 'sgd'; got {optimizer!r}.")
+        self.optimizer = optimizer
+        self.adam_epsilon = float(validate_number("adam_epsilon", adam_epsilon, low=0, low_open=True))
+
+    def build(self, input_shape: Shape) -> None:
+        k = input_shape[0]
+        low = [0.0] * k if self.min_losses is None else self._task_value("min_losses", self.min_losses)
+        self._min_losses = ops.convert_to_tensor(low, "float32")
+
+        def state(name, shape=(k,)):
+            return self.add_weight(
+                shape=shape, initializer="zeros", trainable=False, aggregation="mean", name=name
+            )
+
+        self.logits = state("logits")
+        self.previous_log_losses = state("previous_log_losses")
+        self.started = state("started", ())
+        self.first_moment = state("first_moment")
+        self.second_moment = state("second_moment")
+        self.updates = state("updates", ())
+        self.built = True
+
+    def _log_d(self, losses):
+        return ops.log(ops.maximum(losses - self._min_losses, 0.0) + _loss_floor(self.epsilon))
+
+    def combine(self, losses: Tensor, training: bool = True) -> tuple[Tensor, Tensor]:
+        log_d = self._log_d(ops.stop_gradient(losses))
+        # Copies: on PyTorch a variable's tensor is updated in place by assign.
+        logits = ops.copy(ops.convert_to_tensor(self.logits))
+        if training:
+            started = ops.greater(ops.convert_to_tensor(self.started), 0.0)
+            delta = ops.convert_to_tensor(self.previous_log_losses) - log_d
+            z = ops.softmax(logits)
+            grad = z * (delta - ops.sum(z * delta)) + self.weight_decay * logits
+            if self.optimizer == "adam":
+                b1, b2 = 0.9, 0.999
+                t = ops.convert_to_tensor(self.updates) + 1.0
+                m = b1 * ops.convert_to_tensor(self.first_moment) + (1.0 - b1) * grad
+                v = b2 * ops.convert_to_tensor(self.second_moment) + (1.0 - b2) * grad * grad
+                m_hat = m / (1.0 - ops.power(b1, t))
+                v_hat = v / (1.0 - ops.power(b2, t))
+                new = logits - self.learning_rate * m_hat / (ops.sqrt(v_hat) + self.adam_epsilon)
+                self.first_moment.assign(ops.where(started, m, ops.convert_to_tensor(self.first_moment)))
+                self.second_moment.assign(ops.where(started, v, ops.convert_to_tensor(self.second_moment)))
+                self.updates.assign(ops.where(started, t, ops.convert_to_tensor(self.updates)))
+            else:
+                new = logits - self.learning_rate * grad
+            logits = ops.where(started, new, logits)
+            self.logits.assign(logits)
+            self.previous_log_losses.assign(log_d)
+            self.started.assign(1.0)
+        weights = ops.softmax(logits - log_d)
+        return ops.sum(weights * losses), weights
+
+    @property
+    def task_priorities(self) -> Tensor:
+        """z = softmax(logits), the weights before the 1 / D_i scaling."""
+        return ops.softmax(ops.convert_to_tensor(self.logits))
+
+    def get_config(self) -> dict[str, Any]:
+        config = super().get_config()
+        config.update(
+            {
+                "learning_rate": self.learning_rate,
+                "weight_decay": self.weight_decay,
+                "min_losses": self.min_losses,
+                "epsilon": self.epsilon,
+                "optimizer": self.optimizer,
+                "adam_epsilon": self.adam_epsilon,
+            }
+        )
+        return config
+
+
+@_register
+@register_strategy("stch")
+class STCH(Strategy):
+    """Smooth Tchebycheff scalarisation: total = mu log sum_i exp(p_i (f_i - z_i) / mu).
+
+    Lin, Zhang, Zhang, Zhang & Zhang, "Smooth Tchebycheff Scalarization for
+    Multi-Objective Optimization" (ICML 2024): a smooth max of the
+    preference-weighted distances of the objectives f_i to the ideal point
+    z; as mu -> 0 it tends to the Tchebycheff scalarisation
+    max_i p_i (f_i - z_i), whose minimisers cover the whole Pareto front
+    (convex or not). Effective weights:
+    d total / d L_i = softmax_i(p (f - z) / mu) p_i df_i / dL_i.
+
+    Conventions (the paper leaves z and the loss scales to the user):
+
+    * f_i = L_i / n_i (or log(L_i / n_i) with `log_losses=True`, as LibMTL
+      and the authors' MTL code), where n_i = 1, or with `warmup_steps` > 0
+      the mean loss of the first `warmup_steps` training steps (the
+      authors' "nadir" normalisation; during those steps total = sum_i f_i
+      with n = 1: the plain sum of the losses, or of their logarithms).
+      n is saved with the model.
+    * z: `ideal` (one number per task), default 0, the ideal value of a
+      non-negative loss (in log space: the loss equal to n_i).
+    * p: `preference` (one number > 0 per task), default 1 for every task;
+      multiplying p by a constant is the same as dividing mu by it.
+
+    Losses are floored at the smallest normal float32 in the logarithm.
+
+    Args:
+        mu: smoothing > 0 (LibMTL's default 1).
+        preference: None or one number > 0 per task.
+        ideal: None or one finite number per task.
+        warmup_steps: integer >= 0.
+        log_losses: bool.
+
+    Examples:
+    >>> from keras import ops
+    >>> s = STCH(mu=0.5).bind(["a", "b"])
+    >>> total, w = s.combine(ops.convert_to_tensor([1.0, 1.0]))
+    >>> round(float(total), 5), [round(float(v), 3) for v in w]
+    (1.34657, [0.5, 0.5])
+    """
+
+    def __init__(
+        self,
+        mu: float = 1.0,
+        preference: Sequence[float] | dict[str, float] | None = None,
+        ideal: Sequence[float] | dict[str, float] | None = None,
+        warmup_steps: int = 0,
+        log_losses: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.mu = float(validate_number("mu", mu, low=0, low_open=True))
+        self.preference = validate_positive_values("preference", preference)
+        if ideal is not None:
+            if not isinstance(ideal, (list, tuple, dict)):
+                raise TypeError(
+                    f"`ideal` must be a list, tuple or dict of numbers; got {type(ideal).__name__}."
+                )
+            values = ideal.values() if isinstance(ideal, dict) else ideal
+            for v in values:
+                validate_number("ideal", v)
+            ideal = dict(ideal) if isinstance(ideal, dict) else [float(v) for v in ideal]
+        self.ideal = ideal
+        self.warmup_steps = validate_number("warmup_steps", warmup_steps, low=0, integer=True)
+        if not isinstance(log_losses, bool):
+            raise TypeError(f"`log_losses` must be a bool; got {log_losses!r}.")
+        self.log_losses = log_losses
+
+    def build(self, input_shape: Shape) -> None:
+        k = input_shape[0]
+        p = [1.0] * k if self.preference is None else self._task_value("preference", self.preference)
+        z = [0.0] * k if self.ideal is None else self._task_value("ideal", self.ideal)
+        self._preference = ops.convert_to_tensor(p, "float32")
+        self._ideal = ops.convert_to_tensor(z, "float32")
+        if self.warmup_steps:
+            self.loss_sum = self.add_weight(
+                shape=(k,), initializer="zeros", trainable=False, aggregation="mean", name="loss_sum"
+            )
+            self.count = self.add_weight(
+                shape=(), initializer="zeros", trainable=False, aggregation="mean", name="count"
+            )
+        self.built = True
+
+    def _transform(self, losses, scale):
+        """f and df/dL for losses (k,) and scales n (k,)."""
+        if self.log_losses:
+            floored = ops.maximum(losses, tiny())
+            f = ops.log(floored) - ops.log(scale)
+            slope = ops.where(ops.greater(losses, tiny()), 1.0 / floored, 0.0)
+            return f, slope
+        return losses / scale, 1.0 / scale
+
+    def combine(self, losses: Tensor, training: bool = True) -> tuple[Tensor, Tensor]:
+        observed = ops.stop_gradient(losses)
+        ones = ops.ones_like(observed)
+        warming = None
+        if self.warmup_steps:
+            loss_sum = ops.convert_to_tensor(self.loss_sum)
+            count = ops.convert_to_tensor(self.count)
+            warming = ops.less(count, float(self.warmup_steps))
+            if training:
+                loss_sum = ops.where(warming, loss_sum + observed, loss_sum)
+                self.loss_sum.assign(loss_sum)
+                self.count.assign(ops.where(warming, count + 1.0, count))
+            scale = ops.where(warming, ones, ops.maximum(loss_sum / ops.maximum(count, 1.0), tiny()))
+        else:
+            scale = ones
+        f, slope = self._transform(losses, scale)
+        x = self._preference * (f - self._ideal) / self.mu
+        total = self.mu * ops.logsumexp(x)
+        weights = ops.stop_gradient(ops.softmax(x) * self._preference * ops.stop_gradient(slope))
+        if warming is not None:
+            total = ops.where(warming, ops.sum(f), total)
+            weights = ops.where(warming, ops.stop_gradient(slope), weights)
+        return total, weights
+
+    def get_config(self) -> dict[str, Any]:
+        config = super().get_config()
+        config.update(
+            {
+                "mu": self.mu,
+                "preference": self.preference,
+                "ideal": self.ideal,
+                "warmup_steps": self.warmup_steps,
+                "log_losses": self.log_losses,
+            }
+        )
+        return config

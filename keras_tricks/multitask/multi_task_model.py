@@ -46,14 +46,17 @@ class MultiTaskModel(keras.Model):
     L_i become an update.
 
     * Loss-based strategies ("equal", "initial", "prior", "realtime",
-      "generalized_mean", "uncertainty", "dwa") build one scalar from the
-      L_i and differentiate it once: Keras's own train step.
+      "generalized_mean", "uncertainty", "dwa", "rlw", "famo", "stch")
+      build one scalar from the L_i and differentiate it once: Keras's own
+      train step.
     * Gradient-based strategies ("grad_norm_normalization", "gradnorm",
-      "mgda", "pcgrad", "cagrad", "primary_auxiliary") take one backward pass
-      per task, form the Gram matrix G_ij = <g_i, g_j> of the gradients with
+      "mgda", "pcgrad", "cagrad", "primary_auxiliary", "db_mtl", "upgrad",
+      "dualproj", "imtl_g") take one
+      backward pass per task, form the Gram matrix G_ij = <g_i, g_j> of the gradients with
       respect to the shared variables, and move those along
       d = sum_i w_i g_i with w from the strategy; each task's own variables
-      get its own gradient (scaled by w_i for the loss-weighting ones). Under
+      get its own gradient (scaled by w_i for the loss-weighting ones; by
+      1 / L_i for DB-MTL). Under
       `tf.distribute` the per-task gradients are summed over replicas before
       the weights are computed, so every replica takes the same step.
       A task whose gradient with respect to the shared variables is zero or
@@ -388,9 +391,7 @@ class MultiTaskModel(keras.Model):
         weights = ops.where(finite, weights, ops.convert_to_tensor(self.last_task_weights))
         factor = output_scale / gradient_scale
         shared_coefficients = weights * factor
-        head_coefficients = (
-            shared_coefficients if self.strategy.scales_task_specific else (ops.ones_like(weights) * factor)
-        )
+        head_coefficients = self.strategy.task_specific_weights(losses, weights) * factor
         gradients = []
         for v, variable in enumerate(variables):
             owner = self._owners.get(id(variable))

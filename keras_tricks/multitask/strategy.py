@@ -84,6 +84,13 @@ class Strategy(keras.layers.Layer):
     def end_epoch(self) -> None:
         """Called by `MultiTaskModel.fit` after every epoch (eagerly)."""
 
+    def task_specific_weights(self, losses: Tensor, weights: Tensor) -> Tensor:
+        """Gradient-based strategies: the coefficient of each task's gradient on
+        its own (task-specific) variables, given the shared `weights`: the
+        weights if `scales_task_specific`, else 1. DB-MTL overrides it (its
+        heads descend the log-losses)."""
+        return weights if self.scales_task_specific else ops.ones_like(weights)
+
     def _task_value(self, argument, value):
         """A per-task list of floats from a list/tuple/dict, checked against the tasks."""
         return [float(v) for v in per_task(value, self.tasks, argument)]
@@ -210,7 +217,8 @@ def get(identifier: str | dict[str, Any] | Strategy) -> Strategy:
 
     Names: "equal", "initial", "prior", "realtime", "generalized_mean",
     "uncertainty", "dwa", "grad_norm_normalization", "gradnorm", "mgda",
-    "pcgrad", "cagrad", "primary_auxiliary". Raises ValueError naming the
+    "pcgrad", "cagrad", "primary_auxiliary", "rlw", "famo", "stch", "db_mtl", "upgrad", "dualproj", "imtl_g".
+    Raises ValueError naming the
     unknown name and listing the known ones.
     """
     if isinstance(identifier, Strategy):

@@ -20,6 +20,8 @@ Papers:
   Kendall et al. 2018, uncertainty (CVPR).    Liu et al. 2019, DWA / MTAN (CVPR).
   Su Jianlin, 多任务学习漫谈 I (loss-based: initial, prior, realtime, generalized
   mean), II (gradient-norm normalisation), III (primary and auxiliary tasks), 2022.
+  Lin et al. 2022, RLW (TMLR).                Liu et al. 2023, FAMO (NeurIPS).
+  Lin et al. 2023, DB-MTL (arXiv 2308.12029). Lin et al. 2024, STCH (ICML).
 """
 
 import itertools
@@ -571,3 +573,139 @@ def cagrad_faces(grads, c):
         if np.all(grads @ d >= t - 1e-10 * size * np.linalg.norm(d)):
             return d / (1 + c * c)
     raise ValueError("no face satisfies the KKT conditions")
+
+
+# --------------------------------------------------------------------------
+# Post-2022 strategies (issue 17)
+# --------------------------------------------------------------------------
+
+
+def _softmax(x):
+    x = _as(x)
+    e = np.exp(x - x.max())
+    return e / e.sum()
+
+
+def rlw(losses, normals):
+    """Random loss weighting (Lin et al. 2022): w = softmax(e) for the draw e."""
+    w = _softmax(normals)
+    return float(w @ _as(losses)), w
+
+
+def famo_init(k):
+    return {"logits": np.zeros(k), "previous": None, "m": np.zeros(k), "v": np.zeros(k), "t": 0}
+
+
+def famo(
+    losses,
+    state,
+    learning_rate=0.025,
+    weight_decay=1e-3,
+    min_losses=None,
+    epsilon=1e-8,
+    optimizer="adam",
+    adam_epsilon=1e-8,
+):
+    """One FAMO step (Liu et al. 2023, Algorithm 1; Adam as in the authors' code).
+
+    Returns (total, weights, new state). The logits xi move first, by the
+    log-loss decrease since the previous call, delta = log D(t-1) - log D(t):
+    grad = J^T delta + gamma xi with J = d softmax(xi) / d xi, the full
+    Jacobian matrix diag(z) - z z^T; then the step's weights are
+    w_i = c z_i / D_i, c = 1 / sum_j z_j / D_j (the gradient of
+    c sum_i z_i log D_i with c held constant)."""
+    losses = _as(losses)
+    k = losses.size
+    low = np.zeros(k) if min_losses is None else _as(min_losses)
+    d = np.maximum(losses - low, 0.0) + epsilon
+    state = {key: (np.array(v, dtype=F64) if isinstance(v, np.ndarray) else v) for key, v in state.items()}
+    xi = state["logits"]
+    if state["previous"] is not None:
+        delta = state["previous"] - np.log(d)
+        z = _softmax(xi)
+        jacobian = np.diag(z) - np.outer(z, z)
+        grad = jacobian.T @ delta + weight_decay * xi
+        if optimizer == "adam":
+            b1, b2 = 0.9, 0.999
+            state["t"] += 1
+            state["m"] = b1 * state["m"] + (1 - b1) * grad
+            state["v"] = b2 * state["v"] + (1 - b2) * grad**2
+            m_hat = state["m"] / (1 - b1 ** state["t"])
+            v_hat = state["v"] / (1 - b2 ** state["t"])
+            xi = xi - learning_rate * m_hat / (np.sqrt(v_hat) + adam_epsilon)
+        else:
+            xi = xi - learning_rate * grad
+    state["logits"] = xi
+    state["previous"] = np.log(d)
+    z = _softmax(xi)
+    c = 1.0 / np.sum(z / d)
+    w = c * z / d
+    return float(w @ losses), w, state
+
+
+def stch(losses, mu=1.0, preference=None, ideal=None, scale=None, log_losses=False):
+    """Smooth Tchebycheff (Lin et al. 2024): total = mu log sum_i exp(p_i (f_i - z_i) / mu),
+    f_i = L_i / n_i or log(L_i / n_i); weights d total / d L_i."""
+    losses = _as(losses)
+    k = losses.size
+    p = np.ones(k) if preference is None else _as(preference)
+    z = np.zeros(k) if ideal is None else _as(ideal)
+    n = np.ones(k) if scale is None else _as(scale)
+    if log_losses:
+        f, df = np.log(losses / n), 1.0 / losses
+    else:
+        f, df = losses / n, 1.0 / n
+    x = p * (f - z) / mu
+    top = x.max()
+    total = mu * (top + np.log(np.sum(np.exp(x - top))))
+    return float(total), _softmax(x) * p * df
+
+
+def db_mtl(losses, grads, epsilon=1e-8):
+    """DB-MTL (Lin et al. 2023) without the gradient moving average (beta = 0),
+    on the gradients themselves: h_i = grad log(L_i + epsilon) = g_i / (L_i + epsilon),
+    d = sum_i (max_j ||h_j|| / ||h_i||) h_i (a zero h_i adds nothing).
+    Returns (d, the coefficient of each task's own-parameter gradient)."""
+    losses, grads = _as(losses), _as(grads)
+    head = 1.0 / (losses + epsilon)
+    h = grads * head[:, None]
+    norms = np.linalg.norm(h, axis=1)
+    alpha = np.divide(norms.max(), norms, out=np.zeros_like(norms), where=norms > 0)
+    return alpha @ h, head
+
+
+def dual_cone_weights(grads, u):
+    """v = argmin_{v >= u} ||sum_i v_i g_i||^2 (Quinton & Rey 2024, Proposition 1),
+    by non-negative least squares on lambda = v - u: min ||J^T lambda + J^T u||."""
+    grads, u = _as(grads), _as(u)
+    lam, _ = optimize.nnls(grads.T, -(grads.T @ u), maxiter=10000)
+    return u + lam
+
+
+def upgrad(grads, preference=None):
+    """UPGrad (Quinton & Rey 2024): sum_i p_i pi_C(g_i), as weights on the g_i."""
+    grads = _as(grads)
+    k = grads.shape[0]
+    p = np.full(k, 1.0 / k) if preference is None else _as(preference)
+    return sum(dual_cone_weights(grads, p[i] * np.eye(k)[i]) for i in range(k))
+
+
+def dualproj(grads, preference=None):
+    """DualProj (Quinton & Rey 2024; GEM): pi_C(sum_i p_i g_i), as weights."""
+    grads = _as(grads)
+    k = grads.shape[0]
+    p = np.full(k, 1.0 / k) if preference is None else _as(preference)
+    return dual_cone_weights(grads, p)
+
+
+def imtl_g(grads):
+    """IMTL-G (Liu et al. 2021), the paper's closed form: with u_i = g_i / ||g_i||,
+    D = [g_1 - g_i]_{i>1}, U = [u_1 - u_i]_{i>1}, alpha_{2..k} = g_1 U^T (D U^T)^-1,
+    alpha_1 = 1 - sum alpha_{2..k} (least squares where D U^T is singular)."""
+    grads = _as(grads)
+    units = grads / np.linalg.norm(grads, axis=1, keepdims=True)
+    d = grads[:1] - grads[1:]
+    u = units[:1] - units[1:]
+    a = d @ u.T
+    rest = np.linalg.lstsq(a.T, u @ grads[0], rcond=None)[0]
+    return np.concatenate([[1.0 - rest.sum()], rest])

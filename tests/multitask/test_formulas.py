@@ -250,7 +250,18 @@ def test_primary_auxiliary(k, name, primary, request):
 
 @pytest.mark.parametrize(
     "strategy",
-    ["grad_norm_normalization", "gradnorm", "mgda", "pcgrad", "cagrad", "primary_auxiliary"],
+    [
+        "grad_norm_normalization",
+        "gradnorm",
+        "mgda",
+        "pcgrad",
+        "cagrad",
+        "primary_auxiliary",
+        "db_mtl",
+        "upgrad",
+        "dualproj",
+        "imtl_g",
+    ],
 )
 def test_gradient_strategies_finite_on_all_zero_gradients(strategy):
     s = _bind(multitask.get(strategy), 3)
@@ -425,7 +436,7 @@ def test_dwa_epochs():
 
 @pytest.mark.parametrize(
     "strategy",
-    ["equal", "initial", "realtime", "generalized_mean", "uncertainty", "dwa"],
+    ["equal", "initial", "realtime", "generalized_mean", "uncertainty", "dwa", "rlw", "famo", "stch"],
 )
 def test_loss_strategies_finite_at_zero_loss(strategy):
     s = _bind(multitask.get(strategy), 3)
@@ -476,3 +487,198 @@ def test_exact_solver_with_one_gradient_far_larger(k, ratio):
         assert err <= 1e-4, ("primary_auxiliary", seed, err)
     # the cases include the large gradient inside the solution's face
     assert in_support > 0
+
+
+# ----------------------------------------------- post-2022 strategies (issue 17)
+
+
+def test_rlw_weights_are_a_softmax_of_standard_normal_draws():
+    k, draws = 3, 300
+    losses = np.array([0.5, 2.0, 4.0])
+    s = _bind(multitask.RLW(seed=11), k)
+    total, w = _combine(s, losses, training=False)
+    np.testing.assert_allclose(w, np.full(k, 1.0 / k), rtol=1e-6)  # evaluation: the mean
+    assert total == pytest.approx(losses.mean(), rel=1e-6)
+    ws = []
+    for _ in range(draws):
+        total, w = _combine(s, losses)
+        total_ref, _ = ref.rlw(losses, np.log(w))
+        assert total == pytest.approx(total_ref, rel=1e-5)
+        ws.append(w)
+    ws = np.array(ws)
+    np.testing.assert_allclose(ws.sum(axis=1), 1.0, rtol=1e-5)
+    assert np.all(ws > 0) and len(np.unique(ws[:, 0])) == draws  # a new draw every step
+    # log w_i - log w_j = e_i - e_j ~ N(0, 2) for e ~ N(0, I): mean and variance
+    # within 5 standard errors (the variance of a sample variance of N(0, 2) is 8 / n)
+    diff = np.log(ws[:, 0]) - np.log(ws[:, 1])
+    assert abs(diff.mean()) < 5 * np.sqrt(2.0 / draws)
+    assert abs(diff.var() - 2.0) < 5 * np.sqrt(8.0 / draws)
+    # the same seed draws the same weights; another seed others
+    again = _bind(multitask.RLW(seed=11), k)
+    other = _bind(multitask.RLW(seed=12), k)
+    first = [_combine(again, losses)[1] for _ in range(3)]
+    np.testing.assert_array_equal(np.array(first), ws[:3])
+    assert not np.allclose(_combine(other, losses)[1], ws[0])
+
+
+def _famo_losses(k, steps=6):
+    rng = np.random.default_rng(3 + k)
+    rates = np.linspace(0.05, 0.6, k)
+    return [rng.uniform(0.5, 3.0, size=k) * np.exp(-rates * t) for t in range(steps)]
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "sgd"])
+@pytest.mark.parametrize("k", [2, 3])
+def test_famo_sequence(k, optimizer):
+    kwargs = dict(learning_rate=0.5, weight_decay=0.01, optimizer=optimizer)
+    min_losses = None if k == 2 else [0.0, 0.1, 0.2]
+    s = _bind(multitask.FAMO(min_losses=min_losses, **kwargs), k)
+    state = ref.famo_init(k)
+    for t, losses in enumerate(_famo_losses(k)):
+        total, w = _combine(s, losses)
+        total_ref, w_ref, state = ref.famo(losses, state, min_losses=min_losses, epsilon=F32_EPS, **kwargs)
+        np.testing.assert_allclose(w, w_ref, rtol=2e-5, err_msg=f"step {t}")
+        assert total == pytest.approx(total_ref, rel=2e-5)
+        np.testing.assert_allclose(_np(s.logits), state["logits"], rtol=1e-4, atol=1e-6, err_msg=f"step {t}")
+        # evaluation weighs with the logits as they are and moves nothing
+        logits = _np(s.logits)
+        _, w_eval = _combine(s, losses, training=False)
+        np.testing.assert_allclose(w_eval, w, rtol=1e-6)
+        np.testing.assert_array_equal(_np(s.logits), logits)
+    # the task whose loss fell fastest has the smallest priority z
+    assert np.argmin(_np(s.task_priorities)) == k - 1
+
+
+def test_famo_default_epsilon_and_zero_loss():
+    s = _bind(multitask.FAMO(), 3)
+    state = ref.famo_init(3)
+    for losses in ([1.0, 2.0, 0.0], [0.5, 2.5, 0.0], [0.25, 3.0, 1e-3]):
+        _, w = _combine(s, np.array(losses))
+        _, w_ref, state = ref.famo(losses, state, epsilon=F32_EPS)
+        assert np.all(np.isfinite(w))
+        np.testing.assert_allclose(w, w_ref, rtol=2e-5, atol=1e-7)
+
+
+STCH_CASES = [
+    dict(mu=1.0),
+    dict(mu=0.1, preference=[0.2, 0.3, 0.5], ideal=[0.01, -0.5, 1.0]),
+    dict(mu=0.5, log_losses=True),
+    dict(mu=0.02, preference=[1.0, 2.0, 4.0], log_losses=True),
+]
+
+
+@pytest.mark.parametrize("case", range(len(STCH_CASES)))
+def test_stch(case):
+    kwargs = STCH_CASES[case]
+    losses = np.array([0.05, 1.0, 30.0]) if case % 2 else np.array([0.7, 2.5, 1.2])
+    s = _bind(multitask.STCH(**kwargs), 3)
+    total, w = _combine(s, losses)
+    total_ref, w_ref = ref.stch(losses, **kwargs)
+    assert total == pytest.approx(total_ref, rel=1e-6, abs=1e-6)
+    np.testing.assert_allclose(w, w_ref, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(_autodiff_weights(s, losses), w_ref, rtol=1e-5, atol=1e-7)
+    # a smooth maximum: max_i x_i <= total <= max_i x_i + mu log k, x = p (f - z)
+    f = np.log(losses) if kwargs.get("log_losses") else losses
+    x = np.asarray(kwargs.get("preference", np.ones(3))) * (f - np.asarray(kwargs.get("ideal", np.zeros(3))))
+    assert x.max() - 1e-5 <= total <= x.max() + kwargs["mu"] * np.log(3) + 1e-5
+
+
+def test_stch_warmup_measures_the_nadir():
+    s = _bind(multitask.STCH(mu=0.3, warmup_steps=2, log_losses=True), 2)
+    seq = [np.array([2.0, 0.5]), np.array([1.0, 0.3]), np.array([0.8, 0.2]), np.array([0.5, 0.25])]
+    for t, losses in enumerate(seq):
+        total, w = _combine(s, losses)
+        if t < 2:  # warm-up: the plain sum of the log-losses
+            assert total == pytest.approx(np.log(losses).sum(), rel=1e-6)
+            np.testing.assert_allclose(w, 1.0 / losses, rtol=1e-6)
+        else:
+            total_ref, w_ref = ref.stch(losses, mu=0.3, scale=np.mean(seq[:2], axis=0), log_losses=True)
+            assert total == pytest.approx(total_ref, rel=1e-5, abs=1e-6)
+            np.testing.assert_allclose(w, w_ref, rtol=1e-5)
+    # evaluation does not measure
+    count = float(_np(s.count))
+    _combine(s, seq[0], training=False)
+    assert float(_np(s.count)) == count == 2.0
+
+
+@pytest.mark.parametrize("k", KS)
+@pytest.mark.parametrize("name", CASE_NAMES)
+def test_db_mtl(k, name):
+    grads, gram, losses = _case(k, name)
+    w = _compiled_weights(multitask.DBMTL, k, losses, gram)
+    d_ref, head_ref = ref.db_mtl(losses, grads, epsilon=F32_EPS)
+    d = ref.combined_gradient(w, grads)
+    scale = max(np.linalg.norm(d_ref), _scale(grads) / losses.max())
+    np.testing.assert_allclose(d, d_ref, rtol=0, atol=1e-5 * scale, err_msg=f"weights {w}")
+    head = _np(_bind(multitask.DBMTL(), k).task_specific_weights(_t(losses), _t(w)))
+    np.testing.assert_allclose(head, head_ref, rtol=1e-6)
+    assert np.all(np.isfinite(w))
+
+
+def _active_preference(grads):
+    active = np.linalg.norm(grads, axis=1) > 0
+    return active, active / active.sum()
+
+
+@pytest.mark.parametrize("k", KS)
+@pytest.mark.parametrize("name", CASE_NAMES)
+def test_upgrad_and_dualproj(k, name):
+    grads, gram, losses = _case(k, name)
+    _, p = _active_preference(grads)
+    for cls, reference in [(multitask.UPGrad, ref.upgrad), (multitask.DualProj, ref.dualproj)]:
+        w = _compiled_weights(cls, k, losses, gram)
+        w_ref = reference(grads, preference=p)
+        _assert_same_update(w, w_ref, grads, 1e-5, f"{cls.__name__} {name}")
+        # never against any task (to float32 rounding of the Gram matrix)
+        d = ref.combined_gradient(w, grads)
+        assert np.all(grads @ d >= -1e-5 * _scale(grads) ** 2), (cls.__name__, grads @ d)
+
+
+def test_upgrad_and_dualproj_without_conflict_are_the_mean():
+    grads = np.array([[1.0, 0.2, 0.0], [0.5, 1.0, 0.1], [0.3, 0.1, 2.0]])  # pairwise <g_i, g_j> > 0
+    gram = grads @ grads.T
+    for cls in (multitask.UPGrad, multitask.DualProj):
+        w = _compiled_weights(cls, 3, np.ones(3), gram)  # the programs of test_upgrad_and_dualproj
+        np.testing.assert_allclose(w, np.full(3, 1 / 3), rtol=1e-6)
+    w = _compiled_weights(multitask.DualProj, 3, np.ones(3), gram, preference=(0.5, 0.25, 0.25))
+    np.testing.assert_allclose(w, [0.5, 0.25, 0.25], rtol=1e-6)
+    for cls in (multitask.UPGrad, multitask.DualProj):  # all gradients zero: finite
+        assert np.all(np.isfinite(_compiled_weights(cls, 3, np.ones(3), np.zeros((3, 3)))))
+
+
+@pytest.mark.parametrize("k", KS)
+@pytest.mark.parametrize("name", CASE_NAMES)
+def test_imtl_g(k, name):
+    grads, gram, losses = _case(k, name)
+    w = _compiled_weights(multitask.IMTLG, k, losses, gram)
+    assert np.all(np.isfinite(w))
+    active, _ = _active_preference(grads)
+    if name == "opposed" and k > 2:
+        # g_1 = -2 g_0 with a third gradient: no d has equal projections on
+        # u_0 = -u_1 and u_2 unless they are all 0; the system C beta = 1 has no
+        # solution (the paper's inverse and torchjd's pinv give different
+        # least-squares answers); ours tends to d = 0 along the null direction.
+        d = ref.combined_gradient(w, grads)
+        assert np.linalg.norm(d) <= 1e-3 * _scale(grads)
+        return
+    w_ref = np.zeros(k)
+    w_ref[active] = ref.imtl_g(grads[active])
+    _assert_same_update(w, w_ref, grads, 1e-5, f"imtl_g {name}")
+    if name in ("random", "ill_norms"):  # independent gradients: equal projections on the unit ones
+        d = ref.combined_gradient(w, grads)
+        proj = (grads / np.linalg.norm(grads, axis=1, keepdims=True)) @ d
+        np.testing.assert_allclose(proj, proj.mean(), rtol=1e-4)
+
+
+@pytest.mark.parametrize("k", [3, 4])  # (the compiled programs of test_upgrad_and_dualproj)
+@pytest.mark.parametrize("ratio", [1e2, 1e4])
+def test_dual_cone_solvers_with_one_gradient_far_larger(k, ratio):
+    # UPGrad and DualProj solve quadratic programs: within 1e-4 (relative) of
+    # the exact float64 NNLS solution up to gradient-norm ratios of 10^4.
+    for seed in range(4):
+        grads, gram = _spread_norms(k, ratio, seed)
+        for cls, reference in [(multitask.UPGrad, ref.upgrad), (multitask.DualProj, ref.dualproj)]:
+            d = ref.combined_gradient(_compiled_weights(cls, k, np.ones(k), gram), grads)
+            d_ref = ref.combined_gradient(reference(grads), grads)
+            err = np.linalg.norm(d - d_ref) / np.linalg.norm(d_ref)
+            assert err <= 1e-4, (cls.__name__, seed, err)

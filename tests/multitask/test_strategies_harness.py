@@ -2,7 +2,7 @@
 
 import pytest
 
-from keras_tricks import multitask, testing
+from keras_tricks import _backend, multitask, testing
 
 FACTORIES = {
     "equal": lambda: multitask.Equal(weights=[1.0, 0.5]),
@@ -18,6 +18,13 @@ FACTORIES = {
     "pcgrad": lambda: multitask.PCGrad(seed=1),
     "cagrad": multitask.CAGrad,
     "primary_auxiliary": lambda: multitask.PrimaryAuxiliary(primary=1),
+    "rlw": lambda: multitask.RLW(seed=3),
+    "famo": multitask.FAMO,
+    "stch": lambda: multitask.STCH(mu=0.5, warmup_steps=1, log_losses=True),
+    "db_mtl": multitask.DBMTL,
+    "upgrad": multitask.UPGrad,
+    "dualproj": multitask.DualProj,
+    "imtl_g": multitask.IMTLG,
 }
 
 
@@ -28,7 +35,12 @@ def test_every_strategy_is_covered():
 @pytest.mark.harness
 @pytest.mark.parametrize("name", sorted(FACTORIES))
 def test_strategy_harness(name):
-    testing.check_strategy(FACTORIES[name])
+    checks = testing.STRATEGY_CHECKS
+    if name == "rlw" and _backend.name() == "tensorflow":
+        # RLW draws its weights from keras.random at every step, whose stream
+        # differs between XLA and plain TF (see PCGrad below).
+        checks = tuple(c for c in checks if c != "call")
+    testing.check_strategy(FACTORIES[name], checks=checks)
 
 
 @pytest.mark.harness
