@@ -10,7 +10,7 @@ formula), `softplus`, `gelu` and `relu` (the memory-bandwidth floor of an
 elementwise op), eagerly and compiled (XLA `jit_compile=True` on TensorFlow,
 `jax.jit` on JAX; PyTorch runs eagerly only, `--torch-compile` adds
 `torch.compile`), all in the same run, and prints the time ratio of ours to
-each. Targets (issue 2): compiled, ours <= 1.2x Keras's forward and <= 1.5x
+each. Targets: compiled, ours <= 1.2x Keras's forward and <= 1.5x
 forward+backward. The median of `--repeats` runs after warm-up is reported.
 """
 

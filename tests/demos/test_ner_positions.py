@@ -1,6 +1,6 @@
-"""demos/ner_global_pointer.py never scores a position it did not train on
-(issue 12, item 20): sentences longer than the trained length are predicted
-in overlapping windows of that length and merged."""
+"""demos/ner_global_pointer.py never scores a position it did not train on:
+sentences longer than the trained length are predicted in overlapping
+windows of that length and merged."""
 
 import argparse
 import importlib.util

@@ -1,6 +1,6 @@
 """float64 NumPy references for keras_tricks.multitask, written from the papers.
 
-Conventions are those of MULTITASK_API.md (issue 7):
+Conventions (those of `keras_tricks.multitask`, see docs/multitask.md):
 
 * Gradient-based strategies are functions `(losses, gram, ...) -> weights`,
   where `gram[i, j] = <g_i, g_j>` for the per-task gradients g_i with respect
@@ -576,7 +576,7 @@ def cagrad_faces(grads, c):
 
 
 # --------------------------------------------------------------------------
-# Post-2022 strategies (issue 17)
+# Post-2021 strategies (RLW, FAMO, STCH, DB-MTL, UPGrad, DualProj, IMTL-G)
 # --------------------------------------------------------------------------
 
 

@@ -489,7 +489,7 @@ def test_exact_solver_with_one_gradient_far_larger(k, ratio):
     assert in_support > 0
 
 
-# ----------------------------------------------- post-2022 strategies (issue 17)
+# ----------------------------------------------- post-2021 strategies
 
 
 def test_rlw_weights_are_a_softmax_of_standard_normal_draws():
