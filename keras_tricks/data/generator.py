@@ -174,6 +174,17 @@ class DataGenerator:
             object/structured arrays and ndarray subclasses (e.g.
             `np.ma.MaskedArray`, whose mask a segment would lose) are always
             pickled through the pipe.
+        process_index, process_count: for training in several processes
+            (`keras.distribution` on several hosts, e.g.
+            `process_index=jax.process_index(),
+            process_count=jax.process_count()`): `batch_size` is then the
+            global batch, and this process builds only its contiguous part
+            of each (part i of `process_count` near-equal parts; pick a
+            `batch_size` they divide for equal local batches). The parts of
+            all processes, in process order, are exactly the single-process
+            stream's batches, except a last batch of fewer samples than
+            processes, which every process skips. Ints, `0 <= process_index
+            < process_count` (default: one process).
 
     Attributes:
         steps: batches per epoch, or None when the data has no length.
@@ -196,6 +207,8 @@ class DataGenerator:
         timeout: float | None = None,
         prefetch: int = 2,
         shm_threshold: int | None = 1 << 16,
+        process_index: int = 0,
+        process_count: int = 1,
     ) -> None:
         if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
             raise ValueError(f"`batch_size` must be an int >= 1; received batch_size={batch_size!r}.")
@@ -231,6 +244,16 @@ class DataGenerator:
             raise ValueError(
                 f"`shm_threshold` must be None or an int >= 0; received shm_threshold={shm_threshold!r}."
             )
+        for name, value in (("process_count", process_count), ("process_index", process_index)):
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+                raise TypeError(f"`{name}` must be an int; received {name}={value!r}.")
+        if process_count < 1:
+            raise ValueError(f"`process_count` must be >= 1; received process_count={process_count!r}.")
+        if not 0 <= process_index < process_count:
+            raise ValueError(
+                f"`process_index` must be in [0, process_count={process_count}); "
+                f"received process_index={process_index!r}."
+            )
         if start_method is not None:
             import multiprocessing
 
@@ -259,6 +282,8 @@ class DataGenerator:
         self.timeout = None if timeout is None else float(timeout)
         self.prefetch = int(prefetch)
         self.shm_threshold = None if shm_threshold is None else int(shm_threshold)
+        self.process_index = int(process_index)
+        self.process_count = int(process_count)
         self.epoch = 0
         self.rng = None
         # The position set by set_state(), taken by the next stream.
@@ -287,7 +312,11 @@ class DataGenerator:
     def steps(self) -> int | None:
         if not hasattr(self.data, "__len__"):
             return None
-        return math.ceil(len(self.data) / self.batch_size)
+        n = len(self.data)
+        steps = math.ceil(n / self.batch_size)
+        if 0 < n % self.batch_size < self.process_count:
+            steps -= 1  # a last batch too small to give every process a sample
+        return steps
 
     def __len__(self):
         steps = self.steps
@@ -513,13 +542,26 @@ class DataGenerator:
         if self._indexable:
             n = len(self.data)
             order = rng.permutation(n) if random else np.arange(n)
-            for start in range(0, n, bs):
-                yield "idx", order[start : start + bs].tolist()
-            return
+            shards = (("idx", order[start : start + bs].tolist()) for start in range(0, n, bs))
+        else:
+            shards = self._chunks(self._buffered_shuffle(rng) if random else iter(self.data))
+        for kind, payload in shards:
+            if self.process_count > 1:
+                # This process's contiguous part of the global batch (parts
+                # in process order make the batch). Every process reads the
+                # whole order and skips the same too-small last batch, so all
+                # make the same number of steps.
+                if len(payload) < self.process_count:
+                    continue
+                bounds = np.linspace(0, len(payload), self.process_count + 1).round().astype(int)
+                payload = payload[bounds[self.process_index] : bounds[self.process_index + 1]]
+            yield kind, payload
+
+    def _chunks(self, items):
         chunk = []
-        for item in self._buffered_shuffle(rng) if random else iter(self.data):
+        for item in items:
             chunk.append(item)
-            if len(chunk) == bs:
+            if len(chunk) == self.batch_size:
                 yield "items", chunk
                 chunk = []
         if chunk:
