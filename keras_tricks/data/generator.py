@@ -586,9 +586,12 @@ class DataGenerator:
     def _build(self, epoch, index, random, kind, payload, restore):
         """The batches of shard `index` of `epoch`, under that shard's seeds."""
         items = self._resolve(kind, payload)
-        with _seeded(self.seed, epoch, index, restore):
+        # Each process's part of a batch draws its own numbers (not the same
+        # noise in every part); one process keeps the keys it always had.
+        part = (self.process_index,) if self.process_count > 1 else ()
+        with _seeded(self.seed, epoch, index, restore, part):
             self.rng = np.random.default_rng(
-                np.random.SeedSequence(self.seed, spawn_key=(_BATCH, epoch, index, 0))
+                np.random.SeedSequence(self.seed, spawn_key=(_BATCH, epoch, index, 0, *part))
             )
             self._shard = items
             try:
@@ -740,10 +743,12 @@ def _as_tuples(batch):
 
 
 @contextlib.contextmanager
-def _seeded(seed, epoch, index, restore):
+def _seeded(seed, epoch, index, restore, part=()):
     """Seed Python `random`, NumPy's global generator and Keras's global
-    SeedGenerator for one batch; restore them afterwards when `restore`."""
-    state = np.random.SeedSequence(seed, spawn_key=(_BATCH, epoch, index, 1)).generate_state(4, np.uint32)
+    SeedGenerator for one batch (`part`: this process's, when several);
+    restore them afterwards when `restore`."""
+    key = (_BATCH, epoch, index, 1, *part)
+    state = np.random.SeedSequence(seed, spawn_key=key).generate_state(4, np.uint32)
     keras_imported = _keras_compat.keras_state_imported()
     if restore:
         saved_py, saved_np = python_random.getstate(), np.random.get_state()

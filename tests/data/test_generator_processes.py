@@ -5,6 +5,7 @@ single-process stream."""
 import multiprocessing
 import sys
 
+import numpy as np
 import pytest
 
 from keras_tricks.data import DataGenerator
@@ -92,3 +93,20 @@ def test_steps_leave_out_only_a_last_batch_smaller_than_the_process_count():
     assert DataGenerator(list(range(7)), batch_size=3).steps == 3
     assert DataGenerator(list(range(7)), batch_size=3, process_count=2).steps == 2
     assert DataGenerator(list(range(8)), batch_size=3, process_count=2).steps == 3
+
+
+class _Noise(DataGenerator):
+    def __iter__(self, random=False):
+        items = [item for _, item in self.sample(random)]
+        yield self.rng.normal(size=len(items))
+
+
+def test_the_parts_of_a_batch_draw_different_numbers_and_one_process_keeps_its_stream():
+    a, b = (
+        next(iter(_Noise(list(range(8)), batch_size=8, seed=0, process_index=i, process_count=2)))
+        for i in (0, 1)
+    )
+    assert a.shape == b.shape == (4,) and not np.allclose(a, b)
+    single = next(iter(_Noise(list(range(8)), batch_size=8, seed=0)))
+    expected = np.random.default_rng(np.random.SeedSequence(0, spawn_key=(1, 0, 0, 0))).normal(size=8)
+    np.testing.assert_array_equal(single, expected)  # the documented key (1, epoch, batch, 0)
