@@ -100,10 +100,11 @@ def encode(sentences, pieces, types, max_len):
     firsts, lasts, spans = [], [], []
     for b, s in enumerate(sentences):
         ids = [] if pieces.start is None else [pieces.start]
-        first, last = [], []
+        first, last, fits = [], [], True
         for w in s.tokens:
             p = pieces(w)
-            fits = len(ids) + len(p) + (pieces.end is not None) <= max_len
+            # The cut is final: a shorter word after it does not come back.
+            fits = fits and len(ids) + len(p) + (pieces.end is not None) <= max_len
             first.append(len(ids) if fits else -1)
             last.append(len(ids) + len(p) - 1 if fits else -1)
             if fits:
@@ -207,7 +208,10 @@ def main(argv=None):
     scores = keras_tricks.layers.GlobalPointer(heads=len(types), head_size=args.head_size)(seq)
     model = keras.Model(inputs, scores)
     model.compile(
-        optimizer=keras.optimizers.Adam(args.lr), loss=keras_tricks.losses.SparseGlobalPointerCrossentropy()
+        optimizer=keras.optimizers.Adam(args.lr),
+        loss=keras_tricks.losses.SparseGlobalPointerCrossentropy(),
+        # A handful of steps run faster eagerly than traced and compiled.
+        run_eagerly=args.smoke,
     )
 
     x, y, _, _ = encode(train, pieces, types, args.max_len)

@@ -136,7 +136,7 @@ def test_heads_on_bert_save_and_load_with_identical_outputs(bert, bert_heads, tm
 
 
 @SLOW
-@pytest.mark.parametrize("kind", ["roberta", "deberta_v3", "gemma", "llama"])
+@pytest.mark.parametrize("kind", ["deberta_v3", "gemma"])
 def test_heads_on_other_backbones_see_the_mask_and_round_trip(kind, tmp_path):
     model = _heads_model(_backbone(kind))
     batch = _batch(model)
@@ -222,10 +222,11 @@ def test_the_condition_kernels_learn_from_zero(bert):
     """At init W_g = W_b = 0, yet their gradient is not: one step of fit()
     moves them, and the condition then changes the outputs."""
     conditional = hub.swap_in_conditional_layer_norm(bert, COND)
+    conditional.backbone.get_layer("pooled_dense").trainable = False  # not in this loss
     inputs = {**bert.input, "condition": keras.Input((COND,), name="condition")}
     seq = hub.masked_sequence(conditional(inputs), inputs["padding_mask"])
     model = keras.Model(inputs, keras.layers.Dense(1)(seq))
-    model.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse")
+    model.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse", run_eagerly=True)
     batch = _batch(bert, condition=True)
     model.fit(batch, np.ones((2, TOKENS.shape[1], 1), "float32"), epochs=1, verbose=0)
     moved = [np.abs(keras.ops.convert_to_numpy(c.gamma_kernel)).max() for c in conditional.conditional_norms]
