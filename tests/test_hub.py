@@ -14,7 +14,6 @@ import pytest
 
 from keras_tricks import hub
 from keras_tricks.layers import (
-    AttachMask,
     ConditionalRandomField,
     EfficientGlobalPointer,
     GlobalPointer,
@@ -264,18 +263,3 @@ def test_layers_picks_a_subset_and_bad_arguments_name_themselves(bert):
         conditional(wrong)
     with pytest.raises(ValueError, match="sequence_output"):
         hub.masked_sequence({"pooled_output": None}, None)
-
-
-def test_attach_mask_passes_x_through_with_the_mask():
-    x = np.arange(24, dtype="float32").reshape(2, 3, 4)
-    layer = AttachMask()
-    np.testing.assert_array_equal(_numpy(layer([x, PADDING[:, :3]])), x)
-    mask = layer.compute_mask([x, np.array([[1, 0, 2], [0, 0, 1]], "int32")])
-    np.testing.assert_array_equal(
-        keras.ops.convert_to_numpy(mask), [[True, False, True], [False, False, True]]
-    )
-    with pytest.raises(ValueError, match="padding_mask"):
-        layer([x, PADDING])
-    with pytest.raises(ValueError, match=r"\[x, padding_mask\]"):
-        layer(x)
-    assert AttachMask.from_config(layer.get_config()).get_config() == layer.get_config()
