@@ -41,7 +41,7 @@ class AttachMask(keras.layers.Layer):
     >>> scores = keras_tricks.layers.GlobalPointer(heads=1, head_size=4)(seq)
     >>> model = keras.Model([x, padding], scores)
     >>> out = model([np.ones((1, 3, 8)), np.array([[1, 1, 0]])])
-    >>> float(out[0, 0, 0, 2])  # a span ending on the padding
+    >>> float(keras.ops.convert_to_numpy(out)[0, 0, 0, 2])  # a span ending on the padding
     -8192.0
     """
 
