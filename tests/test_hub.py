@@ -212,7 +212,7 @@ def test_conditional_model_with_a_head_saves_and_loads(bert, tmp_path):
     reloaded = next(layer for layer in loaded.layers if isinstance(layer, hub.ConditionalBackbone))
     assert reloaded.conditioned_layers == conditional.conditioned_layers
     # The replaced norms are out of the trainable weights (no None gradients).
-    frozen = {id(v) for layer in reloaded._originals for v in layer.weights}
+    frozen = {id(v) for layer in reloaded._originals.layers for v in layer.weights}
     assert frozen and not frozen & {id(v) for v in loaded.trainable_weights}
 
 

@@ -140,6 +140,14 @@ def _select(
     return found
 
 
+class _Converted:
+    """The converted layers, held where Keras's tracking does not look: they
+    belong to the backbone (and are saved with it), not to the wrapper."""
+
+    def __init__(self, layers: list[keras.layers.Layer]) -> None:
+        self.layers = layers
+
+
 def _conditioned_call(cln: keras.layers.Layer, condition: Tensor) -> Callable[[Tensor], Tensor]:
     def call(inputs: Tensor) -> Tensor:
         return cln([inputs, condition])
@@ -226,7 +234,7 @@ class ConditionalBackbone(keras.Model):
         self.condition_initializer = keras.initializers.get(condition_initializer)
         self.condition_name = condition_name
         self.conditioned_layers = [path for path, _ in found]
-        self._originals = [layer for _, layer in found]
+        self._originals = _Converted([layer for _, layer in found])
         norms = []
         for path, layer in found:
             args, weights = _conversion(layer)
@@ -271,7 +279,7 @@ class ConditionalBackbone(keras.Model):
         # and restored however the call ends.
         redirected = []
         try:
-            for layer, cln in zip(self._originals, self.conditional_norms):
+            for layer, cln in zip(self._originals.layers, self.conditional_norms):
                 layer.call = _conditioned_call(cln, condition)
                 redirected.append(layer)
             return self.backbone(inputs, training=training)
