@@ -5,11 +5,13 @@ Submodules, one per capability:
     keras_tricks.activations  squareplus
     keras_tricks.entropy      entropy_normalize, log_n_attention_scale
     keras_tricks.intermediates  record / capture: tensors from inside a layer's call
+    keras_tricks.hub          on keras_hub backbones: masked_sequence (the padding
+                              mask as a Keras mask), swap_in_conditional_layer_norm
     keras_tricks.postprocessing  CAN (can_normalize, CANPredictor), on the host
     keras_tricks.layers       SquarePlus, GlobalPointer, EfficientGlobalPointer,
                               ConditionalLayerNormalization, LogNMultiHeadAttention,
                               GPLinkerHeads, GPLinkerEventHeads, ConditionalRandomField,
-                              TheseusReplacement, decode_spans
+                              TheseusReplacement, AttachMask, decode_spans
     keras_tricks.losses       GlobalPointer losses, flooding
     keras_tricks.metrics      SpanF1, SpanPrecision, SpanRecall
     keras_tricks.spans        span conventions (MASK_VALUE, SPAN_PADDING), labels,
@@ -28,6 +30,7 @@ from keras_tricks import (
     callbacks,
     data,
     entropy,
+    hub,
     intermediates,
     layers,
     losses,
@@ -45,6 +48,7 @@ __all__ = [
     "callbacks",
     "data",
     "entropy",
+    "hub",
     "intermediates",
     "layers",
     "losses",

@@ -2,6 +2,7 @@
 package name `keras_tricks` (so models using them save to `.keras` and load
 back without `custom_objects`)."""
 
+from keras_tricks.layers.attach_mask import AttachMask
 from keras_tricks.layers.conditional_layer_normalization import (
     ConditionalLayerNormalization,
 )
@@ -29,6 +30,7 @@ from keras_tricks.spans.decoding import decode_spans
 
 __all__ = [
     "TAG_PADDING",
+    "AttachMask",
     "ConditionalLayerNormalization",
     "ConditionalRandomField",
     "EfficientGlobalPointer",
