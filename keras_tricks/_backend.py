@@ -428,3 +428,107 @@ def _torch_squareplus_function() -> Any:
             return upstream * slope, None
 
     return SquarePlus
+
+
+def layer_norm_per_example(
+    x: Tensor, gamma: Tensor | None, beta: Tensor | None, axes: int, epsilon: float
+) -> Tensor | None:
+    """Layer normalization of `x` over its last `axes` axes, then `* gamma[i]
+    + beta[i]` for each example `i`, in the backend's fused layer-norm
+    kernels; None where the caller's portable formula is the better path.
+
+    `x` is float32 of shape `(batch, ..., *S)`, `gamma` and `beta` (either may
+    be None) of shape `(batch, *S)`: one gain and bias per example (a
+    conditional layer norm). PyTorch (eager, not under `torch.compile`): an
+    `autograd.Function` that allocates one tensor of `x`'s size forward
+    (`native_layer_norm` without affine, then the gain and bias in place)
+    and two backward (the normalised `x` recomputed by the same kernel, then
+    `native_layer_norm_backward` written into it), against six for autograd
+    of the composite formula: on CPUs each fresh tensor of that size costs
+    page faults worth several elementwise passes. (One fused call per
+    example, with that example's gain as the kernel's weight, would cost what
+    the plain layer does, but turns one parallel region into `batch` of
+    them, which a CPU shared with other work makes many times slower.) A
+    backward pass that builds a graph (a gradient penalty) differentiates the
+    composite formula instead. TensorFlow and JAX: None (XLA fuses the
+    composite formula).
+    """
+    if name() != "torch":
+        return None
+    import torch
+
+    if (
+        not isinstance(x, torch.Tensor)
+        or torch.compiler.is_compiling()
+        or x.dtype != torch.float32
+        or x.ndim <= axes
+    ):
+        return None
+    return _torch_layer_norm_function().apply(x, gamma, beta, axes, float(epsilon))
+
+
+@functools.cache
+def _torch_layer_norm_function() -> Any:
+    import torch
+
+    aten = torch.ops.aten
+
+    def broadcast(param, x, axes):
+        return (
+            None
+            if param is None
+            else param.reshape(param.shape[:1] + (1,) * (x.ndim - 1 - axes) + param.shape[1:])
+        )
+
+    def composite(x, gamma, beta, axes, epsilon):
+        y = torch.nn.functional.layer_norm(x, x.shape[x.ndim - axes :], None, None, epsilon)
+        if gamma is not None:
+            y = y * broadcast(gamma, x, axes)
+        if beta is not None:
+            y = y + broadcast(beta, x, axes)
+        return y
+
+    class LayerNormPerExample(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x, gamma, beta, axes, epsilon):
+            shape = list(x.shape[x.ndim - axes :])
+            y, mean, rstd = aten.native_layer_norm(x, shape, None, None, epsilon)
+            if gamma is not None:
+                y.mul_(broadcast(gamma, x, axes))
+            if beta is not None:
+                y.add_(broadcast(beta, x, axes))
+            ctx.save_for_backward(x, mean, rstd, gamma, beta)
+            ctx.axes, ctx.epsilon = axes, epsilon
+            return y
+
+        @staticmethod
+        def backward(ctx, upstream):
+            x, mean, rstd, gamma, beta = ctx.saved_tensors
+            axes = ctx.axes
+            needs = ctx.needs_input_grad[:3]
+            if torch.is_grad_enabled():
+                inputs = [t for t, n in zip((x, gamma, beta), needs) if n]
+                grads = iter(
+                    torch.autograd.grad(
+                        composite(x, gamma, beta, axes, ctx.epsilon), inputs, upstream, create_graph=True
+                    )
+                )
+                return (*(next(grads) if n else None for n in needs), None, None)
+            shape = list(x.shape[x.ndim - axes :])
+            rows = tuple(range(1, x.ndim - axes))
+            dbeta = dgamma = None
+            if beta is not None and needs[2]:
+                dbeta = upstream.sum(rows) if rows else upstream
+            if gamma is not None and needs[1]:
+                # The normalised x, bit for bit as forward computed it.
+                normed = aten.native_layer_norm(x, shape, None, None, ctx.epsilon)[0]
+                dgamma = normed.mul_(upstream).sum(rows) if rows else normed.mul_(upstream)
+            dx = None
+            if needs[0]:
+                dnormed = upstream if gamma is None else upstream * broadcast(gamma, x, axes)
+                dx = aten.native_layer_norm_backward(
+                    dnormed, x, shape, mean, rstd, None, None, [True, False, False]
+                )[0]
+            return dx, dgamma, dbeta, None, None
+
+    return LayerNormPerExample
