@@ -26,7 +26,7 @@ Times are medians of repeated steps after warm-up, on whatever backend
 `KERAS_BACKEND` selects (jit_compile="auto": XLA on TensorFlow and JAX).
 `--eager` repeats sections 1 and 2 with `run_eagerly=True` (how PyTorch
 always runs, and how TensorFlow users debug), rows marked "eager"; the
-eager target (issue 20) is GP / floor <= 1.3x at seq_len 512.
+eager target is GP / floor <= 1.3x at seq_len 512.
 
     python benchmarks/bench_global_pointer.py --eager --lengths 512
 """
