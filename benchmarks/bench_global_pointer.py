@@ -24,6 +24,11 @@ otherwise write.
 
 Times are medians of repeated steps after warm-up, on whatever backend
 `KERAS_BACKEND` selects (jit_compile="auto": XLA on TensorFlow and JAX).
+`--eager` repeats sections 1 and 2 with `run_eagerly=True` (how PyTorch
+always runs, and how TensorFlow users debug), rows marked "eager"; the
+eager target is GP / floor <= 1.3x at seq_len 512.
+
+    python benchmarks/bench_global_pointer.py --eager --lengths 512
 """
 
 import argparse
@@ -70,7 +75,7 @@ def step_time(model, x, y, reps, warmup=2):
     return float(np.median(times))
 
 
-def head_model(kind, n):
+def head_model(kind, n, eager=False):
     x = keras.Input((n, HIDDEN))
     m = keras.Input((n,), dtype="bool")
     if kind == "floor":
@@ -79,7 +84,7 @@ def head_model(kind, n):
         cls = layers.GlobalPointer if kind == "gp" else layers.EfficientGlobalPointer
         out, inputs = cls(HEADS, HEAD_SIZE)(x, mask=m), [x, m]
     model = keras.Model(inputs, out)
-    model.compile(optimizer="sgd", loss=mean_output)
+    model.compile(optimizer="sgd", loss=mean_output, run_eagerly=eager)
     return model
 
 
@@ -91,10 +96,10 @@ class Scale(keras.layers.Layer):
         return x * self.w
 
 
-def loss_model(loss, n):
+def loss_model(loss, n, eager=False):
     x = keras.Input((HEADS, n, n))
     model = keras.Model(x, Scale()(x))
-    model.compile(optimizer="sgd", loss=loss)
+    model.compile(optimizer="sgd", loss=loss, run_eagerly=eager)
     return model
 
 
@@ -105,6 +110,7 @@ def main(argv=None):
     ap.add_argument("--reps", type=int, default=10)
     ap.add_argument("--lengths", default="128,256,512", help="comma-separated seq_len values")
     ap.add_argument("--spans", type=int, default=16, help="max spans per type (sparse labels)")
+    ap.add_argument("--eager", action="store_true", help="also time sections 1 and 2 with run_eagerly=True")
     args = ap.parse_args(argv)
     lengths = (128,) if args.quick else tuple(int(v) for v in args.lengths.split(","))
     reps = 3 if args.quick else args.reps
@@ -115,28 +121,31 @@ def main(argv=None):
         f"head_size {HEAD_SIZE}; median of {reps} train steps (forward + backward + SGD)"
     )
 
+    modes = (False, True) if args.eager else (False,)
     print("\n1. heads vs the bare floor (Dense + q.k einsum)")
     print(f"{'seq_len':>8}{'floor ms':>10}{'GP ms':>10}{'GP/floor':>10}{'EGP ms':>10}{'EGP/floor':>11}")
-    for n in lengths:
-        x = rng.normal(size=(b, n, HIDDEN)).astype("float32")
-        mask = np.ones((b, n), bool)
-        mask[: b // 2, n - n // 4 :] = False
-        y = np.zeros((b, 1), "float32")
-        t = {
-            k: step_time(head_model(k, n), x if k == "floor" else [x, mask], y, reps)
-            for k in ("floor", "gp", "egp")
-        }
-        print(
-            f"{n:>8}{t['floor'] * 1e3:>10.1f}{t['gp'] * 1e3:>10.1f}"
-            f"{t['gp'] / t['floor']:>10.2f}{t['egp'] * 1e3:>10.1f}{t['egp'] / t['floor']:>11.2f}"
-        )
+    for eager in modes:
+        for n in lengths:
+            x = rng.normal(size=(b, n, HIDDEN)).astype("float32")
+            mask = np.ones((b, n), bool)
+            mask[: b // 2, n - n // 4 :] = False
+            y = np.zeros((b, 1), "float32")
+            t = {
+                k: step_time(head_model(k, n, eager), x if k == "floor" else [x, mask], y, reps)
+                for k in ("floor", "gp", "egp")
+            }
+            print(
+                f"{n:>8}{t['floor'] * 1e3:>10.1f}{t['gp'] * 1e3:>10.1f}"
+                f"{t['gp'] / t['floor']:>10.2f}{t['egp'] * 1e3:>10.1f}{t['egp'] / t['floor']:>11.2f}"
+                + ("  eager" if eager else "")
+            )
 
     print("\n2. span losses: sparse (span lists) vs dense labels")
     print(
         f"{'seq_len':>8}{'dense ms':>10}{'sparse ms':>11}{'sparse/dense':>14}"
         f"{'dense labels':>14}{'sparse labels':>15}"
     )
-    for n in lengths:
+    for eager, n in [(e, n) for e in modes for n in lengths]:
         logits = rng.normal(size=(b, HEADS, n, n)).astype("float32")
         logits[..., np.tril_indices(n, -1)[0], np.tril_indices(n, -1)[1]] = _numerics.mask_value("float32")
         spans = np.full((b, HEADS, args.spans, 2), losses.SPAN_PADDING, "int32")
@@ -148,11 +157,12 @@ def main(argv=None):
                     e = min(n - 1, s + rng.integers(0, 5))
                     spans[bi, h, r] = (s, e)
                     dense[bi, h, s, e] = 1
-        td = step_time(loss_model(losses.GlobalPointerCrossentropy(), n), logits, dense, reps)
-        ts = step_time(loss_model(losses.SparseGlobalPointerCrossentropy(), n), logits, spans, reps)
+        td = step_time(loss_model(losses.GlobalPointerCrossentropy(), n, eager), logits, dense, reps)
+        ts = step_time(loss_model(losses.SparseGlobalPointerCrossentropy(), n, eager), logits, spans, reps)
         print(
             f"{n:>8}{td * 1e3:>10.1f}{ts * 1e3:>11.1f}{ts / td:>14.2f}"
             f"{dense.nbytes / 2**20:>11.2f} MiB{spans.nbytes / 2**10:>11.2f} KiB"
+            + ("  eager" if eager else "")
         )
 
     print("\n3. mixed precision: GP's float32 span scores vs the floor's half-precision q.k")

@@ -6,6 +6,7 @@ of this module, each written for TensorFlow, JAX and PyTorch.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -229,21 +230,64 @@ def ema_update(
         avg.assign(new if applied is None else ops.where(applied, new, ops.convert_to_tensor(avg)))
 
 
-def fuse(fn: Callable[..., Any], static_argnums: int | Sequence[int] = ()) -> Callable[..., Any]:
-    """`fn` compiled into one program where that costs nothing extra.
+# Shapes (and static arguments) one function fused by `fuse` is compiled for
+# on eager TensorFlow, at tens of milliseconds each.
+_FUSE_MAX_PROGRAMS = 32
 
-    On JAX every eager op is already compiled per shape and dtype, so
-    `jax.jit` of an elementwise chain makes one kernel of many at no new
-    cost (inside a traced function it is simply inlined). On TensorFlow eager
-    ops run uncompiled, and `torch.compile` is expensive to start, so there
-    `fn` is returned as it is: their compiled paths (`tf.function` with XLA,
-    the user's own `torch.compile`) fuse it anyway.
+
+def fuse(fn: Callable[..., Any], static_argnums: int | Sequence[int] = ()) -> Callable[..., Any]:
+    """`fn` compiled into one program where that pays for itself.
+
+    For elementwise chains, which eager execution runs one kernel (and one
+    fresh output) per op. On JAX every eager op is already compiled per shape
+    and dtype, so `jax.jit` of the chain makes one kernel of many at no new
+    cost (inside a traced function it is simply inlined). On TensorFlow, a
+    call made eagerly runs an XLA-compiled `tf.function` of `fn` (compiled
+    once per shape, dtype and value of the static arguments: tens of
+    milliseconds, the cost of a few eager calls on large tensors); traced
+    code calls `fn` itself, which the enclosing graph or XLA cluster then
+    optimises. Past 32 compiled shapes, new ones run op by op. PyTorch gets `fn` as it is: `torch.compile` takes seconds to
+    start, and the user's own `torch.compile` fuses `fn` anyway (see
+    `squareplus` for a hand-fused eager path).
     """
-    if name() == "jax":
+    static = (static_argnums,) if isinstance(static_argnums, int) else tuple(static_argnums)
+    backend = name()
+    if backend == "jax":
         import jax
 
-        return jax.jit(fn, static_argnums=static_argnums)
-    return fn
+        return jax.jit(fn, static_argnums=static)
+    if backend != "tensorflow":
+        return fn
+    import tensorflow as tf
+
+    programs: dict[tuple[Any, ...], Any] = {}
+    compiled: set[tuple[Any, ...]] = set()
+
+    def call(*args: Any) -> Any:
+        if not tf.executing_eagerly():
+            return fn(*args)
+        fixed = {i: args[i] for i in static}
+        dynamic = [a for i, a in enumerate(args) if i not in fixed]
+        key = tuple(fixed.items())
+        signature = (key, *((tuple(a.shape), a.dtype) for a in dynamic))
+        if signature not in compiled:
+            # XLA compiles per concrete shape; input shapes that keep
+            # changing (a custom loop over unpadded sequences) would compile
+            # without end, so past a budget new shapes run op by op.
+            if len(compiled) >= _FUSE_MAX_PROGRAMS:
+                return fn(*args)
+            compiled.add(signature)
+        program = programs.get(key)
+        if program is None:
+
+            def bound(*rest: Any) -> Any:
+                values = iter(rest)
+                return fn(*(fixed[i] if i in fixed else next(values) for i in range(len(fixed) + len(rest))))
+
+            program = programs[key] = tf.function(bound, jit_compile=True, reduce_retracing=True)
+        return program(*dynamic)
+
+    return functools.wraps(fn)(call)
 
 
 def value_grad_and_aux(
@@ -300,3 +344,191 @@ def value_grad_and_aux(
     else:
         raise NotImplementedError(f"Unsupported Keras backend {backend!r}.")
     return value, aux, tree.pack_sequence_as(args, list(grads))
+
+
+def squareplus(x: Tensor, b: float) -> Tensor | None:
+    """squareplus (`keras_tricks.activations`) of a float32 or float64 `x`,
+    with its derivative, in the backend's own kernels; None where the
+    portable keras.ops formula is already the fast path.
+
+    PyTorch (eager, not under `torch.compile`): one `autograd.Function` of
+    seven kernels forward, two of which allocate (every fresh CPU tensor of
+    this size costs page faults worth several elementwise passes, and
+    `torch.where` is slower than two passes), four more forward when a
+    gradient is needed, and one backward. The same cancellation-free
+    arithmetic as the portable formula, by different means:
+
+        r/2   = hypot(|x|/2, sqrt(b)/2)       (no overflow, no threshold)
+        f(a)  = |x|/2 + r/2
+        v     = copysign(f(a), x)
+        f(x)  = max(v, -(b/4) / v)            (v, or (b/4) / f(a) for x < 0)
+        f'(x) = min(f(x) / min(r, max), 1)    (1 at +inf, 0 at -inf)
+
+    The derivative is computed in the forward pass, so that only it is kept
+    between the passes; a backward pass that builds a graph (a gradient
+    penalty) differentiates the same formula out of place. TensorFlow and
+    JAX: None (`fuse` compiles the portable formula).
+    """
+    if name() != "torch":
+        return None
+    import torch
+
+    if not isinstance(x, torch.Tensor) or torch.compiler.is_compiling():
+        return None
+    return _torch_squareplus_function().apply(x, float(b))
+
+
+@functools.cache
+def _torch_squareplus_function() -> Any:
+    import torch
+
+    def constants(x, b):
+        def full(v):
+            return torch.tensor(v, dtype=x.dtype, device=x.device)
+
+        return full(float(np.sqrt(b)) / 2.0), full(-0.25 * b), float(torch.finfo(x.dtype).max)
+
+    def slope_of(x, b):
+        # Out of place and differentiable, for a backward pass that builds a
+        # graph: a selection instead of |x| and copysign, whose derivatives
+        # vanish at 0 (f''(0) = 1 / (2 sqrt(b)), not 0).
+        half_root_b, minus_quarter_b, top = constants(x, b)
+        half_x = x * 0.5
+        half_r = torch.hypot(half_x, half_root_b)
+        y = torch.where(x >= 0, half_x + half_r, -minus_quarter_b / (half_r + torch.abs(half_x)))
+        return torch.clamp(y / torch.clamp(half_r * 2.0, max=top), max=1.0)
+
+    class SquarePlus(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x, b):
+            half_root_b, minus_quarter_b, top = constants(x, b)
+            y = torch.mul(x, 0.5).abs_()
+            half_r = torch.hypot(y, half_root_b)
+            # f(|x|) = |x|/2 + r/2: at most max for finite x, where (|x| + r) / 2
+            # overflows from max / 2.
+            y.add_(half_r).copysign_(x)
+            need_grad = ctx.needs_input_grad[0]
+            other = torch.div(minus_quarter_b, y, out=None if need_grad else half_r)
+            torch.maximum(y, other, out=y)
+            ctx.b = b
+            if need_grad:
+                # r <= max for finite x; clamping +inf to max gives
+                # f'(+inf) = min(inf / max, 1) = 1 rather than inf / inf. min
+                # and max keep NaN.
+                half_r.mul_(2.0).clamp_(max=top)
+                slope = torch.div(y, half_r, out=other).clamp_(max=1.0)
+                ctx.save_for_backward(x, slope)
+            return y
+
+        @staticmethod
+        def backward(ctx, upstream):
+            x, slope = ctx.saved_tensors
+            if torch.is_grad_enabled():
+                slope = slope_of(x, ctx.b)
+            return upstream * slope, None
+
+    return SquarePlus
+
+
+def layer_norm_per_example(
+    x: Tensor, gamma: Tensor | None, beta: Tensor | None, axes: int, epsilon: float
+) -> Tensor | None:
+    """Layer normalization of `x` over its last `axes` axes, then `* gamma[i]
+    + beta[i]` for each example `i`, in the backend's fused layer-norm
+    kernels; None where the caller's portable formula is the better path.
+
+    `x` is float32 of shape `(batch, ..., *S)`, `gamma` and `beta` (either may
+    be None) of shape `(batch, *S)`: one gain and bias per example (a
+    conditional layer norm). PyTorch (eager, not under `torch.compile`): an
+    `autograd.Function` that allocates one tensor of `x`'s size forward
+    (`native_layer_norm` without affine, then the gain and bias in place)
+    and two backward (the normalised `x` recomputed by the same kernel, then
+    `native_layer_norm_backward` written into it), against six for autograd
+    of the composite formula: on CPUs each fresh tensor of that size costs
+    page faults worth several elementwise passes. (One fused call per
+    example, with that example's gain as the kernel's weight, would cost what
+    the plain layer does, but turns one parallel region into `batch` of
+    them, which a CPU shared with other work makes many times slower.) A
+    backward pass that builds a graph (a gradient penalty) differentiates the
+    composite formula instead. TensorFlow and JAX: None (XLA fuses the
+    composite formula).
+    """
+    if name() != "torch":
+        return None
+    import torch
+
+    if (
+        not isinstance(x, torch.Tensor)
+        or torch.compiler.is_compiling()
+        or x.dtype != torch.float32
+        or x.ndim <= axes
+    ):
+        return None
+    return _torch_layer_norm_function().apply(x, gamma, beta, axes, float(epsilon))
+
+
+@functools.cache
+def _torch_layer_norm_function() -> Any:
+    import torch
+
+    aten = torch.ops.aten
+
+    def broadcast(param, x, axes):
+        return (
+            None
+            if param is None
+            else param.reshape(param.shape[:1] + (1,) * (x.ndim - 1 - axes) + param.shape[1:])
+        )
+
+    def composite(x, gamma, beta, axes, epsilon):
+        y = torch.nn.functional.layer_norm(x, x.shape[x.ndim - axes :], None, None, epsilon)
+        if gamma is not None:
+            y = y * broadcast(gamma, x, axes)
+        if beta is not None:
+            y = y + broadcast(beta, x, axes)
+        return y
+
+    class LayerNormPerExample(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x, gamma, beta, axes, epsilon):
+            shape = list(x.shape[x.ndim - axes :])
+            y, mean, rstd = aten.native_layer_norm(x, shape, None, None, epsilon)
+            if gamma is not None:
+                y.mul_(broadcast(gamma, x, axes))
+            if beta is not None:
+                y.add_(broadcast(beta, x, axes))
+            ctx.save_for_backward(x, mean, rstd, gamma, beta)
+            ctx.axes, ctx.epsilon = axes, epsilon
+            return y
+
+        @staticmethod
+        def backward(ctx, upstream):
+            x, mean, rstd, gamma, beta = ctx.saved_tensors
+            axes = ctx.axes
+            needs = ctx.needs_input_grad[:3]
+            if torch.is_grad_enabled():
+                inputs = [t for t, n in zip((x, gamma, beta), needs) if n]
+                grads = iter(
+                    torch.autograd.grad(
+                        composite(x, gamma, beta, axes, ctx.epsilon), inputs, upstream, create_graph=True
+                    )
+                )
+                return (*(next(grads) if n else None for n in needs), None, None)
+            shape = list(x.shape[x.ndim - axes :])
+            rows = tuple(range(1, x.ndim - axes))
+            dbeta = dgamma = None
+            if beta is not None and needs[2]:
+                dbeta = upstream.sum(rows) if rows else upstream
+            if gamma is not None and needs[1]:
+                # The normalised x, bit for bit as forward computed it.
+                normed = aten.native_layer_norm(x, shape, None, None, ctx.epsilon)[0]
+                dgamma = normed.mul_(upstream).sum(rows) if rows else normed.mul_(upstream)
+            dx = None
+            if needs[0]:
+                dnormed = upstream if gamma is None else upstream * broadcast(gamma, x, axes)
+                dx = aten.native_layer_norm_backward(
+                    dnormed, x, shape, mean, rstd, None, None, [True, False, False]
+                )[0]
+            return dx, dgamma, dbeta, None, None
+
+    return LayerNormPerExample

@@ -48,7 +48,9 @@ def squareplus(x: Tensor, b: float = 4.0) -> Tensor:
 
     with `f(a) = a` once `a` passes `sqrt(max) / 2`, where `b / (4 a^2)` is
     below half an ulp. Half-precision inputs are computed in float32 and
-    rounded once. The derivative is given explicitly as
+    rounded once. Eager PyTorch runs the same arithmetic as a few fused
+    kernels (`hypot` in place of the threshold); eager TensorFlow and JAX
+    run it as one compiled program (see docs/performance.md). The derivative is given explicitly as
     `f'(x) = f(x) / sqrt(x^2 + b)`, a quotient of two accurate quantities.
     Values and gradients are within 4 machine epsilons of the exact result for
     every finite input of every float dtype wherever the result is a normal
@@ -96,7 +98,10 @@ def squareplus(x: Tensor, b: float = 4.0) -> Tensor:
             f"(computed in {compute_dtype}), got b={b!r}."
         )
 
-    y = _squareplus_in(ops.cast(x, compute_dtype), b, float(np.sqrt(info.max)) / 2.0)
+    x = ops.cast(x, compute_dtype)
+    y = _backend.squareplus(x, b)
+    if y is None:
+        y = _squareplus_in(x, b, float(np.sqrt(info.max)) / 2.0)
     return ops.cast(y, dtype)
 
 
@@ -139,8 +144,9 @@ def _derivative(x, b, threshold):
     return ops.where(past, one, ops.divide(y, root))
 
 
-# One program instead of ~11 eagerly dispatched kernels on JAX (see
-# _backend.fuse); the custom gradient stays outside the compiled functions.
+# One program instead of ~11 eagerly dispatched kernels on JAX and eager
+# TensorFlow (see _backend.fuse); the custom gradient stays outside the
+# compiled functions.
 _value_fused = _backend.fuse(_value, static_argnums=(1, 2))
 _derivative_fused = _backend.fuse(_derivative, static_argnums=(1, 2))
 

@@ -382,9 +382,8 @@ class ConditionalLayerNormalization(keras.layers.Layer):
     # Computation
     # ------------------------------------------------------------------
 
-    def _normalize(self, x, axes):
-        """(x - mean) / sqrt(var + eps), or x / sqrt(mean(x^2) + eps), in x's dtype."""
-        ndim = len(x.shape)
+    def _rescale(self, x, axes):
+        """`x / s` and `s` (None where it would be 1 everywhere)."""
         # Rows whose largest magnitude exceeds 2^50 are divided by a power of
         # two s (exactly) that brings it down to [2^50, 2^51): squares and
         # their sums then cannot overflow float32 (they do from |x| ~ 1.8e19,
@@ -404,6 +403,12 @@ class ConditionalLayerNormalization(keras.layers.Layer):
             exponent = ops.maximum(ops.floor(ops.log2(ops.maximum(peak, 1.0))) - _RESCALE_EXPONENT, 0.0)
             s = ops.stop_gradient(ops.cast(ops.power(2.0, exponent), x.dtype))
             x = x / s
+        return x, s
+
+    def _normalize(self, x, s, axes):
+        """(x - mean) / sqrt(var + eps), or x / sqrt(mean(x^2) + eps), in x's
+        dtype, of `x` rescaled by `s` (`_rescale`)."""
+        ndim = len(x.shape)
         # eps / s^2 underflows to 0 for large s (and epsilon may be 0): adding
         # sqrt(tiny) (1e-19 in float32, far below any useful epsilon) keeps
         # rsqrt(var + eps) and its derivative, which goes as (var + eps)^-1.5,
@@ -468,25 +473,36 @@ class ConditionalLayerNormalization(keras.layers.Layer):
         if self.hidden_kernel is not None:
             h = self.hidden_activation(self._project(h, ops.cast(self.hidden_kernel, dtype)))
 
-        def conditional(param, kernel):
-            # param + h @ kernel, laid out as x: (kept axes..., normalised
-            # axes...) in that order, then transposed when the normalised axes
-            # are not the trailing ones.
-            delta = self._project(h, ops.cast(kernel, dtype))
+        def projected(param, kernel):
+            # param + h @ kernel: (batch, *S), or (kept axes..., *S) per position.
+            return self._project(h, ops.cast(kernel, dtype)) + ops.cast(param, dtype)
+
+        def laid_out(value):
+            # As x: (kept axes..., normalised axes...) in that order, then
+            # transposed when the normalised axes are not the trailing ones.
             if form == "batch":
                 for _ in range(len(kept) - 1):
-                    delta = ops.expand_dims(delta, 1)
-            value = delta + ops.cast(param, dtype)
+                    value = ops.expand_dims(value, 1)
             order = kept + axes
             if order != list(range(ndim)):
                 value = ops.transpose(value, [order.index(i) for i in range(ndim)])
             return value
 
-        outputs = self._normalize(x, axes)
-        if self.scale:
-            outputs = outputs * conditional(self.gamma, self.gamma_kernel)
-        if self.center:
-            outputs = outputs + conditional(self.beta, self.beta_kernel)
+        gain = projected(self.gamma, self.gamma_kernel) if self.scale else None
+        bias = projected(self.beta, self.beta_kernel) if self.center else None
+        x, s = self._rescale(x, axes)
+        outputs = None
+        if form == "batch" and axes == list(range(ndim - len(axes), ndim)) and not self.rms:
+            # One gain and bias per example: the backend may fuse them into
+            # its layer-norm kernels (on PyTorch, the plain layer's cost).
+            floor = float(np.sqrt(_numerics.finfo(dtype).tiny))
+            outputs = _backend.layer_norm_per_example(x, gain, bias, len(axes), max(self.epsilon, floor))
+        if outputs is None:
+            outputs = self._normalize(x, s, axes)
+            if gain is not None:
+                outputs = outputs * laid_out(gain)
+            if bias is not None:
+                outputs = outputs + laid_out(bias)
         return ops.cast(outputs, self.compute_dtype)
 
     def get_config(self) -> dict[str, Any]:
