@@ -21,7 +21,9 @@ from keras_tricks.layers import (
 )
 from keras_tricks.spans import MASK_VALUE
 
-keras_hub = pytest.importorskip("keras_hub")
+# keras_hub 0.32 needs Keras >= 3.15 (it imports Keras internals that 3.10,
+# our minimum, lacks): skipped there, as where it is not installed.
+keras_hub = pytest.importorskip("keras_hub", exc_type=ImportError)
 
 VOCAB, HIDDEN, COND = 50, 64, 8
 TOKENS = np.array([[2, 5, 6, 7, 8, 3], [2, 9, 4, 3, 0, 0]], "int32")

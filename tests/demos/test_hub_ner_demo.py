@@ -9,7 +9,9 @@ import os
 import keras
 import pytest
 
-keras_hub = pytest.importorskip("keras_hub")
+# keras_hub 0.32 needs Keras >= 3.15 (it imports Keras internals that 3.10,
+# our minimum, lacks): skipped there, as where it is not installed.
+keras_hub = pytest.importorskip("keras_hub", exc_type=ImportError)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 pytestmark = [
