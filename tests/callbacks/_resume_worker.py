@@ -16,7 +16,6 @@ import numpy as np
 from keras_tricks.callbacks import BackupAndResume, ExponentialMovingAverage
 from keras_tricks.data import DataGenerator
 
-out, backup_dir, kill_at = sys.argv[1], sys.argv[2], int(sys.argv[3])
 rng = np.random.default_rng(0)
 X = rng.normal(size=(37, 4)).astype("float32")
 Y = (X @ rng.normal(size=(4, 1))).astype("float32")
@@ -39,40 +38,45 @@ class Noisy(DataGenerator):
 class Record(keras.callbacks.Callback):
     """Kills the process after step `kill_at` (with no chance to clean up)."""
 
-    def __init__(self):
+    def __init__(self, kill_at):
         super().__init__()
-        self.steps = 0
+        self.kill_at, self.steps = kill_at, 0
 
     def on_train_batch_end(self, batch, logs=None):
         self.steps += 1
-        if self.steps == kill_at:
+        if self.steps == self.kill_at:
             os.kill(os.getpid(), signal.SIGKILL)
 
 
-keras.utils.set_random_seed(0)
-gen = Noisy(list(range(len(X))), batch_size=8, seed=3)
-model = keras.Sequential(
-    [
-        keras.Input((4,)),
-        keras.layers.Dense(8, activation="relu"),
-        keras.layers.Dropout(0.3),
-        keras.layers.Dense(1),
-    ]
-)
-model.compile(optimizer=keras.optimizers.Adam(0.01), loss="mse")
-backup = BackupAndResume(gen, backup_dir, save_freq=3)
-model.fit(
-    gen.forfit(),
-    steps_per_epoch=len(gen),
-    epochs=3,
-    verbose=0,
-    callbacks=[ExponentialMovingAverage(momentum=0.9), backup, Record()],
-)
-variables = list(model.variables) + list(model.optimizer.variables)
-np.savez(out, *[keras.ops.convert_to_numpy(v) for v in variables])
-print(
-    "steps",
-    int(keras.ops.convert_to_numpy(model.optimizer.iterations)),
-    "left",
-    sorted(os.listdir(backup_dir)),
-)
+def main(out, backup_dir, kill_at):
+    keras.utils.set_random_seed(0)
+    gen = Noisy(list(range(len(X))), batch_size=8, seed=3)
+    model = keras.Sequential(
+        [
+            keras.Input((4,)),
+            keras.layers.Dense(8, activation="relu"),
+            keras.layers.Dropout(0.3),
+            keras.layers.Dense(1),
+        ]
+    )
+    model.compile(optimizer=keras.optimizers.Adam(0.01), loss="mse")
+    backup = BackupAndResume(gen, backup_dir, save_freq=3)
+    model.fit(
+        gen.forfit(),
+        steps_per_epoch=len(gen),
+        epochs=3,
+        verbose=0,
+        callbacks=[ExponentialMovingAverage(momentum=0.9), backup, Record(kill_at)],
+    )
+    variables = list(model.variables) + list(model.optimizer.variables)
+    np.savez(out, *[keras.ops.convert_to_numpy(v) for v in variables])
+    print(
+        "steps",
+        int(keras.ops.convert_to_numpy(model.optimizer.iterations)),
+        "left",
+        sorted(os.listdir(backup_dir)),
+    )
+
+
+if __name__ == "__main__":  # (pytest's doctest collection imports this file)
+    main(sys.argv[1], sys.argv[2], int(sys.argv[3]))
