@@ -25,6 +25,7 @@ from keras import ops
 
 from keras_tricks._typing import Shape, Tensor
 from keras_tricks.multitask.strategy import (
+    SeededStrategy,
     Strategy,
     eps,
     register_strategy,
@@ -368,7 +369,7 @@ class MGDA(Strategy):
 
 @_register
 @register_strategy("pcgrad")
-class PCGrad(Strategy):
+class PCGrad(SeededStrategy):
     """PCGrad: project each task's gradient off the others' it conflicts with.
 
     Yu et al., "Gradient Surgery for Multi-Task Learning" (NeurIPS 2020).
@@ -386,13 +387,6 @@ class PCGrad(Strategy):
 
     uses_gradients = True
     scales_task_specific = False
-
-    def __init__(self, seed: int | None = None, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        if seed is not None:
-            validate_number("seed", seed, integer=True)
-        self.seed = seed
-        self.seed_generator = keras.random.SeedGenerator(seed)
 
     def task_weights(
         self,
@@ -422,20 +416,6 @@ class PCGrad(Strategy):
             scale = ops.where(conflict, safe_divide(inner, norm2), 0.0)
             coefficients = coefficients - scale[:, None] * onto
         return ops.sum(coefficients, axis=0)
-
-    # Keras does not save a SeedGenerator's state; a resumed run must draw the
-    # same permutations as an uninterrupted one, so it is saved here.
-    def save_own_variables(self, store: dict[str, Any]) -> None:
-        store["seed_state"] = ops.convert_to_numpy(self.seed_generator.state)
-
-    def load_own_variables(self, store: dict[str, Any]) -> None:
-        if "seed_state" in store:
-            self.seed_generator.state.assign(store["seed_state"])
-
-    def get_config(self) -> dict[str, Any]:
-        config = super().get_config()
-        config["seed"] = self.seed
-        return config
 
 
 @_register

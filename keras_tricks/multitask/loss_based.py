@@ -21,6 +21,7 @@ from numpy.typing import ArrayLike
 
 from keras_tricks._typing import Shape, Tensor
 from keras_tricks.multitask.strategy import (
+    SeededStrategy,
     Strategy,
     eps,
     register_strategy,
@@ -434,7 +435,7 @@ def _loss_floor(epsilon: float | None) -> float:
 
 @_register
 @register_strategy("rlw")
-class RLW(Strategy):
+class RLW(SeededStrategy):
     """Random loss weighting: w = softmax(e), e ~ N(0, I_k) drawn anew at every training step.
 
     Lin, Ye, Xu, Shi & Zhang, "Reasonable Effectiveness of Random Weighting:
@@ -456,13 +457,6 @@ class RLW(Strategy):
     (1.0, (3,))
     """
 
-    def __init__(self, seed: int | None = None, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        if seed is not None:
-            validate_number("seed", seed, integer=True)
-        self.seed = seed
-        self.seed_generator = keras.random.SeedGenerator(seed)
-
     def combine(self, losses: Tensor, training: bool = True) -> tuple[Tensor, Tensor]:
         k = ops.shape(losses)[0]
         if training:
@@ -470,19 +464,6 @@ class RLW(Strategy):
         else:
             weights = ops.ones((k,), "float32") / float(k)
         return ops.sum(weights * losses), weights
-
-    # As PCGrad: Keras does not save a SeedGenerator's state.
-    def save_own_variables(self, store: dict[str, Any]) -> None:
-        store["seed_state"] = ops.convert_to_numpy(self.seed_generator.state)
-
-    def load_own_variables(self, store: dict[str, Any]) -> None:
-        if "seed_state" in store:
-            self.seed_generator.state.assign(store["seed_state"])
-
-    def get_config(self) -> dict[str, Any]:
-        config = super().get_config()
-        config["seed"] = self.seed
-        return config
 
 
 @_register

@@ -96,6 +96,32 @@ class Strategy(keras.layers.Layer):
         return [float(v) for v in per_task(value, self.tasks, argument)]
 
 
+class SeededStrategy(Strategy):
+    """A strategy that draws random numbers (PCGrad's order, RLW's weights)
+    from its own `keras.random.SeedGenerator`, whose state it saves and
+    restores with the model: Keras does not save a SeedGenerator's state,
+    and a resumed run must draw what an uninterrupted one would."""
+
+    def __init__(self, seed: int | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if seed is not None:
+            validate_number("seed", seed, integer=True)
+        self.seed = seed
+        self.seed_generator = keras.random.SeedGenerator(seed)
+
+    def save_own_variables(self, store: dict[str, Any]) -> None:
+        store["seed_state"] = ops.convert_to_numpy(self.seed_generator.state)
+
+    def load_own_variables(self, store: dict[str, Any]) -> None:
+        if "seed_state" in store:
+            self.seed_generator.state.assign(store["seed_state"])
+
+    def get_config(self) -> dict[str, Any]:
+        config = super().get_config()
+        config["seed"] = self.seed
+        return config
+
+
 def per_task(
     value: Any,
     tasks: Sequence[str],
