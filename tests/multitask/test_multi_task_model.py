@@ -171,6 +171,9 @@ GRADIENT_STRATEGIES = [
     "cagrad",
     "primary_auxiliary",
     "db_mtl",
+    "upgrad",
+    "dualproj",
+    "imtl_g",
 ]
 
 
@@ -211,6 +214,10 @@ def test_a_task_without_a_path_to_the_trunk_takes_no_part(strategy):
         "cagrad": lambda: ref.cagrad(all_losses, gram),
         "primary_auxiliary": lambda: ref.primary_auxiliary(all_losses, gram),
         "db_mtl": lambda: None,
+        # (the preference of a task without a gradient goes to the others)
+        "upgrad": lambda: ref.upgrad(np.stack([g.ravel() for g in g_trunk])),
+        "dualproj": lambda: ref.dualproj(np.stack([g.ravel() for g in g_trunk])),
+        "imtl_g": lambda: ref.imtl_g(np.stack([g.ravel() for g in g_trunk])),
     }[strategy]()
     if strategy == "db_mtl":
         # DB-MTL's update is not a function of the Gram matrix alone in the
