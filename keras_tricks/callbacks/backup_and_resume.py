@@ -228,7 +228,7 @@ class BackupAndResume(keras.callbacks.Callback):
         self._steps_per_epoch = int(steps)
         self._total = int(self.params["epochs"]) * self._steps_per_epoch
         self._first_batch = True
-        if self._checkpoint is not None and self._restore_pending:
+        if self._restore_pending:
             if int(self._checkpoint["steps_per_epoch"]) != self._steps_per_epoch:
                 raise ValueError(
                     f"the checkpoint was taken with steps_per_epoch={self._checkpoint['steps_per_epoch']}; "

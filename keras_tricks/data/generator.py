@@ -288,13 +288,12 @@ class DataGenerator:
         self.rng = None
         # The position set by set_state(), taken by the next stream.
         self._resume = None
-        # Of the latest stream: where it started, and for the batches it
-        # yielded lately (count since its start -> position after it), so
-        # that a callback can map "batches trained" to a position although
-        # fit() pulls a few batches ahead.
-        self._stream_start = None
+        # Of the latest stream: where it started, how many batches it
+        # yielded and the positions after the last of them, so that a
+        # callback can map "batches trained" to a position although fit()
+        # pulls a few batches ahead.
         self._positions = collections.deque(maxlen=_POSITIONS_KEPT)
-        self._yielded = 0
+        self._forget_stream()
         self._shard = None
         self._worker_id = None
         self._pool = None  # the pool of a `with` block
@@ -429,7 +428,7 @@ class DataGenerator:
         and `size` (`len(data)`, or None), checked by `set_state`.
         """
         if self._positions:
-            position = self._positions[-1][1]
+            position = self._positions[-1]
         elif self._stream_start is not None:
             position = self._stream_start
         elif self._resume is not None:
@@ -459,16 +458,21 @@ class DataGenerator:
                 f"`state` is of a generator with batch_size={state['batch_size']}; this one has "
                 f"batch_size={self.batch_size}: its batches would not be the same."
             )
-        size = len(self.data) if hasattr(self.data, "__len__") else None
-        if state["size"] != size:
+        if state["size"] != self._size():
             raise ValueError(
-                f"`state` is of a generator over {state['size']} samples; this one has {size}: "
+                f"`state` is of a generator over {state['size']} samples; this one has {self._size()}: "
                 "its batches would not be the same."
             )
         self.seed = int(state["seed"])
         self.epoch = int(state["epoch"])
         self._resume = (self.epoch, int(state["index"]), int(state["offset"]), state["random"])
-        self._stream_start = None
+        self._forget_stream()
+
+    def _size(self):
+        return len(self.data) if hasattr(self.data, "__len__") else None
+
+    def _forget_stream(self, start=None):
+        self._stream_start = start
         self._positions.clear()
         self._yielded = 0
 
@@ -481,7 +485,7 @@ class DataGenerator:
             "offset": int(offset),
             "random": random,
             "batch_size": self.batch_size,
-            "size": len(self.data) if hasattr(self.data, "__len__") else None,
+            "size": self._size(),
         }
 
     def _state_after(self, count):
@@ -496,9 +500,9 @@ class DataGenerator:
                 f"the stream yielded {self._yielded} batches, fewer than the {count} trained: "
                 "was the model trained on another stream than this generator's latest?"
             )
-        for n, position in reversed(self._positions):
-            if n == count:
-                return self._state(position)
+        back = self._yielded - count  # batches yielded after that one
+        if back < len(self._positions):
+            return self._state(self._positions[-1 - back])
         raise ValueError(
             f"the position after batch {count} is no longer known (the stream is "
             f"{self._yielded - count} batches ahead of training; at most {_POSITIONS_KEPT} are kept)."
@@ -618,15 +622,13 @@ class DataGenerator:
             start = resume[:3]
         else:
             start = (self.epoch, 0, 0)
-        self._stream_start = (*start, random)
-        self._positions.clear()
-        self._yielded = 0
+        self._forget_stream((*start, random))
         return start
 
     def _yielding(self, epoch, index, offset, random):
         self.epoch = max(self.epoch, epoch + 1)
         self._yielded += 1
-        self._positions.append((self._yielded, (epoch, index, offset + 1, random)))
+        self._positions.append((epoch, index, offset + 1, random))
 
     def _stream(self, random, forever):
         first_epoch, first_index, first_offset = self._start(random)

@@ -249,19 +249,7 @@ def test_primary_auxiliary(k, name, primary, request):
 
 
 @pytest.mark.parametrize(
-    "strategy",
-    [
-        "grad_norm_normalization",
-        "gradnorm",
-        "mgda",
-        "pcgrad",
-        "cagrad",
-        "primary_auxiliary",
-        "db_mtl",
-        "upgrad",
-        "dualproj",
-        "imtl_g",
-    ],
+    "strategy", sorted(name for name, cls in multitask.STRATEGIES.items() if cls.uses_gradients)
 )
 def test_gradient_strategies_finite_on_all_zero_gradients(strategy):
     s = _bind(multitask.get(strategy), 3)
