@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import glob
 import json
+import numbers
 import os
 import random as python_random
 from typing import Any
@@ -110,14 +111,14 @@ class BackupAndResume(keras.callbacks.Callback):
         if not isinstance(backup_dir, (str, os.PathLike)):
             raise TypeError(f"`backup_dir` must be a path; received {type(backup_dir).__name__}.")
         if save_freq != "epoch" and (
-            isinstance(save_freq, bool) or not isinstance(save_freq, int) or save_freq < 1
+            isinstance(save_freq, bool) or not isinstance(save_freq, numbers.Integral) or save_freq < 1
         ):
             raise ValueError(f'`save_freq` must be an int >= 1 or "epoch"; received save_freq={save_freq!r}.')
         if not isinstance(delete_on_completion, bool):
             raise TypeError(f"`delete_on_completion` must be a bool; received {delete_on_completion!r}.")
         self.generator = generator
         self.backup_dir = os.fspath(backup_dir)
-        self.save_freq = save_freq
+        self.save_freq = save_freq if save_freq == "epoch" else int(save_freq)
         self.delete_on_completion = delete_on_completion
         self._checkpoint = self._read_latest()
         if self._checkpoint is not None:
@@ -140,8 +141,11 @@ class BackupAndResume(keras.callbacks.Callback):
         if not os.path.exists(path):
             return None
         with open(path) as f:
-            checkpoint = json.load(f)
-        if checkpoint.get("format") != _FORMAT:
+            try:
+                checkpoint = json.load(f)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path} is not a BackupAndResume checkpoint (not JSON: {e}).") from None
+        if not isinstance(checkpoint, dict) or checkpoint.get("format") != _FORMAT:
             raise ValueError(f"{path} is not a checkpoint of this version of BackupAndResume.")
         return checkpoint
 

@@ -142,6 +142,14 @@ def test_bad_arguments_are_refused_with_the_argument_named(tmp_path):
     for bad in (0, -1, 2.5, True, "batch"):
         with pytest.raises(ValueError, match="`save_freq`"):
             BackupAndResume(gen, tmp_path, save_freq=bad)
+    assert BackupAndResume(gen, tmp_path, save_freq=np.int64(3)).save_freq == 3  # NumPy ints too
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "latest.json").write_text("{not json")
+    with pytest.raises(ValueError, match="not a BackupAndResume checkpoint"):
+        BackupAndResume(gen, tmp_path / "bad")
+    (tmp_path / "bad" / "latest.json").write_text("[1]")
+    with pytest.raises(ValueError, match="not a checkpoint of this version"):
+        BackupAndResume(gen, tmp_path / "bad")
     with pytest.raises(TypeError, match="`delete_on_completion`"):
         BackupAndResume(gen, tmp_path, delete_on_completion="yes")
     with pytest.raises(ValueError, match="steps_per_epoch"):
