@@ -156,7 +156,7 @@ def _tensorflow_step(model, data):
     grads = []
     for target in targets:
         found = tape.gradient(target, variables)
-        grads.append([ops.zeros(v.shape, v.dtype) if g is None else g for v, g in zip(variables, found)])
+        grads.append([_dense(v, g) for v, g in zip(variables, found)])
     del tape
     k = len(model.tasks)
     context = tf.distribute.get_replica_context()
@@ -167,6 +167,20 @@ def _tensorflow_step(model, data):
     update, weights = _finish(model, losses, regularization, grads, variables, scale)
     model.optimizer.apply(update, variables)
     return _log(model, x, y, y_pred, sample_weight, losses, regularization, weights)
+
+
+def _dense(variable, gradient):
+    """A TensorFlow gradient as a dense tensor: zeros for an unconnected
+    variable, and an embedding's `IndexedSlices` densified, because the Gram
+    matrix multiplies the tasks' gradients elementwise and the tasks look up
+    different rows (one dense copy per task, the size of the table)."""
+    import tensorflow as tf
+
+    if gradient is None:
+        return ops.zeros(variable.shape, variable.dtype)
+    if isinstance(gradient, tf.IndexedSlices):
+        return tf.convert_to_tensor(gradient)
+    return gradient
 
 
 def _torch_step(model, data):

@@ -590,3 +590,47 @@ def _check_distributed(got):
 test_mirrored_strategy_on_two_virtual_cpus, test_data_parallel_on_two_virtual_cpus = distributed_tests(
     os.path.join(HERE, "_mt_worker.py"), _check_distributed
 )
+
+
+def _token_model(lookup, table, heads):
+    """Mean of the token vectors -> one linear head per task; the vectors come from
+    an Embedding (`lookup=True`, sparse row gradients on TensorFlow) or from a
+    one-hot matmul with the same table (dense gradients)."""
+    vocab, width = table.shape
+    tokens = keras.Input((5,), dtype="int32")
+    if lookup:
+        embed = keras.layers.Embedding(vocab, width, name="table")
+        vectors = embed(tokens)
+        embed.embeddings.assign(table)
+    else:
+        embed = keras.layers.Dense(width, use_bias=False, name="table")
+        vectors = embed(keras.ops.one_hot(tokens, vocab))
+        embed.kernel.assign(table)
+    pooled = keras.layers.GlobalAveragePooling1D()(vectors)
+    outputs = []
+    for i, head in enumerate(heads):
+        dense = keras.layers.Dense(1, use_bias=False, name=f"t{i}")
+        outputs.append(dense(pooled))
+        dense.kernel.assign(head)
+    return keras.Model(tokens, outputs)
+
+
+@pytest.mark.parametrize("name", ["mgda", "pcgrad"])
+def test_embedding_gradients_train_like_their_dense_equivalent(name):
+    # An Embedding's gradient is IndexedSlices on TensorFlow; the per-task Gram
+    # matrix needs them dense. The one-hot matmul with the same table is the
+    # same function with dense gradients, so one step must move the table alike.
+    rng = np.random.default_rng(0)
+    table = rng.normal(size=(7, 4)).astype("float32")
+    heads = [rng.normal(size=(4, 1)).astype("float32") for _ in range(2)]
+    tokens = rng.integers(0, 7, size=(8, 5)).astype("int32")
+    ys = [rng.normal(size=(8, 1)).astype("float32") for _ in range(2)]
+    after = []
+    for lookup in (True, False):
+        model = multitask.MultiTaskModel(_token_model(lookup, table, heads), strategy=multitask.get(name))
+        model.compile(optimizer=keras.optimizers.SGD(0.5), loss="mse")
+        model.fit(tokens, ys, batch_size=8, epochs=1, shuffle=False, verbose=0)
+        after.append([np.asarray(w) for w in model.model.get_weights()])
+    assert not np.allclose(after[0][0], table)
+    for got, want in zip(*after):
+        testing.assert_close(got, want, tolerance=64, what=f"{name}: Embedding vs one-hot step")
