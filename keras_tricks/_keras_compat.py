@@ -29,6 +29,7 @@ __all__ = [
     "optimizer_distribution_strategy",
     "set_optimizer_distribution_strategy",
     "optimizer_trainable_variables",
+    "variable_layout",
     "tf_maybe_merge_call",
     "keras_state_imported",
     "reset_global_seed_generator",
@@ -112,6 +113,14 @@ def optimizer_trainable_variables(optimizer: keras.optimizers.Optimizer) -> list
         # it); the wrapped optimizer's is the same list.
         return optimizer_trainable_variables(inner)
     return variables
+
+
+def variable_layout(variable: keras.Variable) -> Any:
+    """The `keras.distribution` layout a variable was created with (None
+    without one): private `_layout`, the attribute Keras's own
+    `add_variable_from_reference` reads so that optimizer slots shard like
+    their variables; there is no public accessor."""
+    return getattr(variable, "_layout", None)
 
 
 def set_initial_epoch(model: keras.Model, epoch: int) -> None:

@@ -176,12 +176,16 @@ class ExponentialMovingAverageOptimizer(OptimizerWrapper):
     def _new_average(self, variable, track):
         # One float32 copy per averaged variable: the "exactly one extra copy".
         # Starting from the current weights makes the warm-up-free average
-        # unbiased; with bias correction it must start from zero.
+        # unbiased; with bias correction it must start from zero. The average
+        # takes its variable's layout (keras.distribution): a sharded kernel
+        # gets a sharded average, not a full copy on every device.
+        layout = _keras_compat.variable_layout(variable)
         if track:
             avg = self.add_variable(
                 variable.shape,
                 initializer="zeros",
                 dtype="float32",
+                layout=layout,
                 name=variable.path.replace("/", "_") + "_average",
             )
         else:
@@ -189,6 +193,7 @@ class ExponentialMovingAverageOptimizer(OptimizerWrapper):
                 np.zeros(variable.shape, "float32"),
                 trainable=False,
                 name=variable.path.replace("/", "_") + "_average",
+                **({} if layout is None else {"layout": layout}),
             )
         if not self.bias_correction:
             # Through NumPy: a fresh buffer (JAX would otherwise share the
