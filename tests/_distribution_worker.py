@@ -19,8 +19,12 @@ import sys
 
 MODE = sys.argv[1]
 DEVICES = 8
-os.environ["XLA_FLAGS"] = (
-    os.environ.get("XLA_FLAGS", "") + f" --xla_force_host_platform_device_count={DEVICES}"
+os.environ["XLA_FLAGS"] = os.environ.get("XLA_FLAGS", "") + (
+    f" --xla_force_host_platform_device_count={DEVICES}"
+    # The 8 device threads share the cores: under load one may reach a
+    # collective long after the others, and XLA's default (abort after 40 s
+    # of waiting) would kill a run that is only slow.
+    " --xla_cpu_collective_call_terminate_timeout_seconds=300"
 )
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 if MODE == "mirrored":
