@@ -17,6 +17,7 @@ from keras_tricks.layers import (
     ConditionalRandomField,
     EfficientGlobalPointer,
     GlobalPointer,
+    GPLinkerEventHeads,
     GPLinkerHeads,
 )
 from keras_tricks.spans import MASK_VALUE
@@ -78,8 +79,8 @@ def _numpy(x):
 
 
 def _heads_model(backbone, dtype=None):
-    """GlobalPointer, EGP, GPLinker's relation heads and a CRF on one
-    backbone, all reading the sequence through `masked_sequence`."""
+    """GlobalPointer, EGP, GPLinker's relation and event heads and a CRF on
+    one backbone, all reading the sequence through `masked_sequence`."""
     inputs = dict(backbone.input)
     seq = hub.masked_sequence(backbone(inputs), inputs["padding_mask"])
     outputs = {
@@ -88,6 +89,7 @@ def _heads_model(backbone, dtype=None):
         "global_pointer": GlobalPointer(heads=2, head_size=16, dtype=dtype)(seq),
         "efficient": EfficientGlobalPointer(heads=2, head_size=16, dtype=dtype)(seq),
         "relations": GPLinkerHeads(relations=2, head_size=16, dtype=dtype)(seq),
+        "events": GPLinkerEventHeads(labels=2, head_size=16, dtype=dtype)(seq),
         "crf": ConditionalRandomField(dtype=dtype)(keras.layers.Dense(5, dtype=dtype)(seq)),
     }
     return keras.Model(inputs, outputs)
@@ -96,7 +98,7 @@ def _heads_model(backbone, dtype=None):
 def _check_padding_masked(outputs):
     real = PADDING.astype(bool)
     both = real[:, None, :, None] & real[:, None, None, :]
-    for name in ("global_pointer", "efficient", "relations"):
+    for name in ("global_pointer", "efficient", "relations", "events"):
         scores = _numpy(outputs[name])
         # Every span touching the padding has the mask value; no span between
         # real tokens has it (the entity channels also mask j < i).
@@ -167,7 +169,7 @@ def test_heads_under_mixed_bfloat16_are_finite_and_close_to_float32(bert, bert_h
     mixed.set_weights(reference.get_weights())
     got = _predict(mixed, _batch(bert))
     _check_padding_masked(got)
-    for name in ("global_pointer", "efficient", "relations"):
+    for name in ("global_pointer", "efficient", "relations", "events"):
         a, b = _numpy(expected[name]), _numpy(got[name])
         valid = a != MASK_VALUE
         assert np.all(np.isfinite(b)), name
