@@ -955,7 +955,7 @@ class GradDrop(SeededStrategy):
         update, kept, present = None, [], []
         for g, g32, leak in zip(grads, flat, leaks):
             keep = ops.where(positive, ops.greater(g32, 0.0), ops.less(g32, 0.0))
-            coefficient = ops.where(keep, 1.0, leak)
+            coefficient = ops.cast(ops.where(keep, 1.0, leak), "float32")
             term = ops.cast(coefficient, g.dtype) * g
             update = term if update is None else update + term
             nonzero = ops.not_equal(g32, 0.0)

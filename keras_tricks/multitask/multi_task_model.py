@@ -353,6 +353,9 @@ class MultiTaskModel(keras.Model):
         returned gradients are `output_scale / gradient_scale` times the
         combined update, so scales cost one multiplication of k numbers
         rather than passes over k gradients. Returns (gradients, weights).
+        An `elementwise` strategy (GradDrop) combines each shared variable's
+        k gradients itself (`Strategy.combine_elementwise`); its weights are
+        the share of each task's shared coordinates kept.
 
         A step with a non-finite loss or gradient (or `extra_finite` False,
         e.g. a non-finite regularisation gradient), which `LossScaleOptimizer`

@@ -44,7 +44,8 @@ class Strategy(keras.layers.Layer):
     coordinates, `present` where g_i is non-zero and `kept` the sum of
     task i's coefficient there. The logged weight of task i is
     sum kept / sum present over the shared variables (1 where it has no
-    non-zero coordinate); no Gram matrix is formed.
+    non-zero coordinate); no Gram matrix is formed, and every other
+    variable (a task's head) gets its plain gradient.
 
     `bind(tasks)` fixes the number of tasks (and resolves task names) before
     use; `MultiTaskModel` calls it. Everything is computed in float32
