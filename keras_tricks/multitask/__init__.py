@@ -25,6 +25,7 @@ with one of the strategies below; switching strategy is one argument.
 | "upgrad" | `UPGrad` | gradient | Quinton & Rey 2024 |
 | "dualproj" | `DualProj` | gradient | Quinton & Rey 2024 |
 | "imtl_g" | `IMTLG` | gradient | Liu et al. 2021 (IMTL) |
+| "graddrop" | `GradDrop` | gradient, per coordinate, random | Chen et al. 2020 |
 """
 
 from keras_tricks.multitask.gradient_based import (
@@ -33,6 +34,7 @@ from keras_tricks.multitask.gradient_based import (
     MGDA,
     CAGrad,
     DualProj,
+    GradDrop,
     GradNorm,
     GradNormNormalization,
     PCGrad,
@@ -70,6 +72,7 @@ __all__ = [
     "DualProj",
     "Equal",
     "GeneralizedMean",
+    "GradDrop",
     "GradNorm",
     "GradNormNormalization",
     "Initial",

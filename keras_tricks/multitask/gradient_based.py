@@ -28,6 +28,7 @@ from keras_tricks.multitask.strategy import (
     SeededStrategy,
     Strategy,
     eps,
+    per_task,
     register_strategy,
     safe_divide,
     tiny,
@@ -836,3 +837,133 @@ class IMTLG(Strategy):
         w = ops.where(ops.all(ops.isfinite(w)), w, ops.zeros_like(w))
         total = ops.sum(w)
         return ops.where(ops.greater(ops.abs(total), 0.0), safe_divide(w, total), _uniform_over(active))
+
+
+@_register
+@register_strategy("graddrop")
+class GradDrop(SeededStrategy):
+    """GradDrop: at every shared coordinate, keep the gradients of one sign only, drawn at random.
+
+    Chen, Ngiam, Huang, Luong, Kretzschmar, Chai & Anguelov, "Just Pick a
+    Sign: Optimizing Deep Multitask Models with Gradient Sign Dropout"
+    (NeurIPS 2020, arXiv 2010.06808), Algorithm 1. Coordinate by coordinate
+    of the shared variables, with g_i task i's gradient there:
+
+        P = 1/2 (1 + sum_i g_i / sum_i |g_i|)      (positive sign purity, in [0, 1]),
+        U ~ Uniform[0, 1), one draw per coordinate and step,
+        M_i = [U < P] [g_i > 0] + [U >= P] [g_i < 0],
+        d = sum_i (l_i + (1 - l_i) M_i) g_i.
+
+    The positive gradients survive with probability P, the negative ones
+    otherwise, so a coordinate where the tasks agree keeps them all, and
+    E[d] = sum_i g_i (P [g_i > 0] + (1 - P) [g_i < 0]) for l = 0. A leak
+    l_i = 1 lets task i through unmasked (l = 1 for all is the plain sum).
+    It acts on each coordinate, not through the Gram matrix, so it is an
+    `elementwise` strategy (`combine_elementwise`). Each task's own
+    parameters get its plain gradient.
+
+    Conventions: the paper applies the rule to the gradients of a shared
+    layer's activations (summed over the batch after multiplying by
+    sign(activation)) and backpropagates the result; here, as in torchjd's
+    `GradDrop`, it is applied to the gradients of the shared parameters,
+    which needs no change to the model. The monotone function f of P is the
+    identity (the paper's default). At a coordinate where every g_i is 0,
+    P = 1/2 (the update there is 0 either way). A tie U = P counts as
+    "keep the negatives" (torchjd keeps neither), so exactly one sign is
+    kept everywhere and P = 0 always keeps the negatives. P and the masks
+    are computed in float32 from the gradients (P does not depend on a loss
+    scale); the update keeps the gradients' dtype. The draws come from the
+    strategy's own seed generator, saved with the model, so a resumed run
+    draws what an uninterrupted one would. The logged weight `<task>_weight`
+    is task i's mean coefficient l_i + (1 - l_i) M_i over its non-zero
+    shared coordinates (the fraction kept, for l_i = 0; 1 for a task with a
+    zero shared gradient).
+
+    Args:
+        leak: l, in [0, 1]: one number for every task, or one per task (a
+            list in output order or a dict keyed by task). Paper: 0.
+        seed: int or None, for the draws of U.
+
+    Examples:
+    >>> import numpy as np
+    >>> from keras_tricks import multitask, testing
+    >>> s = multitask.GradDrop().bind(["a", "b"])
+    >>> d, kept, present = s.combine_elementwise(
+    ...     [np.array([1.0, -1.0], "float32"), np.array([2.0, 3.0], "float32")],
+    ...     uniform=np.array([0.5, 0.5], "float32"))
+    >>> testing.to_numpy(d).tolist()  # P = (1, 0.75): both kept, then only the positive
+    [3.0, 3.0]
+    >>> testing.to_numpy(kept / present).tolist()
+    [0.5, 1.0]
+    """
+
+    uses_gradients = True
+    scales_task_specific = False
+    elementwise = True
+
+    def __init__(
+        self, leak: float | Sequence[float] | dict[str, float] = 0.0, seed: int | None = None, **kwargs: Any
+    ) -> None:
+        super().__init__(seed=seed, **kwargs)
+        if isinstance(leak, dict):
+            values = list(leak.values())
+        elif isinstance(leak, (list, tuple)):
+            values = list(leak)
+        else:
+            values = [leak]
+        for value in values:
+            validate_number("leak", value, low=0, high=1)
+        if isinstance(leak, dict):
+            self.leak = {str(t): float(v) for t, v in leak.items()}
+        elif isinstance(leak, (list, tuple)):
+            self.leak = [float(v) for v in leak]
+        else:
+            self.leak = float(leak)
+
+    def bind(self, tasks: Iterable[str]) -> GradDrop:
+        tasks = [str(t) for t in tasks]
+        per_task(self.leak, tasks, "leak", allow_single=True)  # ValueError naming `leak`
+        return super().bind(tasks)
+
+    def _leaks(self, k):
+        if isinstance(self.leak, float):
+            return [self.leak] * k
+        if self.tasks is None:
+            raise ValueError("Bind the strategy to its tasks first: strategy.bind(task_names).")
+        return [float(v) for v in per_task(self.leak, self.tasks, "leak")]
+
+    def combine_elementwise(
+        self, grads: Sequence[Tensor], uniform: Tensor | None = None
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """The update of one shared variable from its k per-task gradients.
+
+        Returns (d, kept, present): d in the gradients' dtype and shape;
+        `present[i]` the number of coordinates where g_i != 0 and `kept[i]`
+        the sum of task i's coefficient over them (float32). `uniform`: the
+        draws U (same shape), for tests; from the seed generator when None.
+        """
+        leaks = self._leaks(len(grads))
+        flat = [ops.cast(g, "float32") for g in grads]
+        total, magnitude = flat[0], ops.abs(flat[0])
+        for g in flat[1:]:
+            total, magnitude = total + g, magnitude + ops.abs(g)
+        # (clipped: rounding must not take the ratio past +-1)
+        purity = ops.clip(0.5 * (1.0 + safe_divide(total, magnitude)), 0.0, 1.0)
+        if uniform is None:
+            uniform = keras.random.uniform(ops.shape(total), dtype="float32", seed=self.seed_generator)
+        positive = ops.less(ops.cast(uniform, "float32"), purity)
+        update, kept, present = None, [], []
+        for g, g32, leak in zip(grads, flat, leaks):
+            keep = ops.where(positive, ops.greater(g32, 0.0), ops.less(g32, 0.0))
+            coefficient = ops.cast(ops.where(keep, 1.0, leak), "float32")
+            term = ops.cast(coefficient, g.dtype) * g
+            update = term if update is None else update + term
+            nonzero = ops.not_equal(g32, 0.0)
+            present.append(ops.sum(ops.cast(nonzero, "float32")))
+            kept.append(ops.sum(ops.where(nonzero, coefficient, 0.0)))
+        return update, ops.stack(kept), ops.stack(present)
+
+    def get_config(self) -> dict[str, Any]:
+        config = super().get_config()
+        config["leak"] = self.leak
+        return config

@@ -12,7 +12,7 @@ from keras import ops
 from keras_tricks import _backend
 from keras_tricks._typing import LossLike, Tensor
 from keras_tricks.multitask import _train_step
-from keras_tricks.multitask.strategy import Strategy, per_task
+from keras_tricks.multitask.strategy import Strategy, per_task, safe_divide
 from keras_tricks.multitask.strategy import get as get_strategy
 
 
@@ -51,12 +51,14 @@ class MultiTaskModel(keras.Model):
       train step.
     * Gradient-based strategies ("grad_norm_normalization", "gradnorm",
       "mgda", "pcgrad", "cagrad", "primary_auxiliary", "db_mtl", "upgrad",
-      "dualproj", "imtl_g") take one
+      "dualproj", "imtl_g", "graddrop") take one
       backward pass per task, form the Gram matrix G_ij = <g_i, g_j> of the gradients with
       respect to the shared variables, and move those along
       d = sum_i w_i g_i with w from the strategy; each task's own variables
       get its own gradient (scaled by w_i for the loss-weighting ones; by
-      1 / L_i for DB-MTL). Under
+      1 / L_i for DB-MTL). GradDrop, an `elementwise` strategy, instead
+      masks the task gradients coordinate by coordinate (no Gram matrix;
+      its logged weights are the share of each task's coordinates kept). Under
       `tf.distribute` the per-task gradients are summed over replicas before
       the weights are computed, so every replica takes the same step.
       A task whose gradient with respect to the shared variables is zero or
@@ -351,6 +353,9 @@ class MultiTaskModel(keras.Model):
         returned gradients are `output_scale / gradient_scale` times the
         combined update, so scales cost one multiplication of k numbers
         rather than passes over k gradients. Returns (gradients, weights).
+        An `elementwise` strategy (GradDrop) combines each shared variable's
+        k gradients itself (`Strategy.combine_elementwise`); its weights are
+        the share of each task's shared coordinates kept.
 
         A step with a non-finite loss or gradient (or `extra_finite` False,
         e.g. a non-finite regularisation gradient), which `LossScaleOptimizer`
@@ -359,6 +364,10 @@ class MultiTaskModel(keras.Model):
         """
         k = len(task_grads)
         shared = [id(v) in self._shared_ids for v in variables]
+        if self.strategy.elementwise:
+            return self._combine_elementwise(
+                losses, task_grads, variables, shared, output_scale / gradient_scale, extra_finite
+            )
         # Pairwise reductions rather than a stacked (k, n) x (n, k) matmul: no
         # copy of the gradients, and XLA:CPU runs them ~4x faster.
         entries = {}
@@ -407,6 +416,39 @@ class MultiTaskModel(keras.Model):
                 total = term if total is None else total + term
             gradients.append(total)
         return gradients, weights
+
+    def _combine_elementwise(self, losses, task_grads, variables, shared, factor, extra_finite):
+        """`combine_task_gradients` for an `elementwise` strategy (GradDrop):
+        each shared variable's update is the strategy's `combine_elementwise`
+        of its k gradients (a rule per coordinate, unchanged by the loss
+        scale), every other variable gets the plain sum; the weights are
+        each task's kept share of its non-zero shared coordinates."""
+        k = len(task_grads)
+        finite = ops.all(ops.isfinite(losses))
+        for v, variable in enumerate(variables):
+            for i in range(k) if shared[v] else self._feeding(variable, k):
+                finite = ops.logical_and(finite, ops.all(ops.isfinite(task_grads[i][v])))
+        if extra_finite is not None:
+            finite = ops.logical_and(finite, extra_finite)
+        state = _train_step.snapshot(self.strategy.non_trainable_variables)
+        kept = present = ops.zeros((k,), "float32")
+        gradients = []
+        for v, variable in enumerate(variables):
+            owner = self._owners.get(id(variable))
+            if shared[v]:
+                total, kept_v, present_v = self.strategy.combine_elementwise([g[v] for g in task_grads])
+                kept, present = kept + kept_v, present + present_v
+            elif owner is not None:
+                total = task_grads[owner][v]
+            else:
+                total = task_grads[0][v]
+                for g in task_grads[1:]:
+                    total = total + g[v]
+            gradients.append(ops.cast(factor, total.dtype) * total)
+        _train_step.restore_unless(finite, state)
+        weights = ops.where(ops.greater(present, 0.0), safe_divide(kept, present), 1.0)
+        weights = ops.where(finite, weights, ops.convert_to_tensor(self.last_task_weights))
+        return gradients, ops.stop_gradient(weights)
 
     def _feeding(self, variable, k):
         """The tasks whose gradient of a non-shared `variable` can be non-zero."""

@@ -36,6 +36,17 @@ class Strategy(keras.layers.Layer):
       as in GradNorm) or g_i (False: the strategy only chooses the direction of
       the shared update, as MGDA, PCGrad and CAGrad do).
 
+    A gradient-based strategy with `elementwise = True` (GradDrop) does not
+    combine whole gradients: for every shared variable, `MultiTaskModel`
+    calls `combine_elementwise(grads)` on the k per-task gradients of that
+    variable, which returns `(update, kept, present)`: the update (same
+    shape and dtype), and two (k,) float32 counts over the variable's
+    coordinates, `present` where g_i is non-zero and `kept` the sum of
+    task i's coefficient there. The logged weight of task i is
+    sum kept / sum present over the shared variables (1 where it has no
+    non-zero coordinate); no Gram matrix is formed, and every other
+    variable (a task's head) gets its plain gradient.
+
     `bind(tasks)` fixes the number of tasks (and resolves task names) before
     use; `MultiTaskModel` calls it. Everything is computed in float32
     whatever the global dtype policy. State variables use
@@ -46,6 +57,7 @@ class Strategy(keras.layers.Layer):
 
     uses_gradients = False
     scales_task_specific = True
+    elementwise = False
 
     def __init__(self, **kwargs: Any) -> None:
         kwargs.setdefault("dtype", "float32")
@@ -243,7 +255,8 @@ def get(identifier: str | dict[str, Any] | Strategy) -> Strategy:
 
     Names: "equal", "initial", "prior", "realtime", "generalized_mean",
     "uncertainty", "dwa", "grad_norm_normalization", "gradnorm", "mgda",
-    "pcgrad", "cagrad", "primary_auxiliary", "rlw", "famo", "stch", "db_mtl", "upgrad", "dualproj", "imtl_g".
+    "pcgrad", "cagrad", "primary_auxiliary", "rlw", "famo", "stch", "db_mtl", "upgrad", "dualproj", "imtl_g",
+    "graddrop".
     Raises ValueError naming the
     unknown name and listing the known ones.
     """

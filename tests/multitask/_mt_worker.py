@@ -28,7 +28,14 @@ import numpy as np  # noqa: E402
 
 from keras_tricks import multitask  # noqa: E402
 
-STRATEGIES = ["mgda", "cagrad", "gradnorm", "pcgrad", "uncertainty"]
+STRATEGIES = ["mgda", "cagrad", "gradnorm", "pcgrad", "uncertainty"] + (
+    ["graddrop"] if MODE == "mirrored" else []
+)
+
+
+def strategy_of(name):
+    # GradDrop draws random masks: the same seed on one device and on two
+    return multitask.GradDrop(seed=5) if name == "graddrop" else name
 
 
 def data(n=64, k=2):
@@ -52,7 +59,7 @@ def build(weights=None):
 def train(name, scope, weights):
     x, ys = data()
     with scope():
-        mt = multitask.MultiTaskModel(build(weights), strategy=name)
+        mt = multitask.MultiTaskModel(build(weights), strategy=strategy_of(name))
         mt.compile(optimizer=keras.optimizers.SGD(0.05), loss="mse")
     mt.fit(x, ys, epochs=2, batch_size=16, shuffle=False, verbose=0)
     flat = np.concatenate([np.ravel(w) for w in mt.get_weights()])

@@ -22,6 +22,7 @@ Papers:
   mean), II (gradient-norm normalisation), III (primary and auxiliary tasks), 2022.
   Lin et al. 2022, RLW (TMLR).                Liu et al. 2023, FAMO (NeurIPS).
   Lin et al. 2023, DB-MTL (arXiv 2308.12029). Lin et al. 2024, STCH (ICML).
+  Chen et al. 2020, GradDrop (NeurIPS, arXiv 2010.06808).
 """
 
 import itertools
@@ -709,3 +710,42 @@ def imtl_g(grads):
     a = d @ u.T
     rest = np.linalg.lstsq(a.T, u @ grads[0], rcond=None)[0]
     return np.concatenate([[1.0 - rest.sum()], rest])
+
+
+def graddrop(grads, uniform, leak=0.0):
+    """GradDrop (Chen et al. 2020, Algorithm 1, f = identity) on gradient vectors
+    grads (k, n), given the draws uniform (n,): per coordinate,
+    P = 1/2 (1 + sum_i g_i / sum_i |g_i|) (1/2 where every g_i is 0),
+    M_i = [P > U][g_i > 0] + [P <= U][g_i < 0] (a tie keeps the negative sign),
+    d = sum_i (l_i + (1 - l_i) M_i) g_i.
+    Returns (d, kept, present): present[i] = #{g_i != 0}, kept[i] the sum of
+    task i's coefficient over those coordinates."""
+    grads, uniform = _as(grads), _as(uniform)
+    k, n = grads.shape
+    leak = np.broadcast_to(_as(leak), (k,))
+    d, kept, present = np.zeros(n), np.zeros(k), np.zeros(k)
+    for j in range(n):
+        column = grads[:, j]
+        magnitude = np.sum(np.abs(column))
+        p = 0.5 * (1.0 + np.sum(column) / magnitude) if magnitude > 0 else 0.5
+        for i in range(k):
+            mask = (column[i] > 0 and p > uniform[j]) or (column[i] < 0 and p <= uniform[j])
+            coefficient = 1.0 if mask else leak[i]
+            d[j] += coefficient * column[i]
+            if column[i] != 0:
+                present[i] += 1
+                kept[i] += coefficient
+    return d, kept, present
+
+
+def graddrop_expectation(grads, leak=0.0):
+    """E_U[d] of `graddrop`: sum_i g_i (l_i + (1 - l_i)(P [g_i > 0] + (1 - P) [g_i < 0]))."""
+    grads = _as(grads)
+    k = grads.shape[0]
+    leak = np.broadcast_to(_as(leak), (k,))[:, None]
+    magnitude = np.sum(np.abs(grads), axis=0)
+    p = np.where(
+        magnitude > 0, 0.5 * (1.0 + np.sum(grads, axis=0) / np.where(magnitude > 0, magnitude, 1.0)), 0.5
+    )
+    keep = np.where(grads > 0, p, np.where(grads < 0, 1.0 - p, 0.0))
+    return np.sum(grads * (leak + (1.0 - leak) * keep), axis=0)

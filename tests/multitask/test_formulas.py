@@ -7,6 +7,7 @@ Gradient-based strategies are compared through the update they produce,
 d = sum_i w_i g_i, since the weights themselves are not unique when the
 gradients are linearly dependent (identical or opposed gradients)."""
 
+import keras
 import numpy as np
 import pytest
 from keras import ops
@@ -253,6 +254,11 @@ def test_primary_auxiliary(k, name, primary, request):
 )
 def test_gradient_strategies_finite_on_all_zero_gradients(strategy):
     s = _bind(multitask.get(strategy), 3)
+    if s.elementwise:
+        d, kept, present = s.combine_elementwise([_t(np.zeros((2, 3)))] * 3)
+        np.testing.assert_array_equal(_np(d), 0.0)
+        np.testing.assert_array_equal(_np(present), 0.0)
+        return
     w = _weights(s, np.ones(3), np.zeros((3, 3)))
     assert np.all(np.isfinite(w)), w
 
@@ -670,3 +676,124 @@ def test_dual_cone_solvers_with_one_gradient_far_larger(k, ratio):
             d_ref = ref.combined_gradient(reference(grads), grads)
             err = np.linalg.norm(d - d_ref) / np.linalg.norm(d_ref)
             assert err <= 1e-4, (cls.__name__, seed, err)
+
+
+# ----------------------------------------------------------------- GradDrop
+
+_GRADDROP = {}
+
+
+def _graddrop(k, leak):
+    """GradDrop's combine_elementwise with the draws given, compiled as the train step is."""
+    key = (k, str(leak))
+    if key not in _GRADDROP:
+        fn = _bind(multitask.GradDrop(leak=leak), k).combine_elementwise
+        if _backend.name() == "tensorflow":
+            import tensorflow as tf
+
+            fn = tf.function(fn)
+        elif _backend.name() == "jax":
+            import jax
+
+            fn = jax.jit(fn)
+        _GRADDROP[key] = fn
+    return _GRADDROP[key]
+
+
+def _purity(grads):
+    magnitude = np.abs(grads).sum(axis=0)
+    return np.where(magnitude > 0, 0.5 * (1 + grads.sum(axis=0) / np.where(magnitude > 0, magnitude, 1)), 0.5)
+
+
+@pytest.mark.parametrize("k", KS)
+def test_graddrop_against_reference(k):
+    rng = np.random.default_rng(30 + k)
+    cases = dict(_grad_cases(k))
+    # magnitudes from 1e-30 to 1e30 within each gradient, and coordinates where every g_i is 0
+    cases["extreme"] = rng.normal(size=(k, 7)) * 10.0 ** rng.uniform(-30, 30, size=(k, 7))
+    cases["extreme"][:, 2] = 0.0
+    worst = 0.0
+    for leak in (0.0, [float(v) for v in np.linspace(0.0, 1.0, k)]):
+        fn = _graddrop(k, leak)
+        for name, grads in cases.items():
+            g32 = grads.astype(np.float32)
+            u = rng.uniform(size=g32.shape[1]).astype(np.float32)
+            # a draw within float32 rounding of P could fall on either side: move it away
+            p = _purity(g32.astype(np.float64))
+            u = np.where(np.abs(u - p) < 1e-4, np.float32(0.5) * (u + np.float32(p > 0.5)), u)
+            d, kept, present = fn([_t(g) for g in g32], _t(u))
+            d_ref, kept_ref, present_ref = ref.graddrop(g32, u, leak)
+            scale = np.abs(g32.astype(np.float64)).sum(axis=0)
+            err = np.max(np.abs(_np(d) - d_ref) / np.where(scale > 0, scale, 1.0))
+            worst = max(worst, err)
+            assert err <= k * F32_EPS, (name, leak, err)
+            np.testing.assert_allclose(_np(kept), kept_ref, rtol=1e-6, err_msg=name)
+            np.testing.assert_array_equal(_np(present), present_ref, err_msg=name)
+    print(f"GradDrop k={k}: worst |d - d_ref| / sum_i |g_i| = {worst:.2e}")
+
+
+def test_graddrop_draws_expectation_and_exact_cases():
+    rng = np.random.default_rng(3)
+    base = rng.normal(size=(3, 6))
+    base[:, 0] = np.abs(base[:, 0])  # the tasks agree: always kept
+    base[:, 1] = -np.abs(base[:, 1])
+    base = base.astype(np.float32)
+    n = 20000
+    grads = np.tile(base, (1, n))
+    s = _bind(multitask.GradDrop(seed=4), 3)
+    d = _np(s.combine_elementwise([_t(g) for g in grads])[0]).reshape(n, 6)
+    positive = np.where(base > 0, base, 0).astype(np.float64).sum(axis=0)
+    negative = np.where(base < 0, base, 0).astype(np.float64).sum(axis=0)
+    # every coordinate keeps exactly one sign
+    one_sign = np.minimum(np.abs(d - positive), np.abs(d - negative))
+    assert np.max(one_sign / np.abs(base).sum(axis=0)) <= 4 * F32_EPS
+    np.testing.assert_allclose(
+        d[:, :2], np.broadcast_to(base[:, :2].astype(np.float64).sum(axis=0), (n, 2)), rtol=4 * F32_EPS
+    )
+    # the mean over the draws is the expectation (5 standard errors)
+    p = _purity(base.astype(np.float64))
+    std = np.abs(positive - negative) * np.sqrt(p * (1 - p))
+    expected = ref.graddrop_expectation(base)
+    assert np.all(np.abs(d.mean(axis=0) - expected) <= 5 * std / np.sqrt(n) + 1e-6), (
+        d.mean(axis=0),
+        expected,
+    )
+    # reproducible from the seed; fresh draws at every call (one shape: one set of eager kernels)
+    tensors = [_t(g) for g in grads]
+    again = _bind(multitask.GradDrop(seed=4), 3).combine_elementwise(tensors)[0]
+    np.testing.assert_array_equal(_np(again), d.ravel())
+    assert not np.array_equal(_np(s.combine_elementwise(tensors)[0]), d.ravel())
+    # leak = 1: the plain sum, bit for bit
+    full = _bind(multitask.GradDrop(leak=1.0), 3).combine_elementwise(tensors)[0]
+    np.testing.assert_array_equal(_np(full), (grads[0] + grads[1]) + grads[2])
+
+
+def test_graddrop_float16_gradients_keep_their_dtype_and_a_float32_purity():
+    # sum_i |g_i| = 9e4 overflows float16 (P would be NaN); computed in float32 it is 2/3.
+    g = [np.full((2, 2), v, "float16") for v in (3e4, 3e4, -3e4)]
+    s = _bind(multitask.GradDrop(), 3)
+    d, _, _ = s.combine_elementwise(
+        [ops.convert_to_tensor(x) for x in g], uniform=_t(np.array([[0.1, 0.6], [0.7, 0.99]]))
+    )
+    assert keras.backend.standardize_dtype(d.dtype) == "float16"
+    np.testing.assert_array_equal(_np(d), [[6e4, 6e4], [-3e4, -3e4]])
+
+
+def test_graddrop_arguments():
+    with pytest.raises(ValueError, match="`leak`"):
+        multitask.GradDrop(leak=1.5)
+    with pytest.raises(TypeError, match="`leak`"):
+        multitask.GradDrop(leak="0.1")
+    with pytest.raises(ValueError, match="`leak`"):
+        multitask.GradDrop(leak=[0.1, 0.2, 0.3]).bind(["a", "b"])
+    with pytest.raises(ValueError, match="`leak`"):
+        multitask.GradDrop(leak={"a": 0.1, "c": 0.2}).bind(["a", "b"])
+    with pytest.raises(TypeError, match="`seed`"):
+        multitask.GradDrop(seed=0.5)
+    s = multitask.GradDrop(leak={"b": 1.0, "a": 0.0}, seed=1)
+    assert multitask.GradDrop.from_config(s.get_config()).get_config() == s.get_config()
+    d, _, _ = s.bind(["a", "b"]).combine_elementwise(
+        [_t([1.0, -1.0]), _t([-1.0, 1.0])], uniform=_t([0.0, 0.0])
+    )
+    # P = 1/2, U = 0 < P: the positives are kept; b (leak 1) keeps its -1 too, a (leak 0) drops its -1
+    np.testing.assert_array_equal(_np(d), [0.0, 1.0])

@@ -339,3 +339,22 @@ def test_face_enumerations_agree_with_the_other_references(k, seed):
     for c in (0.3, 0.8):
         primal, _ = ref.cagrad_primal(grads, c)
         np.testing.assert_allclose(ref.cagrad_faces(grads, c), primal / (1 + c * c), atol=1e-6)
+
+
+def test_graddrop_by_hand_and_its_expectation():
+    # Coordinates: agreeing positive, agreeing negative, mixed (P = 0.75), all zero.
+    grads = np.array([[1.0, -1.0, -1.0, 0.0], [2.0, -3.0, 3.0, 0.0]])
+    d, kept, present = ref.graddrop(grads, [0.5, 0.5, 0.5, 0.5])
+    np.testing.assert_array_equal(d, [3.0, -4.0, 3.0, 0.0])
+    np.testing.assert_array_equal(kept, [2.0, 3.0])
+    np.testing.assert_array_equal(present, [3.0, 3.0])
+    d, _, _ = ref.graddrop(grads, [0.9, 0.0, 0.8, 0.5])  # U >= P keeps the negatives (P = 0 too)
+    np.testing.assert_array_equal(d, [3.0, -4.0, -1.0, 0.0])
+    np.testing.assert_array_equal(ref.graddrop(grads, [0.8] * 4, leak=1.0)[0], grads.sum(axis=0))
+    # The mean over a fine midpoint grid of U is the expectation (exact up to the grid).
+    rng = np.random.default_rng(0)
+    grads = rng.normal(size=(3, 5))
+    leak = [0.0, 0.25, 1.0]
+    grid = (np.arange(1000) + 0.5) / 1000
+    mean = np.mean([ref.graddrop(grads, np.full(5, u), leak)[0] for u in grid], axis=0)
+    np.testing.assert_allclose(mean, ref.graddrop_expectation(grads, leak), atol=2e-3 * np.abs(grads).sum())

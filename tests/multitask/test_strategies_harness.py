@@ -25,6 +25,7 @@ FACTORIES = {
     "upgrad": multitask.UPGrad,
     "dualproj": multitask.DualProj,
     "imtl_g": multitask.IMTLG,
+    "graddrop": lambda: multitask.GradDrop(leak=[0.0, 0.5], seed=2),
 }
 
 
@@ -36,9 +37,9 @@ def test_every_strategy_is_covered():
 @pytest.mark.parametrize("name", sorted(FACTORIES))
 def test_strategy_harness(name):
     checks = testing.STRATEGY_CHECKS
-    if name == "rlw" and _backend.name() == "tensorflow":
-        # RLW draws its weights from keras.random at every step, whose stream
-        # differs between XLA and plain TF (see PCGrad below).
+    if name in ("rlw", "graddrop") and _backend.name() == "tensorflow":
+        # RLW's weights and GradDrop's masks are drawn from keras.random at
+        # every step, whose stream differs between XLA and plain TF (see PCGrad below).
         checks = tuple(c for c in checks if c != "call")
     testing.check_strategy(FACTORIES[name], checks=checks)
 
