@@ -1,7 +1,8 @@
 """Multi-task loss weighting on scikit-learn's digits: every strategy, one table.
 
-    PYTHONPATH=$PWD python demos/multitask.py                  # all 13 strategies (~2 min, 2 CPU cores, TF)
-    PYTHONPATH=$PWD python demos/multitask.py --smoke          # 2 epochs, 300 images, all 13 (compiling dominates: 1-3 min)
+    PYTHONPATH=$PWD python demos/multitask.py                  # every strategy, seeds 0, 1, 2 (~10 min, 2 CPU cores, TF)
+    PYTHONPATH=$PWD python demos/multitask.py --seeds 0        # one seed (~3 min)
+    PYTHONPATH=$PWD python demos/multitask.py --smoke          # 2 epochs, 300 images, every strategy, seed 0 only
     PYTHONPATH=$PWD python demos/multitask.py --smoke --strategies equal,mgda   # seconds
     PYTHONPATH=$PWD python demos/multitask.py --strategies equal,uncertainty,cagrad --epochs 20
     KERAS_BACKEND=jax PYTHONPATH=$PWD python demos/multitask.py --smoke
@@ -21,9 +22,12 @@ different scales:
 One functional model: a shared MLP trunk (64 -> 64 -> 32, ReLU) and one
 linear head per task. The same architecture, initial weights, data order and
 optimizer (Adam) are trained under each strategy of
-`keras_tricks.multitask.MultiTaskModel`; the table shows held-out metrics,
-the weights the strategy ended with (mean of the last epoch's
-`<task>_weight` logs) and the training time. `*` marks the best per column.
+`keras_tricks.multitask.MultiTaskModel`, once per seed (`--seeds`: the seed
+sets the initial weights, the batch order and a strategy's own random
+draws; the train/test split is fixed); the table shows held-out metrics
+(mean and sample standard deviation over the seeds), the weights the
+strategy ended with (mean of the last epoch's `<task>_weight` logs, mean
+over seeds) and the training time. `*` marks the best mean per column.
 The figure (demos/output/multitask.png) shows the test metrics per strategy
 and how the weights of "uncertainty", "gradnorm" and "dwa" move over epochs.
 
@@ -55,10 +59,13 @@ import numpy as np  # noqa: E402
 
 import keras_tricks  # noqa: E402
 from keras_tricks import multitask  # noqa: E402
+from keras_tricks.multitask.strategy import SeededStrategy  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 TASKS = ("digit", "parity", "ink")
-STRATEGIES = (
+# The 13 of the first table, in its order, then every strategy registered
+# since (in registration order), so that a new strategy joins the demo.
+FIRST = (
     "equal",
     "initial",
     "prior",
@@ -73,6 +80,7 @@ STRATEGIES = (
     "cagrad",
     "primary_auxiliary",
 )
+STRATEGIES = FIRST + tuple(n for n in multitask.STRATEGIES if n not in FIRST)
 # (column title, task, metric, higher is better)
 METRICS = (
     ("digit acc", "digit", "accuracy", True),
@@ -115,7 +123,7 @@ def build_model(ink_mean):
     return keras.Model(inputs, outputs, name="digits_multitask")
 
 
-def make_strategy(name, y_train):
+def make_strategy(name, y_train, seed):
     if name == "prior":
         return multitask.Prior(
             {
@@ -124,8 +132,9 @@ def make_strategy(name, y_train):
                 "ink": multitask.prior_loss(y_train["ink"], "regression"),
             }
         )
-    if name == "pcgrad":
-        return multitask.PCGrad(seed=0)
+    cls = multitask.STRATEGIES[name]
+    if issubclass(cls, SeededStrategy):  # PCGrad's order, RLW's weights, GradDrop's masks
+        return cls(seed=seed)
     # primary_auxiliary: "digit" (index 0, the default) is the primary task.
     return name
 
@@ -152,11 +161,11 @@ def test_metrics(predictions, y):
     }
 
 
-def run_strategy(name, data, args):
+def run_strategy(name, data, args, seed):
     (x_train, y_train), (x_test, y_test) = data
-    keras.utils.set_random_seed(args.seed)  # same initial weights and batch order for all
+    keras.utils.set_random_seed(seed)  # same initial weights and batch order for all
     model = build_model(float(y_train["ink"].mean()))
-    mt = multitask.MultiTaskModel(model, strategy=make_strategy(name, y_train))
+    mt = multitask.MultiTaskModel(model, strategy=make_strategy(name, y_train, seed))
     mt.compile(optimizer=keras.optimizers.Adam(args.learning_rate), loss=losses())
     start = time.perf_counter()
     history = mt.fit(
@@ -174,8 +183,27 @@ def run_strategy(name, data, args):
     }
 
 
+def summarize(runs):
+    """One strategy's runs (one per seed) as one result: metrics, weights and
+    time averaged over the seeds, `spread` the metrics' sample standard
+    deviation (absent for one seed), the weight history of the first seed."""
+    result = {
+        "metrics": {key: float(np.mean([r["metrics"][key] for r in runs])) for key in runs[0]["metrics"]},
+        "weights": list(np.mean([r["weights"] for r in runs], axis=0)),
+        "weight_history": runs[0]["weight_history"],
+        "seconds": float(np.mean([r["seconds"] for r in runs])),
+        "seeds": len(runs),
+    }
+    if len(runs) > 1:
+        result["spread"] = {
+            key: float(np.std([r["metrics"][key] for r in runs], ddof=1)) for key in runs[0]["metrics"]
+        }
+    return result
+
+
 def format_table(results):
-    """One row per strategy; `*` marks the best value of each metric column and of time."""
+    """One row per strategy; `*` marks the best (mean) value of each metric column and of time.
+    With several seeds a metric cell is `mean±sd`."""
     names = list(results)
     columns = [
         (title, (lambda r, t=task, m=metric: r["metrics"][(t, m)]), high)
@@ -183,10 +211,13 @@ def format_table(results):
     ]
     columns.append(("train s", lambda r: r["seconds"], False))
     ranks = mean_ranks(results)
-    texts = {}
-    for title, get, _high in columns[:-1]:
-        texts[title] = {
-            n: (f"{get(results[n]):.4f}" if "acc" in title else f"{get(results[n]):.2f}") for n in names
+    texts, spreads = {}, {}
+    for (title, task, metric, _high), (_, get, _) in zip(METRICS, columns[:-1]):
+        digits = 4 if "acc" in title else 2
+        texts[title] = {n: f"{get(results[n]):.{digits}f}" for n in names}
+        spreads[title] = {
+            n: (f"±{results[n]['spread'][(task, metric)]:.{digits}f}" if "spread" in results[n] else "")
+            for n in names
         }
     texts["rank"] = {n: f"{ranks[n]:.1f}" for n in names}
     texts["train s"] = {n: f"{results[n]['seconds']:.1f}" for n in names}
@@ -197,16 +228,18 @@ def format_table(results):
     best["rank"] = texts["rank"][min(names, key=lambda n: ranks[n])]
 
     width = max(len("strategy"), *(len(n) for n in names)) + 2
-    header = f"{'strategy':<{width}}" + "".join(f"{title:>12}" for title, _, _ in columns[:-1])
+    size = 12 + max(len(t) for column in spreads.values() for t in column.values())
+    header = f"{'strategy':<{width}}" + "".join(f"{title:>{size}}" for title, _, _ in columns[:-1])
     header += f"{'rank':>7}" + "".join(f"{'w_' + t:>10}" for t in TASKS) + f"{'train s':>10}"
     lines = [header, "-" * len(header)]
     for n in names:
 
         def cell(title, size):
             text = texts[title][n]
-            return f"{text + ('*' if text == best[title] else ' '):>{size}}"
+            spread = spreads.get(title, {}).get(n, "")
+            return f"{text + spread + ('*' if text == best[title] else ' '):>{size}}"
 
-        row = f"{n:<{width}}" + "".join(cell(title, 12) for title, _, _ in columns[:-1])
+        row = f"{n:<{width}}" + "".join(cell(title, size) for title, _, _ in columns[:-1])
         row += cell("rank", 7) + "".join(f"{w:>10.3g}" for w in results[n]["weights"])
         lines.append(row + cell("train s", 10))
     return "\n".join(lines)
@@ -265,16 +298,22 @@ def main(argv=None):
     parser.add_argument("--epochs", type=int, default=40)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--learning-rate", type=float, default=1e-3)
-    parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
-        "--strategies", default=",".join(STRATEGIES), help="comma-separated names (default: all 13)"
+        "--seeds",
+        default="0,1,2",
+        help="comma-separated seeds, one run per strategy and seed (default: 0,1,2)",
+    )
+    parser.add_argument(
+        "--strategies",
+        default=",".join(STRATEGIES),
+        help=f"comma-separated names (default: all {len(STRATEGIES)})",
     )
     parser.add_argument("--output", default=os.path.join(HERE, "output"), help="folder for multitask.png")
     parser.add_argument(
         "--smoke",
         action="store_true",
-        help="2 epochs on 300 training images for each strategy (13 compiled models: 1-3 min on 2 cores; "
-        "add --strategies equal,mgda for seconds)",
+        help="2 epochs on 300 training images for each strategy, the first seed only (one compiled model "
+        "per strategy: minutes on 2 cores; add --strategies equal,mgda for seconds)",
     )
     args = parser.parse_args(argv)
     names = [s.strip() for s in args.strategies.split(",") if s.strip()]
@@ -283,16 +322,23 @@ def main(argv=None):
         parser.error(f"unknown strategies {unknown}; choose from {list(STRATEGIES)}")
     if args.epochs < 1:
         parser.error("--epochs must be >= 1")
+    try:
+        seeds = [int(t) for t in args.seeds.split(",") if t.strip()]
+    except ValueError:
+        parser.error(f"--seeds must be comma-separated integers; got {args.seeds!r}")
+    if not seeds:
+        parser.error("--seeds must name at least one seed")
 
-    (x_train, y_train), test = load(args.seed)
+    (x_train, y_train), test = load()
     if args.smoke:
+        seeds = seeds[:1]
         args.epochs = min(args.epochs, 2)
         x_train, y_train = x_train[:300], {t: v[:300] for t, v in y_train.items()}
     data = ((x_train, y_train), test)
     print(
         f"keras {keras.__version__} on {keras.backend.backend()}, keras_tricks "
         f"{keras_tricks.__version__}; digits: {len(x_train)} train / {len(test[0])} test; "
-        f"{args.epochs} epochs, batch {args.batch_size}, Adam({args.learning_rate})"
+        f"{args.epochs} epochs, batch {args.batch_size}, Adam({args.learning_rate}); seeds {seeds}"
     )
     prior = [
         multitask.prior_loss(y_train["digit"], "categorical"),
@@ -304,7 +350,7 @@ def main(argv=None):
     results = {}
     total = time.perf_counter()
     for n in names:
-        r = results[n] = run_strategy(n, data, args)
+        r = results[n] = summarize([run_strategy(n, data, args, seed) for seed in seeds])
         m = r["metrics"]
         print(
             f"  {n:<24} digit {m[('digit', 'accuracy')]:.4f}  parity "
@@ -315,8 +361,8 @@ def main(argv=None):
     total = time.perf_counter() - total
 
     print(
-        f"\ntest metrics ({len(test[0])} images), final task weights (mean over the last "
-        "epoch), training time; rank = mean rank over digit acc, parity acc and ink MAE "
+        f"\ntest metrics ({len(test[0])} images; mean±sd over {len(seeds)} seeds when several), final "
+        "task weights (mean over the last epoch), training time per run; rank = mean rank over digit acc, parity acc and ink MAE "
         "(1 = best); * = best in column"
     )
     print(format_table(results))
