@@ -29,9 +29,14 @@ import numpy as np  # noqa: E402
 from keras import ops  # noqa: E402
 
 from keras_tricks import _backend, multitask  # noqa: E402
+from keras_tricks.multitask.strategy import SeededStrategy  # noqa: E402
 from tests.multitask import toy  # noqa: E402
 
 METHODS = ("equal", "mgda", "pcgrad", "cagrad", "primary_auxiliary")
+# `--methods new`: the gradient-based strategies added since the first table.
+NEW = tuple(
+    n for n, cls in multitask.STRATEGIES.items() if cls.uses_gradients and n not in METHODS + ("gradnorm",)
+)
 TASKS = ["task_1", "task_2"]
 
 
@@ -52,15 +57,30 @@ def compiled(fn):
 def strategy_direction(name, scale=1.0, **kwargs):
     """x -> d = sum_i w_i g_i with w from the real strategy `name`."""
     strategy = multitask.STRATEGIES[name](**kwargs).bind(TASKS)
-    if not strategy.uses_gradients:
+    stateful = bool(strategy.non_trainable_variables) or isinstance(strategy, SeededStrategy)
+    if getattr(strategy, "elementwise", False):
+        weights_at = None
+    elif not strategy.uses_gradients:
         weights_at = lambda f, gram: strategy.combine(f)[1]  # noqa: E731
-    elif name == "pcgrad" and _backend.name() == "jax":
-        # its SeedGenerator advances at every call, which jax.jit cannot do
-        # without threading the state through: eager there (~4 ms a step, so
-        # the papers' 100k steps take minutes per start; TensorFlow compiles it)
+    elif stateful and _backend.name() == "jax":
+        # its state (a SeedGenerator, GradVac's targets) changes at every
+        # call, which jax.jit cannot do without threading the state through:
+        # eager there (~4 ms a step, so the papers' 100k steps take minutes
+        # per start; TensorFlow compiles it)
         weights_at = strategy.task_weights
     else:
         weights_at = compiled(strategy.task_weights)
+    if getattr(strategy, "elementwise", False):
+        # GradDrop acts per coordinate, not through the Gram matrix.
+        combine = compiled(lambda g: strategy.combine_elementwise([g[0], g[1]])[0])
+        if _backend.name() == "jax":
+            combine = lambda g: strategy.combine_elementwise([g[0], g[1]])[0]  # noqa: E731
+
+        def direction(x):
+            g = ops.convert_to_tensor(toy.gradients(x, scale).astype("float32"))
+            return np.asarray(ops.convert_to_numpy(combine(g)), dtype=np.float64)
+
+        return direction
 
     def direction(x):
         g = toy.gradients(x, scale)
@@ -119,7 +139,11 @@ def main(argv=None):
     p.add_argument("--steps", type=int, default=None)
     p.add_argument("--lr", type=float, default=toy.LEARNING_RATE)
     p.add_argument("--smoke", action="store_true", help="2000 steps at lr 0.05")
-    p.add_argument("--methods", default=",".join(METHODS))
+    p.add_argument(
+        "--methods",
+        default=",".join(METHODS),
+        help=f"comma-separated strategy names, or 'new' for {', '.join(NEW)}",
+    )
     p.add_argument("--output", default=os.path.join("demos", "output", "multitask_toy.png"))
     args = p.parse_args(argv)
     starts, steps, scale = (
@@ -131,7 +155,12 @@ def main(argv=None):
     if args.smoke:
         steps, lr = 2000, 0.05
     steps = args.steps or steps
-    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    methods = (
+        list(NEW) if args.methods == "new" else [m.strip() for m in args.methods.split(",") if m.strip()]
+    )
+    unknown = [m for m in methods if m not in multitask.STRATEGIES]
+    if unknown:
+        p.error(f"unknown methods {unknown}; choose from {sorted(multitask.STRATEGIES)} or 'new'")
     print(f"backend {_backend.name()}, setting {args.setting}: {steps} Adam steps at lr {lr}, L1 x {scale}")
     trajectories, rows = {}, []
     for name in methods:
