@@ -25,16 +25,20 @@ with one of the strategies below; switching strategy is one argument.
 | "upgrad" | `UPGrad` | gradient | Quinton & Rey 2024 |
 | "dualproj" | `DualProj` | gradient | Quinton & Rey 2024 |
 | "imtl_g" | `IMTLG` | gradient | Liu et al. 2021 (IMTL) |
+| "aligned_mtl" | `AlignedMTL` | gradient | Senushkin et al. 2023 |
+| "gradvac" | `GradVac` | gradient, random, EMA state | Wang et al. 2021 |
 """
 
 from keras_tricks.multitask.gradient_based import (
     DBMTL,
     IMTLG,
     MGDA,
+    AlignedMTL,
     CAGrad,
     DualProj,
     GradNorm,
     GradNormNormalization,
+    GradVac,
     PCGrad,
     PrimaryAuxiliary,
     UPGrad,
@@ -56,6 +60,7 @@ from keras_tricks.multitask.multi_task_model import MultiTaskModel
 from keras_tricks.multitask.strategy import STRATEGIES, Strategy, get
 
 __all__ = [
+    "AlignedMTL",
     "DBMTL",
     "DWA",
     "DualProj",
@@ -72,6 +77,7 @@ __all__ = [
     "GeneralizedMean",
     "GradNorm",
     "GradNormNormalization",
+    "GradVac",
     "Initial",
     "MultiTaskModel",
     "PCGrad",
