@@ -168,6 +168,11 @@ def test_three_tasks_grad_norm_normalization():
 GRADIENT_STRATEGIES = sorted(name for name, cls in multitask.STRATEGIES.items() if cls.uses_gradients)
 
 
+def _weights_of(d, grads):
+    """The weights w (plus 0 for a third task) with w @ grads = d."""
+    return np.append(np.linalg.lstsq(grads.T, d, rcond=None)[0], 0.0)
+
+
 @pytest.mark.parametrize("strategy", GRADIENT_STRATEGIES)
 def test_a_task_without_a_path_to_the_trunk_takes_no_part(strategy):
     # Regression: t2 is computed straight from the input; its zero trunk
@@ -197,6 +202,7 @@ def test_a_task_without_a_path_to_the_trunk_takes_no_part(strategy):
     gram = np.zeros((3, 3))
     gram[:2, :2] = gram_of(g_trunk)
     all_losses = np.append(losses, np.mean((x @ a2 - ys[2]) ** 2))
+    flat = np.stack([g.ravel() for g in g_trunk])
     w = {
         "grad_norm_normalization": lambda: ref.grad_norm_normalization(all_losses, gram),
         "gradnorm": lambda: ref.gradnorm(all_losses, gram, ref.gradnorm_init(3))[0],
@@ -209,6 +215,10 @@ def test_a_task_without_a_path_to_the_trunk_takes_no_part(strategy):
         "upgrad": lambda: ref.upgrad(np.stack([g.ravel() for g in g_trunk])),
         "dualproj": lambda: ref.dualproj(np.stack([g.ravel() for g in g_trunk])),
         "imtl_g": lambda: ref.imtl_g(np.stack([g.ravel() for g in g_trunk])),
+        # (references that return d: weights of the two independent gradients)
+        "aligned_mtl": lambda: _weights_of(ref.aligned_mtl(flat), flat),
+        # (targets start at 0; the pairs with t2 are skipped, so the order does not matter)
+        "gradvac": lambda: _weights_of(ref.gradvac(flat, [[1], [0]], np.zeros((2, 2)))[0], flat),
     }[strategy]()
     if strategy == "db_mtl":
         # DB-MTL's update is not a function of the Gram matrix alone in the
@@ -264,8 +274,9 @@ STATEFUL = [
     "dwa",
     lambda: multitask.Initial(steps=3),
     lambda: multitask.PCGrad(seed=3),
+    lambda: multitask.GradVac(beta=0.5, seed=3),
 ]
-STATEFUL_TASKS = [2, 2, 2, 2, 3]
+STATEFUL_TASKS = [2, 2, 2, 2, 3, 3]
 
 
 def _digits_like(k=2, n=48, seed=0):
@@ -284,7 +295,9 @@ def _mlp(k=2, seed=0):
     return keras.Model(x, [keras.layers.Dense(1, name=f"t{i}")(h) for i in range(k)])
 
 
-@pytest.mark.parametrize("strategy", STATEFUL, ids=["uncertainty", "gradnorm", "dwa", "initial", "pcgrad"])
+@pytest.mark.parametrize(
+    "strategy", STATEFUL, ids=["uncertainty", "gradnorm", "dwa", "initial", "pcgrad", "gradvac"]
+)
 def test_save_load_and_resume_restores_every_piece_of_state(strategy, tmp_path):
     k = STATEFUL_TASKS[STATEFUL.index(strategy)]
     x, ys = _digits_like(k)
@@ -404,7 +417,7 @@ def _every_state(mt):
 
 SKIPPABLE = ["initial", "dwa", "gradnorm", "famo"] + [
     pytest.param(s, marks=pytest.mark.slow)
-    for s in ["uncertainty", "pcgrad", "mgda", "grad_norm_normalization"]
+    for s in ["uncertainty", "pcgrad", "mgda", "grad_norm_normalization", "gradvac"]
 ]
 
 
