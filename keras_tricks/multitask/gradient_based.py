@@ -1025,8 +1025,10 @@ class GradVac(SeededStrategy):
 
     Conventions:
 
-    * The moving average is of phi, the cosine before the pair's correction
-      (the paper's Algorithm 1, LibMTL and torchjd alike); phi_hat starts at
+    * The moving average is of phi, the cosine before the pair's correction,
+      updated for every visited pair (the paper's Algorithm 1, as torchjd
+      reads it; LibMTL updates it only for the pairs it corrects, so there a
+      target can only fall); phi_hat starts at
       0 (the paper) and is a (k, k) non-trainable variable, saved with the
       model with the permutations' seed state, so a resumed run continues
       exactly.
