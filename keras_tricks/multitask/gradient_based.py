@@ -860,7 +860,8 @@ def symmetric_eigh_jacobi(matrix: Tensor, sweeps: int = JACOBI_SWEEPS) -> tuple[
     10^4). Sweeps (all k(k-1)/2 rotations each) repeat until every
     |a_pq| <= eps sqrt(a_pp a_qq) (their stopping rule), at most `sweeps`
     times (convergence is quadratic: 4 to 6 sweeps for k <= 8), in one
-    `while_loop` of the compiled step.
+    `while_loop` of the compiled step. Squares of the entries are formed:
+    scale the matrix to a largest diagonal of 1 first (`AlignedMTL` does).
     """
     import numpy as np
 
