@@ -26,17 +26,21 @@ with one of the strategies below; switching strategy is one argument.
 | "dualproj" | `DualProj` | gradient | Quinton & Rey 2024 |
 | "imtl_g" | `IMTLG` | gradient | Liu et al. 2021 (IMTL) |
 | "graddrop" | `GradDrop` | gradient, per coordinate, random | Chen et al. 2020 |
+| "aligned_mtl" | `AlignedMTL` | gradient | Senushkin et al. 2023 |
+| "gradvac" | `GradVac` | gradient, random, EMA state | Wang et al. 2021 |
 """
 
 from keras_tricks.multitask.gradient_based import (
     DBMTL,
     IMTLG,
     MGDA,
+    AlignedMTL,
     CAGrad,
     DualProj,
     GradDrop,
     GradNorm,
     GradNormNormalization,
+    GradVac,
     PCGrad,
     PrimaryAuxiliary,
     UPGrad,
@@ -58,6 +62,7 @@ from keras_tricks.multitask.multi_task_model import MultiTaskModel
 from keras_tricks.multitask.strategy import STRATEGIES, Strategy, get
 
 __all__ = [
+    "AlignedMTL",
     "DBMTL",
     "DWA",
     "DualProj",
@@ -75,6 +80,7 @@ __all__ = [
     "GradDrop",
     "GradNorm",
     "GradNormNormalization",
+    "GradVac",
     "Initial",
     "MultiTaskModel",
     "PCGrad",

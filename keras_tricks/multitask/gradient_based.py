@@ -967,3 +967,306 @@ class GradDrop(SeededStrategy):
         config = super().get_config()
         config["leak"] = self.leak
         return config
+
+
+JACOBI_SWEEPS = 10
+
+
+def symmetric_eigh_jacobi(matrix: Tensor, sweeps: int = JACOBI_SWEEPS) -> tuple[Tensor, Tensor]:
+    """Eigenvalues and eigenvectors (columns) of a symmetric PSD k x k matrix, by
+    cyclic Jacobi rotations (unsorted).
+
+    Why not `ops.eigh`: a Gram matrix of gradients whose norms differ by a
+    factor r has eigenvalues spread by r^2, and the QR/divide-and-conquer
+    solvers behind `eigh` (Eigen on TensorFlow, LAPACK on JAX and PyTorch)
+    return every eigenvalue with an absolute error of about eps * lambda_max:
+    measured in float32 on unit gradients with one scaled by r, the smallest
+    eigenvalue is 3e-3 off (relative) at r = 100 and meaningless (10x off)
+    at r = 10^4. Two-sided Jacobi on a positive (semi)definite matrix
+    computes each eigenvalue to a relative accuracy of about
+    eps * cond(D^-1/2 M D^-1/2), D = diag(M) (Demmel & Veselic, "Jacobi's
+    method is more accurate than QR", SIAM J. Matrix Anal. Appl. 1992): the
+    spread of the norms does not matter, only how independent the
+    directions are (measured: 1e-6 at k = 5, 1e-5 at k = 8, for r up to
+    10^4). Sweeps (all k(k-1)/2 rotations each) repeat until every
+    |a_pq| <= eps sqrt(a_pp a_qq) (their stopping rule), at most `sweeps`
+    times (convergence is quadratic: 4 to 6 sweeps for k <= 8), in one
+    `while_loop` of the compiled step. Squares of the entries are formed:
+    scale the matrix to a largest diagonal of 1 first (`AlignedMTL` does).
+    """
+    import numpy as np
+
+    k = int(ops.shape(matrix)[0])
+    dtype = matrix.dtype
+    eye = np.eye(k, dtype="float32")
+    pairs = [(p, q) for p in range(k) for q in range(p + 1, k)]
+    # Per pair: the masks of J = I + (c - 1) (E_pp + E_qq) + s (E_pq - E_qp).
+    diagonal_masks = [
+        ops.convert_to_tensor(np.outer(eye[p], eye[p]) + np.outer(eye[q], eye[q])) for p, q in pairs
+    ]
+    skew_masks = [
+        ops.convert_to_tensor(np.outer(eye[p], eye[q]) - np.outer(eye[q], eye[p])) for p, q in pairs
+    ]
+    identity = ops.eye(k, dtype=dtype)
+
+    def sweep(_, state):
+        a, v = state
+        for (p, q), dm, sm in zip(pairs, diagonal_masks, skew_masks):
+            apq = a[p, q]
+            difference = a[q, q] - a[p, p]
+            # t = tan(theta), the smaller of the two rotations that zero
+            # a_pq, written without the quotient (a_qq - a_pp) / (2 a_pq),
+            # which overflows when a_pq is tiny.
+            sign = ops.where(ops.greater_equal(difference, 0.0), 1.0, -1.0)
+            radius = ops.sqrt(difference * difference + 4.0 * apq * apq)
+            denominator = ops.abs(difference) + radius
+            t = safe_divide(2.0 * apq * sign, denominator)
+            c = 1.0 / ops.sqrt(1.0 + t * t)
+            s = t * c
+            rotation = identity + (c - 1.0) * ops.cast(dm, dtype) + s * ops.cast(sm, dtype)
+            a = ops.matmul(ops.transpose(rotation), ops.matmul(a, rotation))
+            v = ops.matmul(v, rotation)
+        return a, v
+
+    upper = ops.convert_to_tensor(np.triu(np.ones((k, k), "float32"), 1))
+
+    def unconverged(count, a, v):
+        # Demmel & Veselic's stopping rule: every |a_pq| <= eps sqrt(a_pp a_qq)
+        # (relative to the pair's own scale, not to the largest entry).
+        d = ops.maximum(ops.diagonal(a), 0.0)
+        scale = ops.sqrt(d[:, None] * d[None, :])
+        off = ops.max(ops.cast(upper, dtype) * ops.abs(a) - eps() * scale)
+        return ops.logical_and(ops.less(count, sweeps), ops.greater(off, 0.0))
+
+    def body(count, a, v):
+        a, v = sweep(count, (a, v))
+        return count + 1, a, v
+
+    _, a, v = ops.while_loop(unconverged, body, (ops.zeros((), "int32"), matrix, identity))
+    return ops.diagonal(a), v
+
+
+@_register
+@register_strategy("aligned_mtl")
+class AlignedMTL(Strategy):
+    """Aligned-MTL: the task gradients made orthogonal and of equal norm, then averaged.
+
+    Senushkin, Patakin, Kuznetsov & Konushin, "Independent Component
+    Alignment for Multi-Task Learning" (CVPR 2023, arXiv 2305.19000),
+    Algorithm 1. With the Gram matrix M = V diag(lambda) V^T (rank R) and
+    preference weights u,
+
+        B = sqrt(lambda_R) V diag(lambda)^-1/2 V^T   (over the R non-zero eigenvalues),
+        g_hat_i = sum_j B_ij g_j,   d = sum_i u_i g_hat_i,   so w = B u (B is symmetric).
+
+    The aligned gradients g_hat_i are orthogonal, and all have the norm
+    sqrt(lambda_R), the smallest singular value of the gradient matrix
+    (Ĝ = sqrt(lambda_R) U V^T for G = U Sigma V^T): the condition number of
+    the system becomes 1, no task dominates by its norm or by its
+    correlation with the others. Each task's own parameters get its plain
+    gradient.
+
+    Conventions:
+
+    * u defaults to 1/k' over the k' tasks with a non-zero gradient (the
+      paper's uniform weights; torchjd's default 1/k counts the others too;
+      LibMTL's u = 1, i.e. d k times ours).
+    * Scale sqrt(lambda_R) (the paper, torchjd's default `scale_mode="min"`);
+      the original SamsungLabs code offered the mean eigenvalue instead.
+    * Eigendecomposition by Jacobi rotations (`symmetric_eigh_jacobi`), not
+      `ops.eigh`: the smallest eigenvalue, which sets the step, is accurate
+      to ~1e-6 relative when the gradient norms differ by 10^4 (eigh: 10x
+      off).
+    * Rank: eigenvector v (unit) is dropped when its eigenvalue is at most
+      k eps (sum_j |v_j| ||g_j||)^2, eps the float32 machine epsilon: that is
+      the rounding error of the float32 quadratic form v^T M v, so only
+      directions the gradients span above rounding are kept, and the test
+      is invariant to the scale of each gradient (torchjd's tolerance,
+      k eps lambda_max, drops a genuine direction of a gradient 10^3 times
+      smaller than another). With rank R < k the aligned gradients are
+      sigma_R U_R W_R^T (not orthogonal: k vectors in R dimensions);
+      parallel (or opposed) gradients, rank 1, have one singular value
+      already and are left as they are: d = sum_i u_i g_i. A zero gradient
+      lies in the null space and gets weight 0. All gradients zero: w = u
+      (d = 0).
+
+    Examples:
+    >>> from keras import ops
+    >>> s = AlignedMTL().bind(["a", "b"])
+    >>> # orthogonal gradients of norms 2 and 1: both aligned to norm 1
+    >>> w = s.task_weights(ops.ones(2), ops.convert_to_tensor([[4.0, 0.0], [0.0, 1.0]]))
+    >>> [round(float(x), 4) for x in w]
+    [0.25, 0.5]
+
+    Args:
+        preference: None or one number > 0 per task (list in task order or
+            dict by task name).
+    """
+
+    uses_gradients = True
+    scales_task_specific = False
+
+    def __init__(self, preference: Sequence[float] | dict[str, float] | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.preference = validate_positive_values("preference", preference)
+
+    def task_weights(self, losses: Tensor, gram: Tensor, training: bool = True) -> Tensor:
+        k = int(ops.shape(gram)[0])
+        active = _active(gram)
+        u = _preference_vector(self, k, gram.dtype, active)
+        # Jacobi is invariant to a common scale; at unit scale no square
+        # below overflows or underflows.
+        scale = ops.maximum(ops.max(ops.diagonal(gram)), tiny())
+        lam, v = symmetric_eigh_jacobi(gram / scale)
+        norms = _norms(gram / scale)
+        spread = ops.sum(ops.abs(v) * norms[:, None], axis=0)
+        kept = ops.greater(lam, float(k) * eps() * spread * spread)
+        smallest = ops.min(ops.where(kept, lam, float("inf")))
+        inverse_root = ops.where(kept, 1.0 / ops.sqrt(ops.where(kept, lam, 1.0)), 0.0)
+        root = ops.sqrt(ops.where(ops.any(kept), smallest, 0.0))
+        b = root * ops.matmul(v * inverse_root[None, :], ops.transpose(v))
+        return ops.where(ops.any(kept), ops.matmul(b, u), u)
+
+    def get_config(self) -> dict[str, Any]:
+        config = super().get_config()
+        config["preference"] = self.preference
+        return config
+
+
+@_register
+@register_strategy("gradvac")
+class GradVac(SeededStrategy):
+    """GradVac: raise each pair's gradient cosine to a moving target.
+
+    Wang, Tsvetkov, Firat & Cao, "Gradient Vaccine: Investigating and
+    Improving Multi-task Optimization in Massively Multilingual Models"
+    (ICLR 2021, arXiv 2010.05874), Algorithm 1. For each task i, g_i' = g_i;
+    for each other task j, in a random order (a new permutation per task and
+    per step), with phi = cos(g_i', g_j) and the target phi_hat_ij:
+
+        if phi < phi_hat_ij:
+            g_i' += ||g_i'|| (phi_hat_ij sqrt(1 - phi^2) - phi sqrt(1 - phi_hat_ij^2))
+                    / (||g_j|| sqrt(1 - phi_hat_ij^2)) g_j       (then cos(g_i', g_j) = phi_hat_ij)
+        phi_hat_ij <- (1 - beta) phi_hat_ij + beta phi,
+
+    and d = sum_i g_i'. PCGrad is the case phi_hat = 0 without the moving
+    average. Each g_i' is tracked as a row of coefficients on the original
+    gradients (C, k x k, g_i' = sum_m C_im g_m), so only the Gram matrix M is
+    needed: <g_i', g_j> = (C M)_ij, ||g_i'||^2 = (C M C^T)_ii, w = the column
+    sums of C. Each task's own parameters get its plain gradient.
+
+    Conventions:
+
+    * The moving average is of phi, the cosine before the pair's correction,
+      updated for every visited pair (the paper's Algorithm 1, as torchjd
+      reads it; LibMTL updates it only for the pairs it corrects, so there a
+      target can only fall); phi_hat starts at
+      0 (the paper) and is a (k, k) non-trainable variable, saved with the
+      model with the permutations' seed state, so a resumed run continues
+      exactly.
+    * beta defaults to 0.01, the paper's choice (torchjd and LibMTL default to
+      0.5).
+    * The whole shared-parameter vector is one group (the paper's and
+      torchjd's default; LibMTL can also apply it per layer).
+    * A pair with a zero g_i' or g_j has no cosine: it is skipped, and its
+      phi_hat is left unchanged. g_i' counts as zero when ||g_i'||^2 <=
+      k eps (sum_m |C_im| ||g_m||)^2 (eps of float32), the rounding error of
+      its squared norm computed from M: a correction against an exactly
+      opposed g_j (phi = -1) cancels g_i' in theory, and the cosine of the
+      float32 remainder with the next g_j would be noise (torchjd adds 1e-8 to the denominators: its
+      phi is then 0 and the target decays towards 0). A target of exactly
+      +-1 (sqrt(1 - phi_hat^2) = 0, an unreachable cosine) makes no
+      correction rather than an infinite one. No other epsilon.
+    * Not training (`training=False`): the weights with the current targets,
+      which are not updated.
+
+    Examples:
+    >>> from keras import ops
+    >>> s = GradVac(beta=0.5, seed=0).bind(["a", "b"])
+    >>> gram = ops.convert_to_tensor([[1.0, 0.0], [0.0, 1.0]])  # orthogonal: cos = 0
+    >>> w = s.task_weights(ops.ones(2), gram)  # targets 0: nothing to correct
+    >>> [round(float(x), 4) for x in w]
+    [1.0, 1.0]
+    >>> float(s.phi_hat[0, 1])  # (1 - 0.5) * 0 + 0.5 * cos
+    0.0
+
+    Args:
+        beta: rate of the moving average of the cosines, in [0, 1].
+        seed: int or None, for the permutations.
+    """
+
+    uses_gradients = True
+    scales_task_specific = False
+
+    def __init__(self, beta: float = 0.01, seed: int | None = None, **kwargs: Any) -> None:
+        super().__init__(seed=seed, **kwargs)
+        self.beta = float(validate_number("beta", beta, low=0, high=1))
+
+    def build(self, input_shape: Shape) -> None:
+        k = input_shape[0]
+        self.phi_hat = self.add_weight(
+            shape=(k, k), initializer="zeros", trainable=False, aggregation="mean", name="phi_hat"
+        )
+        self.built = True
+
+    def task_weights(
+        self,
+        losses: Tensor,
+        gram: Tensor,
+        training: bool = True,
+        order: Tensor | Sequence[Sequence[int]] | None = None,
+    ) -> Tensor:
+        """`order` (k, k) int: row i lists the tasks in the order task i visits them
+        (its own index is skipped); random when None."""
+        k = int(ops.shape(gram)[0])
+        if order is None and k == 2:
+            order = [[0, 1], [0, 1]]  # one other task: the order cannot matter
+        if order is None:
+            noise = keras.random.uniform((k, k), seed=self.seed_generator)
+            order = ops.argsort(noise, axis=-1)
+        order = ops.convert_to_tensor(order, "int32")
+        # A copy: on PyTorch a variable's tensor is updated in place by assign.
+        phi_hat = ops.copy(ops.convert_to_tensor(self.phi_hat))
+        coefficients = ops.eye(k, dtype=gram.dtype)
+        norms = _norms(gram)
+        own = ops.arange(k, dtype="int32")
+        for position in range(k):
+            j = order[:, position]
+            onto = ops.one_hot(j, k, dtype=gram.dtype)  # row i = e_{j_i}
+            products = ops.matmul(coefficients, gram)  # row i: <g_i', g_m>
+            inner = ops.sum(products * onto, axis=-1)
+            norm2_i = ops.sum(products * coefficients, axis=-1)
+            norm_i = ops.sqrt(ops.maximum(norm2_i, 0.0))
+            norm_j = ops.take(norms, j)
+            # g_i' is zero to rounding when its squared norm is within the
+            # float32 error of the quadratic form C_i M C_i^T (a correction
+            # against an opposed g_j cancels g_i' exactly in theory): its
+            # cosine with anything would be noise.
+            size = ops.sum(ops.abs(coefficients) * norms[None, :], axis=-1)
+            nonzero_i = ops.greater(norm2_i, float(k) * eps() * size * size)
+            valid = ops.logical_and(
+                ops.not_equal(j, own), ops.logical_and(nonzero_i, ops.greater(norm_j, 0.0))
+            )
+            cosine = ops.clip(safe_divide(inner, norm_i * norm_j), -1.0, 1.0)
+            target = ops.sum(phi_hat * onto, axis=-1)
+            target_sine = ops.sqrt(ops.maximum(1.0 - target * target, 0.0))
+            # sin^2 from the 2 x 2 Gram determinant of (g_i', g_j) rather than
+            # 1 - cos^2: exact (0) for exactly opposed or parallel float32
+            # gradients, where 1 - cos^2 leaves sqrt(eps) ~ 3e-4.
+            norm2_j = ops.take(ops.diagonal(gram), j)
+            sine = ops.sqrt(
+                ops.clip(safe_divide(norm2_i * norm2_j - inner * inner, norm2_i * norm2_j), 0.0, 1.0)
+            )
+            step = safe_divide(norm_i * (target * sine - cosine * target_sine), norm_j * target_sine)
+            step = ops.where(ops.logical_and(valid, ops.less(cosine, target)), step, 0.0)
+            coefficients = coefficients + step[:, None] * onto
+            updated = ops.where(valid, (1.0 - self.beta) * target + self.beta * cosine, target)
+            phi_hat = ops.where(ops.greater(onto, 0.0), updated[:, None], phi_hat)
+        if training:
+            self.phi_hat.assign(phi_hat)
+        return ops.sum(coefficients, axis=0)
+
+    def get_config(self) -> dict[str, Any]:
+        config = super().get_config()
+        config["beta"] = self.beta
+        return config

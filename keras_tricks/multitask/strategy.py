@@ -122,11 +122,25 @@ class SeededStrategy(Strategy):
         self.seed_generator = keras.random.SeedGenerator(seed)
 
     def save_own_variables(self, store: dict[str, Any]) -> None:
+        # The layer's own state (GradVac's targets) as Keras saves it, then
+        # the seed: overriding the method replaces Keras's default saving.
+        for i, v in enumerate(self._own_state()):
+            store[f"{i}"] = v
         store["seed_state"] = ops.convert_to_numpy(self.seed_generator.state)
 
     def load_own_variables(self, store: dict[str, Any]) -> None:
+        for i, v in enumerate(self._own_state()):
+            if f"{i}" not in store:
+                raise ValueError(
+                    f"The saved state of {type(self).__name__} lacks variable {i} ({v.path}); "
+                    f"it holds {sorted(store.keys())}."
+                )
+            v.assign(store[f"{i}"])
         if "seed_state" in store:
             self.seed_generator.state.assign(store["seed_state"])
+
+    def _own_state(self) -> list[Any]:
+        return list(self._trainable_variables) + list(self._non_trainable_variables)
 
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()
@@ -256,7 +270,7 @@ def get(identifier: str | dict[str, Any] | Strategy) -> Strategy:
     Names: "equal", "initial", "prior", "realtime", "generalized_mean",
     "uncertainty", "dwa", "grad_norm_normalization", "gradnorm", "mgda",
     "pcgrad", "cagrad", "primary_auxiliary", "rlw", "famo", "stch", "db_mtl", "upgrad", "dualproj", "imtl_g",
-    "graddrop".
+    "graddrop", "aligned_mtl", "gradvac".
     Raises ValueError naming the
     unknown name and listing the known ones.
     """

@@ -23,6 +23,7 @@ Papers:
   Lin et al. 2022, RLW (TMLR).                Liu et al. 2023, FAMO (NeurIPS).
   Lin et al. 2023, DB-MTL (arXiv 2308.12029). Lin et al. 2024, STCH (ICML).
   Chen et al. 2020, GradDrop (NeurIPS, arXiv 2010.06808).
+  Senushkin et al. 2023, Aligned-MTL (CVPR).   Wang et al. 2021, GradVac (ICLR).
 """
 
 import itertools
@@ -749,3 +750,57 @@ def graddrop_expectation(grads, leak=0.0):
     )
     keep = np.where(grads > 0, p, np.where(grads < 0, 1.0 - p, 0.0))
     return np.sum(grads * (leak + (1.0 - leak) * keep), axis=0)
+
+
+def aligned_mtl(grads, preference=None, rank=None):
+    """Aligned-MTL (Senushkin et al. 2023, Algorithm 1) on the gradient vectors:
+    the gradient matrix G (n x k, columns g_i) = U Sigma W^T (thin SVD, the R
+    non-zero singular values), aligned G_hat = sigma_R U W^T (orthogonal columns,
+    all of norm sigma_R), d = G_hat u. Returns d (not weights: the SVD route
+    never forms B). `rank` defaults to numpy's matrix_rank of G in float64."""
+    grads = _as(grads)
+    k = grads.shape[0]
+    u = np.full(k, 1.0 / k) if preference is None else _as(preference)
+    rank = np.linalg.matrix_rank(grads) if rank is None else rank
+    if rank == 0:
+        return np.zeros(grads.shape[1])
+    left, sigma, right = np.linalg.svd(grads.T, full_matrices=False)
+    left, sigma, right = left[:, :rank], sigma[:rank], right[:rank]
+    return sigma[-1] * (left @ (right @ u))
+
+
+def gradvac(grads, orders, phi_hat, beta=0.01, zero_below=1e-3):
+    """GradVac (Wang et al. 2021, Algorithm 1) on the gradient vectors, with
+    explicit orders (orders[i]: the other tasks in the order task i visits them)
+    and the EMA targets phi_hat (k x k). For each i, g_i' = g_i; for each j:
+    phi = cos(g_i', g_j); if phi < phi_hat_ij,
+    g_i' += ||g_i'|| (phi_hat sqrt(1 - phi^2) - phi sqrt(1 - phi_hat^2))
+    / (||g_j|| sqrt(1 - phi_hat^2)) g_j; then phi_hat_ij <- (1 - beta) phi_hat_ij
+    + beta phi (the cosine before the correction, as in the paper's algorithm).
+    Pairs where g_j is zero, or g_i' has cancelled (||g_i'|| <= zero_below times
+    the sum of the norms of the terms it was built from: an exactly opposed g_j
+    cancels it), are skipped (no cosine; phi_hat unchanged).
+    Returns (d = sum_i g_i', new phi_hat)."""
+    grads = _as(grads)
+    phi_hat = _as(phi_hat).copy()
+    d = np.zeros(grads.shape[1])
+    for i in range(grads.shape[0]):
+        gi = grads[i].copy()
+        size = np.linalg.norm(gi)  # ||g_i|| + sum |a_j| ||g_j|| of the terms added
+        for j in orders[i]:
+            ni, nj = np.linalg.norm(gi), np.linalg.norm(grads[j])
+            if ni <= zero_below * size or nj == 0:
+                continue
+            phi = np.clip(gi @ grads[j] / (ni * nj), -1.0, 1.0)
+            target = phi_hat[i, j]
+            if phi < target:
+                a = (
+                    ni
+                    * (target * np.sqrt(1 - phi**2) - phi * np.sqrt(1 - target**2))
+                    / (nj * np.sqrt(1 - target**2))
+                )
+                gi = gi + a * grads[j]
+                size += abs(a) * nj
+            phi_hat[i, j] = (1 - beta) * target + beta * phi
+        d += gi
+    return d, phi_hat

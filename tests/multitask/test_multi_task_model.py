@@ -198,6 +198,11 @@ def test_graddrop_step_against_the_reference_with_the_same_draws():
 GRADIENT_STRATEGIES = sorted(name for name, cls in multitask.STRATEGIES.items() if cls.uses_gradients)
 
 
+def _weights_of(d, grads):
+    """The weights w (plus 0 for a third task) with w @ grads = d."""
+    return np.append(np.linalg.lstsq(grads.T, d, rcond=None)[0], 0.0)
+
+
 @pytest.mark.parametrize("strategy", GRADIENT_STRATEGIES)
 def test_a_task_without_a_path_to_the_trunk_takes_no_part(strategy):
     # Regression: t2 is computed straight from the input; its zero trunk
@@ -227,6 +232,7 @@ def test_a_task_without_a_path_to_the_trunk_takes_no_part(strategy):
     gram = np.zeros((3, 3))
     gram[:2, :2] = gram_of(g_trunk)
     all_losses = np.append(losses, np.mean((x @ a2 - ys[2]) ** 2))
+    flat = np.stack([g.ravel() for g in g_trunk])
     w = {
         "grad_norm_normalization": lambda: ref.grad_norm_normalization(all_losses, gram),
         "gradnorm": lambda: ref.gradnorm(all_losses, gram, ref.gradnorm_init(3))[0],
@@ -240,6 +246,10 @@ def test_a_task_without_a_path_to_the_trunk_takes_no_part(strategy):
         "dualproj": lambda: ref.dualproj(np.stack([g.ravel() for g in g_trunk])),
         "imtl_g": lambda: ref.imtl_g(np.stack([g.ravel() for g in g_trunk])),
         "graddrop": lambda: None,
+        # (references that return d: weights of the two independent gradients)
+        "aligned_mtl": lambda: _weights_of(ref.aligned_mtl(flat), flat),
+        # (targets start at 0; the pairs with t2 are skipped, so the order does not matter)
+        "gradvac": lambda: _weights_of(ref.gradvac(flat, [[1], [0]], np.zeros((2, 2)))[0], flat),
     }[strategy]()
     if strategy == "db_mtl":
         # DB-MTL's update is not a function of the Gram matrix alone in the
@@ -307,13 +317,17 @@ STATEFUL = [
     lambda: multitask.Initial(steps=3),
     lambda: multitask.PCGrad(seed=3),
     lambda: multitask.GradDrop(leak=0.2, seed=3),
+    lambda: multitask.GradVac(beta=0.5, seed=3),
 ]
-STATEFUL_TASKS = [2, 2, 2, 2, 3, 3]
+STATEFUL_TASKS = [2, 2, 2, 2, 3, 3, 3]
 STATEFUL_PARAMS = [
-    pytest.param(strategy, k, id=name, marks=[pytest.mark.slow] if name == "graddrop" else [])
-    # (GradDrop: slow; the harness checks that its seed state survives saving bit for bit)
+    pytest.param(strategy, k, id=name, marks=[pytest.mark.slow] if name in ("graddrop", "gradvac") else [])
+    # (GradDrop, GradVac: slow, to keep CI's time; the harness checks that
+    # their state survives saving bit for bit on every backend)
     for strategy, k, name in zip(
-        STATEFUL, STATEFUL_TASKS, ["uncertainty", "gradnorm", "dwa", "initial", "pcgrad", "graddrop"]
+        STATEFUL,
+        STATEFUL_TASKS,
+        ["uncertainty", "gradnorm", "dwa", "initial", "pcgrad", "graddrop", "gradvac"],
     )
 ]
 
@@ -453,7 +467,7 @@ def _every_state(mt):
 
 SKIPPABLE = ["initial", "dwa", "gradnorm", "famo"] + [
     pytest.param(s, marks=pytest.mark.slow)
-    for s in ["uncertainty", "pcgrad", "mgda", "grad_norm_normalization", "graddrop"]
+    for s in ["uncertainty", "pcgrad", "mgda", "grad_norm_normalization", "graddrop", "gradvac"]
 ]
 
 

@@ -358,3 +358,36 @@ def test_graddrop_by_hand_and_its_expectation():
     grid = (np.arange(1000) + 0.5) / 1000
     mean = np.mean([ref.graddrop(grads, np.full(5, u), leak)[0] for u in grid], axis=0)
     np.testing.assert_allclose(mean, ref.graddrop_expectation(grads, leak), atol=2e-3 * np.abs(grads).sum())
+
+
+def test_aligned_mtl_reference_properties():
+    # The aligned gradients g_hat_i (preference e_i) are orthogonal, all of
+    # norm sigma_min, and span the gradients' space; rank 1 (parallel
+    # gradients: already one singular value) leaves them as they are.
+    rng = np.random.default_rng(0)
+    grads = rng.normal(size=(3, 6)) * np.array([[1.0], [10.0], [0.1]])
+    g_hat = np.stack([ref.aligned_mtl(grads, preference=np.eye(3)[i]) for i in range(3)])
+    sigma = np.linalg.svd(grads, compute_uv=False)
+    np.testing.assert_allclose(g_hat @ g_hat.T, sigma[-1] ** 2 * np.eye(3), atol=1e-12)
+    assert np.linalg.matrix_rank(np.vstack([grads, g_hat])) == 3
+    g = rng.normal(size=6)
+    d = ref.aligned_mtl(np.stack([g, -3 * g]))
+    np.testing.assert_allclose(d, (g - 3 * g) / 2, atol=1e-12)
+
+
+def test_gradvac_reference_reaches_the_target():
+    # After a correction, cos(g_i', g_j) is the target (the paper's eq. 4),
+    # and the target then moves by beta towards the cosine before it.
+    rng = np.random.default_rng(1)
+    grads = rng.normal(size=(2, 5))
+    grads[1] -= 1.5 * grads[0]  # conflicting
+    phi = np.array([[0.0, 0.4], [0.4, 0.0]])
+    cos = grads[0] @ grads[1] / np.linalg.norm(grads[0]) / np.linalg.norm(grads[1])
+    assert cos < 0
+    # task 1 visits no one: d = g_0' + g_1
+    d, new = ref.gradvac(grads, [[1], []], phi, beta=0.2)
+    g0 = d - grads[1]
+    c = g0 @ grads[1] / np.linalg.norm(g0) / np.linalg.norm(grads[1])
+    assert c == pytest.approx(0.4, abs=1e-12)
+    np.testing.assert_allclose(new[0, 1], 0.8 * 0.4 + 0.2 * cos)
+    assert new[1, 0] == 0.4

@@ -26,6 +26,8 @@ FACTORIES = {
     "dualproj": multitask.DualProj,
     "imtl_g": multitask.IMTLG,
     "graddrop": lambda: multitask.GradDrop(leak=[0.0, 0.5], seed=2),
+    "aligned_mtl": multitask.AlignedMTL,
+    "gradvac": lambda: multitask.GradVac(beta=0.5, seed=2),
 }
 
 
@@ -49,5 +51,7 @@ def test_strategy_harness(name):
 def test_strategy_harness_three_tasks(name):
     # PCGrad draws its task orders from keras.random, whose stream differs
     # between XLA and plain TF, so its compiled modes agree only for k = 2.
+    # (GradVac, which draws the same way, trains and resumes with three tasks in
+    # test_multi_task_model.py's save/load/resume test.)
     checks = ("fit", "serialization") if name == "pcgrad" else ("call", "fit", "serialization")
     testing.check_strategy(FACTORIES[name], tasks=3, checks=checks)
