@@ -51,7 +51,8 @@ class MultiTaskModel(keras.Model):
       train step.
     * Gradient-based strategies ("grad_norm_normalization", "gradnorm",
       "mgda", "pcgrad", "cagrad", "primary_auxiliary", "db_mtl", "upgrad",
-      "dualproj", "imtl_g", "graddrop") take one
+      "dualproj", "imtl_g", "aligned_mtl", "gradvac", "graddrop", and every
+      other strategy whose `uses_gradients` is True) take one
       backward pass per task, form the Gram matrix G_ij = <g_i, g_j> of the gradients with
       respect to the shared variables, and move those along
       d = sum_i w_i g_i with w from the strategy; each task's own variables
