@@ -71,8 +71,16 @@ import numpy as np  # noqa: E402
 
 from keras_tricks import multitask  # noqa: E402
 
+# The first table's strategies in its order, then every one registered since
+# (registration order), so that a new strategy is benchmarked too.
 LOSS_BASED = ("equal", "initial", "prior", "realtime", "generalized_mean", "uncertainty", "dwa")
 GRADIENT_BASED = ("grad_norm_normalization", "gradnorm", "mgda", "pcgrad", "cagrad", "primary_auxiliary")
+LOSS_BASED += tuple(
+    n for n, cls in multitask.STRATEGIES.items() if not cls.uses_gradients and n not in LOSS_BASED
+)
+GRADIENT_BASED += tuple(
+    n for n, cls in multitask.STRATEGIES.items() if cls.uses_gradients and n not in GRADIENT_BASED
+)
 REFERENCES = ("ref: 1 backward", "ref: k backward")
 MEMORY_CONFIGS = ("equal", "ref: k backward", "mgda", "cagrad")
 
@@ -382,14 +390,14 @@ def profile(trainers, k, args):
             np.array([[float(a @ b) for b in flat] for a in flat], dtype="float32")
         )
         strategy = trainer.strategy
-        weights_fn = compiled(lambda l, g, s=strategy: s.task_weights(l, g), (losses, gram), args)
         combine_fn = compiled(
             lambda l, g, t=trainer: t.combine_task_gradients(l, g, variables)[0], (losses, grads), args
         )
-        rows[config] = (
-            median_time(weights_fn, args.profile_reps),
-            median_time(combine_fn, args.profile_reps),
-        )
+        weights = float("nan")  # an elementwise strategy (GradDrop) has no task_weights
+        if not strategy.elementwise:
+            weights_fn = compiled(lambda l, g, s=strategy: s.task_weights(l, g), (losses, gram), args)
+            weights = median_time(weights_fn, args.profile_reps)
+        rows[config] = (weights, median_time(combine_fn, args.profile_reps))
     return rows
 
 
