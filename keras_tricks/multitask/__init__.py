@@ -25,6 +25,8 @@ with one of the strategies below; switching strategy is one argument.
 | "upgrad" | `UPGrad` | gradient | Quinton & Rey 2024 |
 | "dualproj" | `DualProj` | gradient | Quinton & Rey 2024 |
 | "imtl_g" | `IMTLG` | gradient | Liu et al. 2021 (IMTL) |
+| "nash_mtl" | `NashMTL` | gradient | Navon et al. 2022 |
+| "fairgrad" | `FairGrad` | gradient | Ban & Ji 2024 |
 """
 
 from keras_tricks.multitask.gradient_based import (
@@ -33,8 +35,10 @@ from keras_tricks.multitask.gradient_based import (
     MGDA,
     CAGrad,
     DualProj,
+    FairGrad,
     GradNorm,
     GradNormNormalization,
+    NashMTL,
     PCGrad,
     PrimaryAuxiliary,
     UPGrad,
@@ -69,11 +73,13 @@ __all__ = [
     "CAGrad",
     "DualProj",
     "Equal",
+    "FairGrad",
     "GeneralizedMean",
     "GradNorm",
     "GradNormNormalization",
     "Initial",
     "MultiTaskModel",
+    "NashMTL",
     "PCGrad",
     "PrimaryAuxiliary",
     "Prior",

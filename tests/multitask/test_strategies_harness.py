@@ -25,6 +25,8 @@ FACTORIES = {
     "upgrad": multitask.UPGrad,
     "dualproj": multitask.DualProj,
     "imtl_g": multitask.IMTLG,
+    "nash_mtl": multitask.NashMTL,
+    "fairgrad": lambda: multitask.FairGrad(alpha=2.0),
 }
 
 
