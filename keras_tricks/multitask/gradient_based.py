@@ -23,6 +23,7 @@ from typing import Any
 import keras
 from keras import ops
 
+from keras_tricks import _backend
 from keras_tricks._typing import Shape, Tensor
 from keras_tricks.multitask.strategy import (
     SeededStrategy,
@@ -975,6 +976,9 @@ def _fair_share_weights(gram: Tensor, power: float, iterations: int, search_step
 
 
 _LINE_SEARCH_STEPS = 2
+# Eagerly (JAX, TensorFlow) the solver's loops would run op by op, or be
+# retraced at every call: one compiled program per (k, power, iterations).
+_fair_share_weights_fused = _backend.fuse(_fair_share_weights, static_argnums=(1, 2, 3))
 
 
 class _Bargaining(Strategy):
@@ -992,7 +996,7 @@ class _Bargaining(Strategy):
         power = self._power()
         if power is None:  # FairGrad's alpha = 0: the sum of the (active) losses
             return ops.cast(_active(gram), gram.dtype)
-        return _fair_share_weights(gram, power, self.max_iterations, _LINE_SEARCH_STEPS)
+        return _fair_share_weights_fused(gram, power, self.max_iterations, _LINE_SEARCH_STEPS)
 
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()
@@ -1038,14 +1042,14 @@ class NashMTL(_Bargaining):
       hull), no update improves every task, the bargaining problem has no
       solution and the weights are 0 (the disagreement point: no shared
       update);
-    * the official code and torchjd divide G by its Frobenius norm and do
-      not undo it (their d is sqrt(||G||_F) times the paper's), clip ||d||
-      to `max_norm` = 1 and may recompute the weights only every
-      `update_weights_every` steps. None of these is offered: the paper's d
+    * the official code (and torchjd, which follows it) approximates the
+      solution by at most 20 convex subproblems (cvxpy/ECOS), clips ||d|| to
+      `max_norm` = 1 and may recompute the weights only every
+      `update_weights_every` steps. Neither option is offered: the exact d
       has the constant norm sqrt(k'), so a clip would only rescale the
       learning rate, and `MultiTaskModel` computes the per-task gradients at
       every step anyway, so stale weights would save nothing. The strategy
-      is stateless;
+      is stateless (nothing to save or resume);
     * only the shared update is weighted: each task's own parameters get its
       plain gradient (the official code weighs the losses, so its heads get
       w_i times their gradient, with w_i ~ 1 / ||g_i|| unbounded).

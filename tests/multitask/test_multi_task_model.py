@@ -209,6 +209,12 @@ def test_a_task_without_a_path_to_the_trunk_takes_no_part(strategy):
         "upgrad": lambda: ref.upgrad(np.stack([g.ravel() for g in g_trunk])),
         "dualproj": lambda: ref.dualproj(np.stack([g.ravel() for g in g_trunk])),
         "imtl_g": lambda: ref.imtl_g(np.stack([g.ravel() for g in g_trunk])),
+        "nash_mtl": lambda: ref.fair_share(
+            np.stack([g.ravel() for g in g_trunk] + [0 * g_trunk[0].ravel()]), gram
+        ),
+        "fairgrad": lambda: ref.fair_share(
+            np.stack([g.ravel() for g in g_trunk] + [0 * g_trunk[0].ravel()]), gram
+        ),
     }[strategy]()
     if strategy == "db_mtl":
         # DB-MTL's update is not a function of the Gram matrix alone in the
