@@ -28,6 +28,8 @@ with one of the strategies below; switching strategy is one argument.
 | "graddrop" | `GradDrop` | gradient, per coordinate, random | Chen et al. 2020 |
 | "aligned_mtl" | `AlignedMTL` | gradient | Senushkin et al. 2023 |
 | "gradvac" | `GradVac` | gradient, random, EMA state | Wang et al. 2021 |
+| "nash_mtl" | `NashMTL` | gradient | Navon et al. 2022 |
+| "fairgrad" | `FairGrad` | gradient | Ban & Ji 2024 |
 """
 
 from keras_tricks.multitask.gradient_based import (
@@ -37,10 +39,12 @@ from keras_tricks.multitask.gradient_based import (
     AlignedMTL,
     CAGrad,
     DualProj,
+    FairGrad,
     GradDrop,
     GradNorm,
     GradNormNormalization,
     GradVac,
+    NashMTL,
     PCGrad,
     PrimaryAuxiliary,
     UPGrad,
@@ -76,6 +80,7 @@ __all__ = [
     "CAGrad",
     "DualProj",
     "Equal",
+    "FairGrad",
     "GeneralizedMean",
     "GradDrop",
     "GradNorm",
@@ -83,6 +88,7 @@ __all__ = [
     "GradVac",
     "Initial",
     "MultiTaskModel",
+    "NashMTL",
     "PCGrad",
     "PrimaryAuxiliary",
     "Prior",

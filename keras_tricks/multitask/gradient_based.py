@@ -23,6 +23,7 @@ from typing import Any
 import keras
 from keras import ops
 
+from keras_tricks import _backend
 from keras_tricks._typing import Shape, Tensor
 from keras_tricks.multitask.strategy import (
     SeededStrategy,
@@ -1269,4 +1270,297 @@ class GradVac(SeededStrategy):
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()
         config["beta"] = self.beta
+        return config
+
+
+def _fair_share_weights(gram: Tensor, power: float, iterations: int, search_steps: int) -> Tensor:
+    """w > 0 with (G w)_i = w_i^-power for every task with a gradient, else 0.
+
+    The bargaining condition of Nash-MTL (power = 1) and FairGrad (power =
+    1 / alpha). It is the stationarity condition of the strictly convex
+
+        f(w) = 1/2 w^T G w - sum_i h(w_i),  h'(w) = w^-power,
+
+    (h = log for power 1, w^(1 - power) / (1 - power) otherwise) over w > 0,
+    solved by damped Newton: the Hessian G + diag(power w^(-power - 1)) is
+    positive definite even where G is singular. Everything runs in the unit
+    variables b_i = w_i ||g_i||, where the condition reads C b = c b^-power
+    with C the correlation matrix (unit diagonal) and c_i = ||g_i||^(power - 1)
+    (1 for Nash-MTL, which is therefore independent of the gradient norms;
+    c is divided by its largest entry, which only rescales b). Each Newton
+    step is followed by a line search along the step for the minimum of f,
+    by `search_steps` safeguarded Newton steps on its derivative, which is
+    computed from gradients rather than from values of f (in float32 the
+    values stop resolving the minimum long before the gradients do); the
+    step is capped at 0.95 of the way to the boundary w > 0.
+
+    The minimiser exists iff no convex combination of the gradients is 0
+    (f is unbounded below along such a combination): at a Pareto-stationary
+    point there is no bargaining solution, and the weights are 0 (no move,
+    the disagreement point of the bargaining game). That is detected from
+    the end of the iteration: a Newton decrement that has not fallen below
+    1e-3 (no convergence), or a combination sum_i b_i g_i / ||g_i|| that has
+    cancelled to below 1e-4 of sum_i b_i (so close to 0 that float32
+    rounding of G decides its direction).
+    """
+    k = int(ops.shape(gram)[0])
+    dtype = gram.dtype
+    active = _active(gram)
+    mask = ops.cast(active, dtype)
+    eye = ops.eye(k, dtype=dtype)
+    norms = ops.where(active, _norms(gram), 1.0)
+    on = mask[:, None] * mask[None, :]
+    c_matrix = ops.clip(gram / (norms[:, None] * norms[None, :]), -1.0, 1.0) * on
+    c_matrix = c_matrix * (1.0 - eye) + eye  # unit diagonal; inactive tasks decouple
+    # c = ||g||^(power - 1) / its largest entry, in logarithms (no overflow).
+    log_norms = ops.log(norms)
+    exponent = (power - 1.0) * log_norms
+    shift = ops.max(ops.where(active, exponent, -float("inf")))
+    shift = ops.where(ops.any(active), shift, 0.0)
+    log_c = ops.where(active, exponent - shift, 0.0)
+    c = ops.exp(log_c)
+
+    def gradient(b):
+        return ops.matmul(c_matrix, b) - c * ops.power(b, -power)
+
+    def curvature(b):
+        return power * c * ops.power(b, -power - 1.0)
+
+    # Start from the minimiser of f along the ray through b_i = c_i^(1/(1+power)),
+    # the solution when the gradients are orthogonal.
+    ray = ops.exp(log_c / (1.0 + power))
+    quadratic = ops.maximum(ops.sum(ray * ops.matmul(c_matrix, ray)), eps())
+    scale = ops.power(ops.sum(c * ops.power(ray, 1.0 - power)) / quadratic, 1.0 / (1.0 + power))
+    b0 = ops.where(active, scale * ray, 1.0)
+
+    def newton_step(b):
+        r = gradient(b)
+        hessian = c_matrix + eye * curvature(b)[None, :]
+        # Jacobi-preconditioned solve: the curvature terms span many decades.
+        # The ridge (16 eps on the unit diagonal) keeps the system regular
+        # where G is singular and w large (no solution: f unbounded); it
+        # only bends the step, not the point it converges to.
+        d = 1.0 / ops.sqrt(ops.diagonal(hessian))
+        scaled = hessian * (d[:, None] * d[None, :]) + 16.0 * eps() * eye
+        step = -d * ops.solve(scaled, (d * r)[:, None])[:, 0]
+        step = ops.where(ops.logical_and(active, ops.isfinite(step)), step, 0.0)
+        return step, -ops.sum(step * r)  # (Newton step, squared Newton decrement)
+
+    # The line search tries t = cap * 2^-j, j = 0..15, at once (one batched
+    # evaluation, not a loop of small ops: this runs inside every train step,
+    # eagerly on PyTorch), brackets the minimum of f between the largest t
+    # where f still decreases and the next larger one, and refines it by
+    # `search_steps` secant steps on the derivative.
+    fractions = ops.convert_to_tensor([2.0**-j for j in range(16)], dtype)
+
+    def slopes(b, step, t):  # d/dt f(b + t step) at each t (m,)
+        points = b[None, :] + t[:, None] * step[None, :]
+        r = ops.matmul(points, c_matrix) - c[None, :] * ops.power(points, -power)
+        return ops.sum(r * step[None, :], axis=1)
+
+    def body(_, b):
+        step, _ = newton_step(b)
+        to_boundary = ops.min(ops.where(ops.less(step, 0.0), -b / ops.minimum(step, -tiny()), float("inf")))
+        cap = ops.minimum(1.0, 0.95 * to_boundary)
+        t = cap * fractions
+        s = slopes(b, step, t)
+        descending = ops.less_equal(s, 0.0)
+        # Largest t where f still decreases (fractions decrease: the first such).
+        first = ops.argmax(ops.cast(descending, "int32"))
+        any_descending = ops.any(descending)
+        low = ops.where(any_descending, ops.take(t, first), 0.0)
+        s_low = ops.where(any_descending, ops.take(s, first), -ops.sum(step * step))
+        high_index = ops.maximum(first - 1, 0)
+        high = ops.where(any_descending, ops.take(t, high_index), ops.take(t, 15))
+        s_high = ops.where(any_descending, ops.take(s, high_index), ops.take(s, 15))
+        at_cap = ops.logical_and(any_descending, ops.equal(first, 0))
+
+        def secant(_, bracket):
+            low, s_low, high, s_high = bracket
+            gap = s_high - s_low
+            t = ops.where(ops.greater(gap, 0.0), low - s_low * safe_divide(high - low, gap), low)
+            t = ops.clip(t, low, high)
+            s_t = slopes(b, step, t[None])[0]
+            up = ops.greater(s_t, 0.0)
+            return (
+                ops.where(up, low, t),
+                ops.where(up, s_low, s_t),
+                ops.where(up, t, high),
+                ops.where(up, s_t, s_high),
+            )
+
+        low, s_low, high, s_high = ops.fori_loop(0, search_steps, secant, (low, s_low, high, s_high))
+        gap = s_high - s_low
+        t = ops.where(ops.greater(gap, 0.0), low - s_low * safe_divide(high - low, gap), low)
+        t = ops.where(at_cap, cap, ops.clip(t, low, high))
+        b_next = b + t * step
+        return ops.where(ops.all(ops.logical_and(ops.greater(b_next, 0.0), ops.isfinite(b_next))), b_next, b)
+
+    b = ops.fori_loop(0, iterations, body, b0)
+    _, decrement = newton_step(b)
+    b = ops.where(active, b, 0.0)
+    cancelled = ops.sum(b * ops.matmul(c_matrix, b)) < 1e-4 * ops.square(ops.sum(b))
+    solved = ops.logical_and(ops.less(decrement, 1e-3), ops.logical_not(cancelled))
+    solved = ops.logical_and(solved, ops.any(active))
+    # w = b / ||g||, times the scale c was divided by: b scales as c^(1/(1+power)).
+    log_w = ops.log(ops.maximum(b, tiny())) - log_norms + shift / (1.0 + power)
+    w = ops.where(active, ops.exp(log_w), 0.0)
+    w = ops.where(ops.all(ops.isfinite(w)), w, 0.0)
+    return ops.where(solved, w, ops.zeros_like(w))
+
+
+_LINE_SEARCH_STEPS = 2
+# Eagerly (JAX, TensorFlow) the solver's loops would run op by op, or be
+# retraced at every call: one compiled program per (k, power, iterations).
+_fair_share_weights_fused = _backend.fuse(_fair_share_weights, static_argnums=(1, 2, 3))
+
+
+class _Bargaining(Strategy):
+    uses_gradients = True
+    scales_task_specific = False
+
+    def __init__(self, max_iterations: int = 30, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.max_iterations = validate_number("max_iterations", max_iterations, low=1, integer=True)
+
+    def _power(self) -> float | None:
+        raise NotImplementedError
+
+    def task_weights(self, losses: Tensor, gram: Tensor, training: bool = True) -> Tensor:
+        power = self._power()
+        if power is None:  # FairGrad's alpha = 0: the sum of the (active) losses
+            return ops.cast(_active(gram), gram.dtype)
+        return _fair_share_weights_fused(gram, power, self.max_iterations, _LINE_SEARCH_STEPS)
+
+    def get_config(self) -> dict[str, Any]:
+        config = super().get_config()
+        config["max_iterations"] = self.max_iterations
+        return config
+
+
+@_register
+@register_strategy("nash_mtl")
+class NashMTL(_Bargaining):
+    """Nash-MTL: the Nash bargaining solution between the tasks for the shared update.
+
+    Navon, Shamsian, Achituve, Maron, Kawaguchi, Chechik & Fetaya,
+    "Multi-Task Learning as a Bargaining Game" (ICML 2022, arXiv
+    2202.01017). The tasks bargain over the update d, task i's utility
+    being <g_i, d>; the Nash bargaining solution is d = sum_i w_i g_i with
+    w > 0 solving
+
+        (G w)_i = 1 / w_i   for every task i,
+
+    i.e. w_i <g_i, d> = 1: each task's share of the improvement is inversely
+    proportional to its weight. The update's norm is always sqrt(k'), k' the
+    tasks with a gradient (||d||^2 = w^T G w = sum_i w_i (G w)_i = k'),
+    whatever the size of the gradients: w_i scales as 1 / ||g_i||, and the
+    direction depends only on the angles between the gradients.
+
+    Solved exactly (not the paper's sequence of convex approximations): w
+    minimises the strictly convex 1/2 w^T G w - sum_i log w_i, by
+    `max_iterations` damped Newton steps with a line search, in float32
+    with a fixed iteration count (see `_fair_share_weights`); within 1e-5
+    (relative) of the float64 solution in the tests, k = 2..8, gradient-norm
+    ratios up to 10^4.
+
+    Conventions where the paper or its code leave a choice:
+
+    * a task with a zero gradient on the shared variables has no utility to
+      bargain with (the condition has no solution for it): it is left out,
+      weight 0;
+    * linearly dependent gradients (identical ones, say) still have a unique
+      solution as long as no convex combination of them is 0, since the
+      barrier keeps the problem strictly convex; when one is (a
+      Pareto-stationary point: opposed gradients, or 0 inside their convex
+      hull), no update improves every task, the bargaining problem has no
+      solution and the weights are 0 (the disagreement point: no shared
+      update);
+    * the official code (and torchjd, which follows it) approximates the
+      solution by at most 20 convex subproblems (cvxpy/ECOS), clips ||d|| to
+      `max_norm` = 1 and may recompute the weights only every
+      `update_weights_every` steps. Neither option is offered: the exact d
+      has the constant norm sqrt(k'), so a clip would only rescale the
+      learning rate, and `MultiTaskModel` computes the per-task gradients at
+      every step anyway, so stale weights would save nothing. The strategy
+      is stateless (nothing to save or resume);
+    * only the shared update is weighted: each task's own parameters get its
+      plain gradient (the official code weighs the losses, so its heads get
+      w_i times their gradient, with w_i ~ 1 / ||g_i|| unbounded).
+
+    Example:
+
+        >>> import numpy as np
+        >>> from keras_tricks import multitask
+        >>> s = multitask.NashMTL().bind(["a", "b"])
+        >>> w = s.task_weights(np.ones(2, "float32"), np.array([[1.0, 0.0], [0.0, 4.0]], "float32"))
+        >>> [round(float(x), 4) for x in np.asarray(w)]  # orthogonal gradients: w_i = 1 / ||g_i||
+        [1.0, 0.5]
+
+    Args:
+        max_iterations: Newton steps (>= 1).
+    """
+
+    def _power(self) -> float:
+        return 1.0
+
+
+@_register
+@register_strategy("fairgrad")
+class FairGrad(_Bargaining):
+    """FairGrad: alpha-fair allocation of the shared update between the tasks.
+
+    Ban & Ji, "Fair Resource Allocation in Multi-Task Learning" (ICML 2024,
+    arXiv 2402.15638). With task i's utility <g_i, d>, the alpha-fair
+    update d = sum_i w_i g_i has w > 0 solving
+
+        (G w)_i = w_i^(-1 / alpha)   for every task i.
+
+    alpha = 1 is proportional fairness, Nash-MTL's condition (`NashMTL`);
+    alpha -> infinity tends to max-min fairness, <g_i, d> equal for all i;
+    alpha = 0 is the utilitarian sum: w = 1 (the limit of the condition as
+    alpha -> 0; the paper calls it linear scalarisation, torchjd returns
+    w = 1/k). Scaling every gradient by s scales d by s^((1 - alpha) /
+    (1 + alpha)): for alpha > 1 the update grows as the gradients shrink.
+
+    Solved exactly: w minimises the strictly convex 1/2 w^T G w -
+    sum_i h(w_i), h'(w) = w^(-1/alpha), with the solver of `NashMTL`
+    (`_fair_share_weights`); the official code and torchjd run
+    `scipy.optimize.least_squares` on G w - w^(-1/alpha) from w = 1/k
+    (approximate, see docs/multitask.md). Tested within 1e-5 (relative) of
+    the float64 solution for alpha in [0.5, 2], k = 2..8, gradient-norm
+    ratios up to 10^4. Far outside that range (alpha >= 10 or <= 0.1 with
+    norm ratios of 10^4) the exact weights span more than float32's range
+    (10^-40 next to 1) and the solver may stop short; it then returns 0 (no
+    shared update) rather than a wrong direction. Zero gradients,
+    Pareto-stationary points and the task-specific parameters are treated
+    as in `NashMTL`; the official code's `max_norm` clip of the shared
+    gradient is not offered (`keras.optimizers.Optimizer(clipnorm=...)`
+    clips every variable's update).
+
+    Example:
+
+        >>> import numpy as np
+        >>> from keras_tricks import multitask
+        >>> s = multitask.FairGrad(alpha=2.0).bind(["a", "b"])
+        >>> w = s.task_weights(np.ones(2, "float32"), np.array([[1.0, 0.0], [0.0, 4.0]], "float32"))
+        >>> [round(float(x), 4) for x in np.asarray(w)]  # orthogonal: w_i = ||g_i||^(-2 alpha / (1 + alpha))
+        [1.0, 0.3969]
+
+    Args:
+        alpha: the fairness parameter, >= 0 (1: Nash-MTL; paper's
+            experiments: 0.5 to 8 or so).
+        max_iterations: Newton steps (>= 1).
+    """
+
+    def __init__(self, alpha: float = 1.0, max_iterations: int = 30, **kwargs: Any) -> None:
+        super().__init__(max_iterations=max_iterations, **kwargs)
+        self.alpha = float(validate_number("alpha", alpha, low=0))
+
+    def _power(self) -> float | None:
+        return None if self.alpha == 0 else 1.0 / self.alpha
+
+    def get_config(self) -> dict[str, Any]:
+        config = super().get_config()
+        config["alpha"] = self.alpha
         return config

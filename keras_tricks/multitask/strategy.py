@@ -270,7 +270,7 @@ def get(identifier: str | dict[str, Any] | Strategy) -> Strategy:
     Names: "equal", "initial", "prior", "realtime", "generalized_mean",
     "uncertainty", "dwa", "grad_norm_normalization", "gradnorm", "mgda",
     "pcgrad", "cagrad", "primary_auxiliary", "rlw", "famo", "stch", "db_mtl", "upgrad", "dualproj", "imtl_g",
-    "graddrop", "aligned_mtl", "gradvac".
+    "graddrop", "aligned_mtl", "gradvac", "nash_mtl", "fairgrad".
     Raises ValueError naming the
     unknown name and listing the known ones.
     """

@@ -804,3 +804,88 @@ def gradvac(grads, orders, phi_hat, beta=0.01, zero_below=1e-3):
             phi_hat[i, j] = (1 - beta) * target + beta * phi
         d += gi
     return d, phi_hat
+
+
+# --------------------------------------------------------------------------
+# Nash-MTL (Navon et al. 2022) and FairGrad (Ban & Ji 2024)
+# --------------------------------------------------------------------------
+
+
+def zero_in_hull(grads):
+    """Whether some convex combination of the rows of `grads` is 0 (a linear
+    program: v >= 0, sum v = 1, grads^T v = 0)."""
+    grads = _as(grads)
+    k, n = grads.shape
+    scale = np.linalg.norm(grads, axis=1, keepdims=True)
+    units = grads / np.where(scale > 0, scale, 1.0)
+    a_eq = np.vstack([units.T, np.ones((1, k))])
+    b_eq = np.concatenate([np.zeros(n), [1.0]])
+    res = optimize.linprog(np.zeros(k), A_eq=a_eq, b_eq=b_eq, bounds=[(0, None)] * k, method="highs")
+    return res.status == 0
+
+
+def fair_share(grads, gram, alpha=1.0):
+    """The weights w > 0 with (G w)_i = w_i^(-1/alpha) over the tasks with a
+    non-zero gradient (0 for the others); alpha = 1 is Nash-MTL's bargaining
+    solution (Navon et al. 2022, eq. of Claim 3.1), any alpha FairGrad's
+    (Ban & Ji 2024, eq. 4). None when no solution exists (0 in the convex
+    hull of the gradients: the objective below is unbounded).
+
+    float64: the minimiser of the convex 1/2 w^T G w - sum_i h(w_i),
+    h'(w) = w^(-1/alpha), by scipy's interior-point trust-region method
+    (`trust-constr`, bounds w >= 0), then polished as the root of
+    w_i^(1/alpha) (G w)_i = 1 by `scipy.optimize.least_squares`; the result
+    must satisfy that equation to 1e-10 (relative). Solved in w_i ||g_i||
+    (a change of variables only, so that gradient norms 10^4 apart do not
+    make scipy's tolerances meaningless)."""
+    grads, gram = _as(grads), _as(gram)
+    k = gram.shape[0]
+    on = np.diag(gram) > 0
+    w = np.zeros(k)
+    if not on.any():
+        return w
+    if zero_in_hull(grads[on]):
+        return None
+    p = 1.0 / alpha
+    a = gram[np.ix_(on, on)]
+    n = np.sqrt(np.diag(a))
+    corr = a / np.outer(n, n)
+    c = n ** (p - 1.0)
+    top = c.max()
+    c = c / top
+
+    def h(u):
+        return np.log(u) if p == 1.0 else u ** (1.0 - p) / (1.0 - p)
+
+    def objective(u):
+        return 0.5 * u @ corr @ u - np.sum(c * h(u))
+
+    def jac(u):
+        return corr @ u - c * u**-p
+
+    def hess(u):
+        return corr + np.diag(p * c * u ** (-p - 1.0))
+
+    u0 = c ** (1.0 / (1.0 + p))
+    sol = optimize.minimize(
+        objective,
+        u0,
+        jac=jac,
+        hess=hess,
+        method="trust-constr",
+        bounds=optimize.Bounds(np.zeros(len(u0)), np.inf),
+        options=dict(gtol=1e-14, xtol=1e-16, maxiter=5000),
+    )
+
+    def residual(u):
+        return (corr @ u) * u**p / c - 1.0
+
+    def residual_jac(u):
+        return corr * (u**p / c)[:, None] + np.diag(p * (corr @ u) * u ** (p - 1.0) / c)
+
+    u = optimize.least_squares(
+        residual, sol.x, jac=residual_jac, bounds=(0, np.inf), xtol=1e-15, ftol=1e-15, gtol=1e-15
+    ).x
+    assert np.max(np.abs(residual(u))) < 1e-10, ("reference did not converge", residual(u))
+    w[on] = u / n * top ** (1.0 / (1.0 + p))
+    return w

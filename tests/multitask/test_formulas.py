@@ -885,3 +885,85 @@ def test_gradvac_random_orders_and_eval():
     # not training: the targets stay as they are
     s.task_weights(_t(np.ones(3)), _t(gram), training=False)
     np.testing.assert_array_equal(_np(s.phi_hat), phi)
+
+
+# ------------------------------------------------- Nash-MTL and FairGrad
+
+
+def _assert_fair_share(w, grads, gram, alpha, what, rel=1e-4):
+    """Ours against the float64 scipy solution: the relative error of d, or
+    w = 0 where there is no solution (0 in the convex hull of the gradients)."""
+    assert np.all(np.isfinite(w)), (what, w)
+    w_ref = ref.fair_share(grads, gram, alpha)
+    if w_ref is None:
+        np.testing.assert_array_equal(w, 0.0, err_msg=what)
+        return 0.0
+    d, d_ref = ref.combined_gradient(w, grads), ref.combined_gradient(w_ref, grads)
+    err = np.linalg.norm(d - d_ref) / np.linalg.norm(d_ref)
+    assert err <= rel, (what, err, w, w_ref)
+    return err
+
+
+@pytest.mark.parametrize("k", KS)
+def test_nash_mtl_on_the_shared_cases(k):
+    for name in CASE_NAMES:
+        grads, gram, losses = _case(k, name)
+        w = _compiled_weights(multitask.NashMTL, k, losses, gram)
+        _assert_fair_share(w, grads, gram, 1.0, f"nash_mtl {name}")
+        if name == "zero":
+            assert w[1] == 0.0
+        if ref.fair_share(grads, gram) is not None:
+            # the bargaining solution: ||d||^2 = k' (the tasks with a gradient)
+            d = ref.combined_gradient(w, grads)
+            assert d @ d == pytest.approx(np.sum(np.diag(gram) > 0), rel=1e-4), name
+
+
+def _exactness_cases():
+    # (strategy class, kwargs, alpha, k); TensorFlow and JAX compile one
+    # program per entry, so they get k = 3 only (the sweep is the same code)
+    cases = [(multitask.NashMTL, {}, 1.0, 3), (multitask.FairGrad, {"alpha": 2.0}, 2.0, 3)]
+    if _backend.name() == "torch":
+        for k in (2, 4, 6, 8):
+            cases += [(multitask.NashMTL, {}, 1.0, k)]
+            cases += [(multitask.FairGrad, {"alpha": a}, a, k) for a in (0.5, 2.0)]
+    return cases
+
+
+def test_nash_mtl_and_fairgrad_exact_up_to_norm_ratio_1e4():
+    worst = 0.0
+    for cls, kwargs, alpha, k in _exactness_cases():
+        for ratio, seed in [(1e2, 0), (1e4, 1)]:
+            grads, gram = _spread_norms(k, ratio, seed)
+            w = _compiled_weights(cls, k, np.ones(k), gram, **kwargs)
+            err = _assert_fair_share(w, grads, gram, alpha, f"{cls.__name__} {kwargs} k={k} ratio={ratio}")
+            worst = max(worst, err)
+    print(f"nash_mtl / fairgrad: worst relative error of d vs float64 = {worst:.1e}")
+
+
+def test_fairgrad_alpha_one_is_nash_mtl_and_solves_its_condition():
+    for seed in range(3):
+        grads = np.random.default_rng(seed).normal(size=(3, 5)) * np.array([[1.0], [10.0], [0.1]])
+        gram = (grads @ grads.T).astype(np.float32).astype(np.float64)
+        nash = _compiled_weights(multitask.NashMTL, 3, np.ones(3), gram)
+        fair = _compiled_weights(multitask.FairGrad, 3, np.ones(3), gram, alpha=1.0)
+        np.testing.assert_allclose(fair, nash, rtol=1e-6)
+        # the defining conditions, checked on the weights themselves
+        np.testing.assert_allclose(nash * (gram @ nash), 1.0, rtol=1e-4)
+        fair2 = _compiled_weights(multitask.FairGrad, 3, np.ones(3), gram, alpha=2.0)
+        np.testing.assert_allclose(np.sqrt(fair2) * (gram @ fair2), 1.0, rtol=1e-4)
+    # alpha = 0: the utilitarian limit w = 1 (0 for a task without a gradient)
+    s = _bind(multitask.FairGrad(alpha=0.0), 3)
+    np.testing.assert_array_equal(_weights(s, np.ones(3), np.diag([1.0, 0.0, 4.0])), [1.0, 0.0, 1.0])
+
+
+def test_nash_mtl_and_fairgrad_arguments():
+    with pytest.raises(ValueError, match="alpha"):
+        multitask.FairGrad(alpha=-1.0)
+    with pytest.raises(TypeError, match="alpha"):
+        multitask.FairGrad(alpha="1")
+    for cls in (multitask.NashMTL, multitask.FairGrad):
+        with pytest.raises(ValueError, match="max_iterations"):
+            cls(max_iterations=0)
+        config = cls(max_iterations=7).get_config()
+        assert config["max_iterations"] == 7 and cls.from_config(config).max_iterations == 7
+    assert multitask.FairGrad.from_config(multitask.FairGrad(alpha=3.0).get_config()).alpha == 3.0

@@ -250,6 +250,12 @@ def test_a_task_without_a_path_to_the_trunk_takes_no_part(strategy):
         "aligned_mtl": lambda: _weights_of(ref.aligned_mtl(flat), flat),
         # (targets start at 0; the pairs with t2 are skipped, so the order does not matter)
         "gradvac": lambda: _weights_of(ref.gradvac(flat, [[1], [0]], np.zeros((2, 2)))[0], flat),
+        "nash_mtl": lambda: ref.fair_share(
+            np.stack([g.ravel() for g in g_trunk] + [0 * g_trunk[0].ravel()]), gram
+        ),
+        "fairgrad": lambda: ref.fair_share(
+            np.stack([g.ravel() for g in g_trunk] + [0 * g_trunk[0].ravel()]), gram
+        ),
     }[strategy]()
     if strategy == "db_mtl":
         # DB-MTL's update is not a function of the Gram matrix alone in the

@@ -28,6 +28,8 @@ FACTORIES = {
     "graddrop": lambda: multitask.GradDrop(leak=[0.0, 0.5], seed=2),
     "aligned_mtl": multitask.AlignedMTL,
     "gradvac": lambda: multitask.GradVac(beta=0.5, seed=2),
+    "nash_mtl": multitask.NashMTL,
+    "fairgrad": lambda: multitask.FairGrad(alpha=2.0),
 }
 
 
