@@ -18,6 +18,7 @@ and of the averages a layout-blind EMA would hold (a full copy per device).
 """
 
 import argparse
+import contextlib
 import os
 import statistics
 import time
@@ -84,7 +85,7 @@ class _Timer(keras.callbacks.Callback):
 
 
 def make(distribution, initial):
-    scope = distribution.scope() if distribution is not None else _null()
+    scope = distribution.scope() if distribution is not None else contextlib.nullcontext()
     with scope:
         model = build()
         model.set_weights(initial)
@@ -101,14 +102,6 @@ def make(distribution, initial):
 
 def per_device_bytes(values):
     return sum(v.addressable_shards[0].data.nbytes for v in values)
-
-
-class _null:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
 
 
 def main():
@@ -130,7 +123,7 @@ def main():
     for _ in range(args.repeats):
         for name, (d, mt, ema) in runs.items():
             timer = _Timer()
-            scope = d.scope() if d is not None else _null()
+            scope = d.scope() if d is not None else contextlib.nullcontext()
             with scope:
                 # Epoch 1 compiles (first round) or warms up; epoch 2 is timed.
                 mt.fit(
