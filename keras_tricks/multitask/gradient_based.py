@@ -907,19 +907,11 @@ class GradDrop(SeededStrategy):
     ) -> None:
         super().__init__(seed=seed, **kwargs)
         if isinstance(leak, dict):
-            values = list(leak.values())
+            self.leak = {str(t): float(validate_number("leak", v, low=0, high=1)) for t, v in leak.items()}
         elif isinstance(leak, (list, tuple)):
-            values = list(leak)
+            self.leak = [float(validate_number("leak", v, low=0, high=1)) for v in leak]
         else:
-            values = [leak]
-        for value in values:
-            validate_number("leak", value, low=0, high=1)
-        if isinstance(leak, dict):
-            self.leak = {str(t): float(v) for t, v in leak.items()}
-        elif isinstance(leak, (list, tuple)):
-            self.leak = [float(v) for v in leak]
-        else:
-            self.leak = float(leak)
+            self.leak = float(validate_number("leak", leak, low=0, high=1))
 
     def bind(self, tasks: Iterable[str]) -> GradDrop:
         tasks = [str(t) for t in tasks]
@@ -931,7 +923,7 @@ class GradDrop(SeededStrategy):
             return [self.leak] * k
         if self.tasks is None:
             raise ValueError("Bind the strategy to its tasks first: strategy.bind(task_names).")
-        return [float(v) for v in per_task(self.leak, self.tasks, "leak")]
+        return self._task_value("leak", self.leak)
 
     def combine_elementwise(
         self, grads: Sequence[Tensor], uniform: Tensor | None = None
