@@ -5,7 +5,6 @@ and the tests of every module that reaches into Keras internals carry the
 
 from pathlib import Path
 
-import keras
 import pytest
 
 # Each package module that imports keras_tricks/_keras_compat.py (Keras's
@@ -33,6 +32,11 @@ KERAS_INTERNALS_TESTS = {
     "keras_tricks/optimizers/_wrapper.py": [
         "tests/callbacks/test_exponential_moving_average.py",
         "tests/optimizers/test_lookahead.py",
+        "tests/optimizers/test_scaled_updates.py",
+    ],
+    "keras_tricks/optimizers/scaled_updates.py": [
+        "tests/optimizers/test_scaled_updates.py",
+        "tests/optimizers/test_layerwise_lr_decay.py",
     ],
     "keras_tricks/train/_chain.py": ["tests/train/test_tricks.py"],
     "keras_tricks/train/_step.py": ["tests/train/test_tricks.py"],
@@ -42,14 +46,10 @@ _INTERNALS_FILES = {str(_ROOT / f) for files in KERAS_INTERNALS_TESTS.values() f
 
 
 # Docstring examples of functions that need a newer Keras than the floor the
-# package declares; each function raises a clear RuntimeError there instead,
-# which its own tests check.
-_DOCTESTS_NEEDING = {
-    "keras_tricks.optimizers.layerwise_lr_decay.layerwise_lr_decay": (
-        hasattr(keras.optimizers, "MultiOptimizer"),
-        "layerwise_lr_decay needs keras.optimizers.MultiOptimizer (Keras >= 3.15)",
-    ),
-}
+# package declares, {doctest name: (available, reason)}; each such function
+# must raise a clear error there instead, checked by its own tests. None at
+# present (layerwise_lr_decay falls back to ScaledUpdates before Keras 3.15).
+_DOCTESTS_NEEDING: dict[str, tuple[bool, str]] = {}
 
 
 def pytest_collection_modifyitems(items):

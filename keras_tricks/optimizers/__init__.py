@@ -5,5 +5,12 @@ from keras_tricks.optimizers.exponential_moving_average import ExponentialMoving
 from keras_tricks.optimizers.layerwise_lr_decay import layerwise_lr_decay
 from keras_tricks.optimizers.lookahead import Lookahead
 from keras_tricks.optimizers.piecewise_linear import PiecewiseLinear
+from keras_tricks.optimizers.scaled_updates import ScaledUpdates
 
-__all__ = ["ExponentialMovingAverageOptimizer", "Lookahead", "PiecewiseLinear", "layerwise_lr_decay"]
+__all__ = [
+    "ExponentialMovingAverageOptimizer",
+    "Lookahead",
+    "PiecewiseLinear",
+    "ScaledUpdates",
+    "layerwise_lr_decay",
+]

@@ -6,7 +6,7 @@ helpers that tell whether the wrapped optimizer applied an update."""
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import keras
@@ -124,3 +124,35 @@ class OptimizerWrapper(keras.optimizers.Optimizer):
         )
         applied = _applied(before, inner_iterations(new_inner)) if skip else None
         return new_trainable, new_inner, applied
+
+    # ----------------------------------------------------- saving / loading
+
+    def _save_inner(self, store: dict[str, Any]) -> None:
+        """The wrapped optimizer's variables, as `inner_<i>` entries."""
+        for i, v in enumerate(self.inner_optimizer.variables):
+            store[f"inner_{i}"] = ops.convert_to_numpy(v)
+
+    def _load_inner(self, pending: Mapping[str, Any]) -> None:
+        """Assign the `inner_<i>` entries of `pending` (a built optimizer)."""
+        keys = sorted((k for k in pending if k.startswith("inner_")), key=lambda k: int(k.split("_")[1]))
+        variables = self.inner_optimizer.variables
+        if len(keys) != len(variables):
+            raise ValueError(
+                f"The saved state of the wrapped optimizer has {len(keys)} variables, "
+                f"but {type(self.inner_optimizer).__name__} here has {len(variables)}."
+            )
+        with _eager_scope():
+            for key, var in zip(keys, variables):
+                var.assign(pending[key])
+
+    # --------------------------------------------------------------- config
+
+    @classmethod
+    def from_config(
+        cls, config: dict[str, Any], custom_objects: dict[str, Any] | None = None
+    ) -> OptimizerWrapper:
+        config = dict(config)
+        inner = keras.saving.deserialize_keras_object(
+            config.pop("inner_optimizer"), custom_objects=custom_objects
+        )
+        return cls(inner, **config)

@@ -515,13 +515,3 @@ class ExponentialMovingAverageOptimizer(OptimizerWrapper):
             "warmup": self.warmup,
             "bias_correction": self.bias_correction,
         }
-
-    @classmethod
-    def from_config(
-        cls, config: dict[str, Any], custom_objects: dict[str, Any] | None = None
-    ) -> ExponentialMovingAverageOptimizer:
-        config = dict(config)
-        inner = keras.saving.deserialize_keras_object(
-            config.pop("inner_optimizer"), custom_objects=custom_objects
-        )
-        return cls(inner, **config)

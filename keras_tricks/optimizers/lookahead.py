@@ -229,8 +229,7 @@ class Lookahead(OptimizerWrapper):
         store["lookahead_step"] = ops.convert_to_numpy(self._lookahead_step)
         for i, phi in enumerate(self._slow):
             store[f"slow_{i}"] = ops.convert_to_numpy(phi)
-        for i, v in enumerate(self.inner_optimizer.variables):
-            store[f"inner_{i}"] = ops.convert_to_numpy(v)
+        self._save_inner(store)
 
     @_keras_compat.no_automatic_dependency_tracking
     def load_own_variables(self, store: dict[str, Any]) -> None:
@@ -250,15 +249,6 @@ class Lookahead(OptimizerWrapper):
                 f"The saved Lookahead state has {len(slow_keys)} slow weights, but this optimizer "
                 f"updates {len(self._slow)} variables."
             )
-        inner_keys = sorted(
-            (k for k in pending if k.startswith("inner_")), key=lambda k: int(k.split("_")[1])
-        )
-        inner_vars = self.inner_optimizer.variables
-        if len(inner_keys) != len(inner_vars):
-            raise ValueError(
-                f"The saved state of the wrapped optimizer has {len(inner_keys)} variables, "
-                f"but {type(self.inner_optimizer).__name__} here has {len(inner_vars)}."
-            )
         with _eager_scope():
             if "lookahead_step" in pending:
                 self._lookahead_step.assign(pending.pop("lookahead_step"))
@@ -270,8 +260,7 @@ class Lookahead(OptimizerWrapper):
                         f"follows has shape {tuple(phi.shape)}."
                     )
                 phi.assign(value)
-            for key, var in zip(inner_keys, inner_vars):
-                var.assign(pending.pop(key))
+        self._load_inner(pending)
         self._pending = {}
 
     # --------------------------------------------------------------- config
@@ -283,11 +272,3 @@ class Lookahead(OptimizerWrapper):
             "k": self.k,
             "alpha": self.alpha,
         }
-
-    @classmethod
-    def from_config(cls, config: dict[str, Any], custom_objects: dict[str, Any] | None = None) -> Lookahead:
-        config = dict(config)
-        inner = keras.saving.deserialize_keras_object(
-            config.pop("inner_optimizer"), custom_objects=custom_objects
-        )
-        return cls(inner, **config)
