@@ -75,7 +75,9 @@ def entropy_normalize(p: Tensor, target_entropy: float, *, iterations: int = 60)
             f"`p` must have at least one axis (the classes), got shape {getattr(p, 'shape', None)}."
         )
     n = p.shape[-1]
-    if n is not None and target > math.log(n) + 1e-12:
+    # Checked only for a static length: a symbolic one (None, or JAX's shape
+    # polymorphism in a functional model) has no value yet.
+    if isinstance(n, int) and target > math.log(n) + 1e-12:
         raise ValueError(
             f"`target_entropy` must be in [0, log n] = [0, {math.log(n):.6g}] for n={n}, got {target!r}."
         )

@@ -70,6 +70,16 @@ def test_entropy_equals_target_and_matches_reference(target):
         assert np.all(np.diff(row_q[order]) >= -1e-7)
 
 
+def test_symbolic_length_in_a_functional_model():
+    # An Input with an unknown class axis: the range check waits for a value
+    # (it used to take math.log of JAX's symbolic dimension and fail).
+    inputs = keras.Input((None,))
+    model = keras.Model(inputs, keras.layers.Lambda(lambda t: entropy_normalize(t, 0.7))(inputs))
+    p = _cases(np.random.default_rng(1))[12:20].astype("float32")
+    q = keras.ops.convert_to_numpy(model(p)).astype(np.float64)
+    np.testing.assert_allclose(q, _reference(p, 0.7), atol=2e-4)
+
+
 def test_unreachable_targets_clip_to_the_nearest_distribution():
     p = np.array([[0.5, 0.3, 0.2, 0.0]], "float32")
     q = keras.ops.convert_to_numpy(entropy_normalize(p, math.log(4)))  # above log(3)
