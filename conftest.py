@@ -27,7 +27,15 @@ KERAS_INTERNALS_TESTS = {
         "tests/losses/test_flooding.py",
         "tests/losses/test_individual_flooding.py",
     ],
-    "keras_tricks/multitask/_train_step.py": ["tests/multitask/test_multi_task_model.py"],
+    "keras_tricks/multitask/_train_step.py": [
+        "tests/multitask/test_multi_task_model.py",
+        "tests/multitask/test_representation.py",  # the representation step uses its helpers
+    ],
+    "keras_tricks/multitask/strategy.py": ["tests/multitask/test_multi_task_model.py"],
+    "keras_tricks/multitask/multi_task_model.py": [
+        "tests/multitask/test_multi_task_model.py",
+        "tests/multitask/test_representation.py",
+    ],
     "keras_tricks/optimizers/lookahead.py": ["tests/optimizers/test_lookahead.py"],
     "keras_tricks/optimizers/_wrapper.py": [
         "tests/callbacks/test_exponential_moving_average.py",

@@ -39,6 +39,12 @@ median, steadier on a shared machine) (a batch-end hook makes Keras wait for eac
 configuration). Ratios: loss-based strategies / `equal`, gradient-based
 strategies / `ref: k backward` (target <= 1.15x) and / `equal`.
 
+`<strategy> @z` rows (`--representation`, default mgda, cagrad, upgrad):
+the strategy with `MultiTaskModel(representation="trunk<last>")`, per-task
+gradients with respect to the trunk's output and one backward pass through
+the trunk (MGDA-UB's cut); compare them with `ref: 1 backward` and
+`ref: k backward` (no target: the figure says what the cut saves).
+
 Profile (gradient-based strategies): the strategy's `task_weights` alone on a
 fixed Gram matrix, and `MultiTaskModel.combine_task_gradients` (Gram matrix +
 weights + combination) alone on fixed per-task gradients, each compiled as
@@ -82,6 +88,8 @@ GRADIENT_BASED += tuple(
     n for n, cls in multitask.STRATEGIES.items() if cls.uses_gradients and n not in GRADIENT_BASED
 )
 REFERENCES = ("ref: 1 backward", "ref: k backward")
+# `<strategy> @z`: the strategy with MultiTaskModel(representation=<last trunk layer>).
+AT_Z = " @z"
 MEMORY_CONFIGS = ("equal", "ref: k backward", "mgda", "cagrad")
 
 
@@ -251,6 +259,12 @@ def build_config(config, k, args):
         trainer = Reference(model, make_losses(k), backward="one")
     elif config == "ref: k backward":
         trainer = Reference(model, make_losses(k), backward="k")
+    elif config.endswith(AT_Z):
+        name = config[: -len(AT_Z)]
+        representation = f"trunk{len(args.trunk) - 1}"
+        trainer = multitask.MultiTaskModel(
+            model, strategy=make_strategy(name, k), representation=representation
+        )
     else:
         trainer = multitask.MultiTaskModel(model, strategy=make_strategy(config, k))
     trainer.compile(
@@ -468,6 +482,13 @@ def main(argv=None):
     parser.add_argument("--profile-reps", type=int, default=50)
     parser.add_argument("--strategies", nargs="+", default=list(LOSS_BASED + GRADIENT_BASED))
     parser.add_argument(
+        "--representation",
+        nargs="*",
+        default=["mgda", "cagrad", "upgrad"],
+        help="gradient-based strategies also timed with per-task gradients with respect to the "
+        "trunk's output (`<name> @z`; none: no such rows)",
+    )
+    parser.add_argument(
         "--jit-compile", type=parse_jit, default="auto", help="auto (Keras's default) | true | false"
     )
     parser.add_argument("--no-memory", action="store_true")
@@ -492,10 +513,15 @@ def main(argv=None):
     unknown = sorted(set(args.strategies) - set(LOSS_BASED + GRADIENT_BASED))
     if unknown:
         parser.error(f"unknown strategies {unknown}")
+    gram_based = set(GRADIENT_BASED) - {"graddrop"}  # GradDrop masks coordinates: no Gram matrix
+    unknown = sorted(set(args.representation) - gram_based)
+    if unknown:
+        parser.error(f"--representation takes Gram-based strategies; not {unknown}")
     if "equal" not in args.strategies:
         args.strategies = ["equal"] + args.strategies
 
     configs = list(REFERENCES) + [s for s in LOSS_BASED + GRADIENT_BASED if s in args.strategies]
+    configs += [s + AT_Z for s in args.representation]
     load = os.getloadavg()[0]
     print(
         f"backend {backend} (jit_compile={args.jit_compile!r}), batch {args.batch_size}, "
@@ -529,7 +555,7 @@ def main(argv=None):
         for config in configs:
             m, b = medians[config], best[config]
             vs_ref = vs_ref_best = target = ""
-            if config in GRADIENT_BASED or config == "ref: 1 backward":
+            if config in GRADIENT_BASED or config == "ref: 1 backward" or config.endswith(AT_Z):
                 vs_ref = f"{m / ref_k:7.3f}x"
                 vs_ref_best = f"{b / best['ref: k backward']:6.3f}x"
             if config in GRADIENT_BASED:

@@ -115,6 +115,14 @@ def optimizer_trainable_variables(optimizer: keras.optimizers.Optimizer) -> list
     return variables
 
 
+def layer_own_variables(layer: keras.layers.Layer) -> list:
+    """The variables a layer created itself with `add_weight` (trainable,
+    then non-trainable), without those of its sublayers or of attached
+    objects such as a `SeedGenerator`: Keras keeps them in private lists
+    and has no public accessor for just these."""
+    return list(layer._trainable_variables) + list(layer._non_trainable_variables)
+
+
 def variable_layout(variable: keras.Variable) -> Any:
     """The `keras.distribution` layout a variable was created with (None
     without one): private `_layout`, the attribute Keras's own

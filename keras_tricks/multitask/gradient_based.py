@@ -711,8 +711,25 @@ def _dual_cone_two(gram, u):
 
 
 class _Preference(Strategy):
+    """A gradient-based strategy with a preference vector over the tasks
+    (UPGrad, DualProj, Aligned-MTL)."""
+
     uses_gradients = True
     scales_task_specific = False
+
+    def __init__(self, preference: Sequence[float] | dict[str, float] | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.preference = validate_positive_values("preference", preference)
+
+    def get_config(self) -> dict[str, Any]:
+        config = super().get_config()
+        config["preference"] = self.preference
+        return config
+
+
+class _IterativePreference(_Preference):
+    """A preference strategy that falls back to `max_iterations` FISTA steps
+    beyond the exact solver's k (UPGrad, DualProj)."""
 
     def __init__(
         self,
@@ -720,19 +737,18 @@ class _Preference(Strategy):
         max_iterations: int = 200,
         **kwargs: Any,
     ) -> None:
-        super().__init__(**kwargs)
-        self.preference = validate_positive_values("preference", preference)
+        super().__init__(preference, **kwargs)
         self.max_iterations = validate_number("max_iterations", max_iterations, low=1, integer=True)
 
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()
-        config.update({"preference": self.preference, "max_iterations": self.max_iterations})
+        config["max_iterations"] = self.max_iterations
         return config
 
 
 @_register
 @register_strategy("upgrad")
-class UPGrad(_Preference):
+class UPGrad(_IterativePreference):
     """UPGrad: the average of each task's gradient projected onto the dual cone of all of them.
 
     Quinton & Rey, "Jacobian Descent for Multi-Objective Optimization"
@@ -771,7 +787,7 @@ class UPGrad(_Preference):
 
 @_register
 @register_strategy("dualproj")
-class DualProj(_Preference):
+class DualProj(_IterativePreference):
     """DualProj: the mean gradient projected onto the dual cone of the task gradients.
 
     Quinton & Rey, "Jacobian Descent for Multi-Objective Optimization"
@@ -1041,7 +1057,7 @@ def symmetric_eigh_jacobi(matrix: Tensor, sweeps: int = JACOBI_SWEEPS) -> tuple[
 
 @_register
 @register_strategy("aligned_mtl")
-class AlignedMTL(Strategy):
+class AlignedMTL(_Preference):
     """Aligned-MTL: the task gradients made orthogonal and of equal norm, then averaged.
 
     Senushkin, Patakin, Kuznetsov & Konushin, "Independent Component
@@ -1096,13 +1112,6 @@ class AlignedMTL(Strategy):
             dict by task name).
     """
 
-    uses_gradients = True
-    scales_task_specific = False
-
-    def __init__(self, preference: Sequence[float] | dict[str, float] | None = None, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.preference = validate_positive_values("preference", preference)
-
     def task_weights(self, losses: Tensor, gram: Tensor, training: bool = True) -> Tensor:
         k = int(ops.shape(gram)[0])
         active = _active(gram)
@@ -1119,11 +1128,6 @@ class AlignedMTL(Strategy):
         root = ops.sqrt(ops.where(ops.any(kept), smallest, 0.0))
         b = root * ops.matmul(v * inverse_root[None, :], ops.transpose(v))
         return ops.where(ops.any(kept), ops.matmul(b, u), u)
-
-    def get_config(self) -> dict[str, Any]:
-        config = super().get_config()
-        config["preference"] = self.preference
-        return config
 
 
 @_register
@@ -1367,11 +1371,14 @@ def _fair_share_weights(gram: Tensor, power: float, iterations: int, search_step
         s_high = ops.where(any_descending, ops.take(s, high_index), ops.take(s, 15))
         at_cap = ops.logical_and(any_descending, ops.equal(first, 0))
 
+        def secant_point(low, s_low, high, s_high):
+            # Where the line through the bracket's two slopes crosses zero.
+            gap = s_high - s_low
+            return ops.where(ops.greater(gap, 0.0), low - s_low * safe_divide(high - low, gap), low)
+
         def secant(_, bracket):
             low, s_low, high, s_high = bracket
-            gap = s_high - s_low
-            t = ops.where(ops.greater(gap, 0.0), low - s_low * safe_divide(high - low, gap), low)
-            t = ops.clip(t, low, high)
+            t = ops.clip(secant_point(low, s_low, high, s_high), low, high)
             s_t = slopes(b, step, t[None])[0]
             up = ops.greater(s_t, 0.0)
             return (
@@ -1382,9 +1389,7 @@ def _fair_share_weights(gram: Tensor, power: float, iterations: int, search_step
             )
 
         low, s_low, high, s_high = ops.fori_loop(0, search_steps, secant, (low, s_low, high, s_high))
-        gap = s_high - s_low
-        t = ops.where(ops.greater(gap, 0.0), low - s_low * safe_divide(high - low, gap), low)
-        t = ops.where(at_cap, cap, ops.clip(t, low, high))
+        t = ops.where(at_cap, cap, ops.clip(secant_point(low, s_low, high, s_high), low, high))
         b_next = b + t * step
         return ops.where(ops.all(ops.logical_and(ops.greater(b_next, 0.0), ops.isfinite(b_next))), b_next, b)
 

@@ -9,11 +9,27 @@ from typing import Any
 import keras
 from keras import ops
 
-from keras_tricks import _backend
+from keras_tricks import _backend, _keras_compat
 from keras_tricks._typing import LossLike, Tensor
-from keras_tricks.multitask import _train_step
+from keras_tricks.multitask import _representation_step, _train_step
 from keras_tricks.multitask.strategy import Strategy, per_task, safe_divide
 from keras_tricks.multitask.strategy import get as get_strategy
+
+
+def _pairwise_gram(groups: Sequence[Sequence[Tensor]]) -> Tensor:
+    """G_ij = sum over groups of <g_i, g_j>, float32 (k, k); `groups[v][i]`
+    is task i's gradient in group v (a variable, or the representation).
+    Pairwise reductions rather than a stacked (k, n) x (n, k) matmul: no
+    copy of the gradients, and XLA:CPU runs them ~4x faster."""
+    entries = {}
+    k = len(groups[0])
+    for group in groups:
+        flat = [ops.cast(g, "float32") for g in group]
+        for i in range(k):
+            for j in range(i, k):
+                dot = ops.sum(flat[i] * flat[j])
+                entries[i, j] = dot if (i, j) not in entries else entries[i, j] + dot
+    return ops.stack([ops.stack([entries[min(i, j), max(i, j)] for j in range(k)]) for i in range(k)])
 
 
 class _FunctionLoss(keras.losses.Loss):
@@ -84,6 +100,12 @@ class MultiTaskModel(keras.Model):
         shared: for gradient-based strategies, the shared variables: None
             (every trainable variable that two or more outputs depend on), or
             a list of layer names, layers or variables.
+        representation: for Gram-based strategies, a layer (or its name)
+            whose output z every output depends on: the Gram matrix is then
+            that of the per-task gradients with respect to z (MGDA-UB, Sener
+            & Koltun 2018, Section 3.3), and the trunk below z is
+            differentiated once, with the cotangent sum_i w_i dL_i/dz,
+            instead of once per task. Excludes `shared`.
         **kwargs: base `keras.Model` arguments (`name`).
 
     Examples:
@@ -108,6 +130,7 @@ class MultiTaskModel(keras.Model):
         strategy: str | Strategy = "equal",
         tasks: Sequence[str] | None = None,
         shared: Sequence[str | keras.layers.Layer | keras.Variable] | None = None,
+        representation: str | keras.layers.Layer | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -159,6 +182,8 @@ class MultiTaskModel(keras.Model):
                     "variables still train on their own loss).",
                     stacklevel=2,
                 )
+        self._representation_arg = representation
+        self._set_split(None if representation is None else self._split_at(model, representation, shared))
         k = len(names)
         self.last_task_weights = self.add_weight(
             shape=(k,), initializer="ones", trainable=False, aggregation="mean", name="last_task_weights"
@@ -168,6 +193,64 @@ class MultiTaskModel(keras.Model):
         self._task_loss_fns = None
         self._user_loss = None
         self.built = True
+
+    @_keras_compat.no_automatic_dependency_tracking
+    def _set_split(self, split):
+        # Not tracked: the trunk and heads are views of `model`'s layers, and
+        # as sublayers they would be saved a second time.
+        self._split = split
+
+    def _split_at(self, model, representation, shared):
+        """(trunk, heads): `model` cut at the output z of `representation`,
+        trunk(x) = z and heads(z) = model(x)."""
+        if not self.strategy.uses_gradients:
+            raise ValueError(
+                f"`representation` is for gradient-based strategies; {self.strategy.name!r} "
+                "combines the losses, not their gradients."
+            )
+        if self.strategy.elementwise:
+            raise ValueError(
+                f"`representation` needs a strategy that weights the task gradients; "
+                f"{self.strategy.name!r} masks parameter gradients coordinate by coordinate."
+            )
+        if shared is not None:
+            raise ValueError(
+                "`shared` and `representation` exclude each other: with a representation the "
+                "shared part is the trunk below it."
+            )
+        if isinstance(representation, str):
+            try:
+                representation = model.get_layer(representation)
+            except ValueError:
+                raise ValueError(
+                    f"`representation` names {representation!r}, which is not a layer of the model; "
+                    f"layers: {[layer.name for layer in model.layers]}."
+                ) from None
+        if not isinstance(representation, keras.layers.Layer):
+            raise TypeError(
+                f"`representation` must be a layer name or a layer; got {type(representation).__name__}."
+            )
+        try:
+            z = representation.output
+        except (AttributeError, ValueError) as e:
+            raise ValueError(
+                f"`representation` {representation.name!r} must be called exactly once in the model, "
+                f"on a single output ({e})."
+            ) from None
+        if not isinstance(z, keras.KerasTensor):
+            raise ValueError(
+                f"`representation` {representation.name!r} must have one output tensor; it has "
+                f"{len(keras.tree.flatten(z))}."
+            )
+        try:
+            trunk = keras.Model(model.input, z, name=f"{model.name}_trunk")
+            heads = keras.Model(z, model.outputs, name=f"{model.name}_heads")
+        except ValueError as e:
+            raise ValueError(
+                f"Every output must depend on the inputs only through `representation` "
+                f"{representation.name!r}; cutting the model there failed: {e}"
+            ) from None
+        return trunk, heads
 
     @staticmethod
     def _find_owners(model, outputs):
@@ -335,6 +418,8 @@ class MultiTaskModel(keras.Model):
     def train_step(self, *args: Any) -> Any:
         if not self.strategy.uses_gradients:
             return _train_step.loss_based_step(self, super().train_step, *args)
+        if self._split is not None:
+            return _representation_step.train_step(self, *args)
         return _train_step.train_step(self, *args)
 
     def combine_task_gradients(
@@ -369,20 +454,9 @@ class MultiTaskModel(keras.Model):
             return self._combine_elementwise(
                 losses, task_grads, variables, shared, output_scale / gradient_scale, extra_finite
             )
-        # Pairwise reductions rather than a stacked (k, n) x (n, k) matmul: no
-        # copy of the gradients, and XLA:CPU runs them ~4x faster.
-        entries = {}
-        for v, is_shared in enumerate(shared):
-            if not is_shared:
-                continue
-            flat = [ops.cast(g[v], "float32") for g in task_grads]
-            for i in range(k):
-                for j in range(i, k):
-                    dot = ops.sum(flat[i] * flat[j])
-                    entries[i, j] = dot if (i, j) not in entries else entries[i, j] + dot
-        gram = ops.stack([ops.stack([entries[min(i, j), max(i, j)] for j in range(k)]) for i in range(k)]) / (
-            gradient_scale * gradient_scale
-        )
+        gram = _pairwise_gram(
+            [[g[v] for g in task_grads] for v, is_shared in enumerate(shared) if is_shared]
+        ) / (gradient_scale * gradient_scale)
         # Under loss scaling a step may overflow; the optimizer then skips it
         # (any non-finite gradient), and the strategy's state must not learn
         # from it either: neither from a non-finite loss nor gradient.
@@ -393,30 +467,69 @@ class MultiTaskModel(keras.Model):
                     finite = ops.logical_and(finite, ops.all(ops.isfinite(task_grads[i][v])))
         if extra_finite is not None:
             finite = ops.logical_and(finite, extra_finite)
+        weights = self._strategy_weights(losses, gram, finite, training)
+        shared_coefficients, head_coefficients = self._coefficients(
+            losses, weights, output_scale / gradient_scale
+        )
+        return self._weighted_sum(task_grads, variables, shared_coefficients, head_coefficients), weights
+
+    def representation_coefficients(
+        self,
+        losses: Tensor,
+        z_grads: Sequence[Tensor],
+        gradient_scale: float | Tensor = 1.0,
+        output_scale: float | Tensor = 1.0,
+        extra_finite: Tensor | None = None,
+        training: bool = True,
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """(shared coefficients, task-specific coefficients, weights) from
+        `z_grads[i]`, `gradient_scale` times the gradient of task i's loss
+        with respect to the representation z (the `representation` mode):
+        the strategy sees G_ij = <dL_i/dz, dL_j/dz> (Sener & Koltun's
+        MGDA-UB bound, for any Gram-based strategy); the coefficients are
+        those of `combine_task_gradients`, `output_scale / gradient_scale`
+        times the weights."""
+        gram = _pairwise_gram([z_grads]) / (gradient_scale * gradient_scale)
+        finite = ops.logical_and(ops.all(ops.isfinite(gram)), ops.all(ops.isfinite(losses)))
+        if extra_finite is not None:
+            finite = ops.logical_and(finite, extra_finite)
+        weights = self._strategy_weights(losses, gram, finite, training)
+        shared, specific = self._coefficients(losses, weights, output_scale / gradient_scale)
+        return shared, specific, weights
+
+    def _strategy_weights(self, losses, gram, finite, training):
+        """The strategy's weights from the Gram matrix; on a non-finite step
+        the previous step's, with the strategy's state left as it was."""
         state = _train_step.snapshot(self.strategy.non_trainable_variables)
         # (A zero Gram matrix in its place: solvers must not see inf or NaN.)
         safe_gram = ops.where(finite, gram, ops.zeros_like(gram))
         weights = ops.stop_gradient(self.strategy.task_weights(losses, safe_gram, training=training))
         _train_step.restore_unless(finite, state)
-        weights = ops.where(finite, weights, ops.convert_to_tensor(self.last_task_weights))
-        factor = output_scale / gradient_scale
-        shared_coefficients = weights * factor
-        head_coefficients = self.strategy.task_specific_weights(losses, weights) * factor
+        return ops.where(finite, weights, ops.convert_to_tensor(self.last_task_weights))
+
+    def _coefficients(self, losses, weights, factor):
+        """(shared, task-specific) coefficients of the k task gradients."""
+        return weights * factor, self.strategy.task_specific_weights(losses, weights) * factor
+
+    def _weighted_sum(self, task_grads, variables, shared_coefficients, head_coefficients):
+        """Each variable's update: the shared coefficients for a shared
+        variable, the task-specific ones otherwise (a task's own variable
+        gets only its task's term: the others are zero)."""
         gradients = []
         for v, variable in enumerate(variables):
             owner = self._owners.get(id(variable))
-            if not shared[v] and owner is not None:
-                # A task's own variable: the other tasks' gradients are zero.
+            shared = id(variable) in self._shared_ids
+            if not shared and owner is not None:
                 g = task_grads[owner][v]
                 gradients.append(ops.cast(head_coefficients[owner], g.dtype) * g)
                 continue
-            coefficients = shared_coefficients if shared[v] else head_coefficients
+            coefficients = shared_coefficients if shared else head_coefficients
             total = None
             for i, g in enumerate(task_grads):
                 term = ops.cast(coefficients[i], g[v].dtype) * g[v]
                 total = term if total is None else total + term
             gradients.append(total)
-        return gradients, weights
+        return gradients
 
     def _combine_elementwise(self, losses, task_grads, variables, shared, factor, extra_finite):
         """`combine_task_gradients` for an `elementwise` strategy (GradDrop):
@@ -479,6 +592,11 @@ class MultiTaskModel(keras.Model):
             "model": keras.saving.serialize_keras_object(self.model),
             "strategy": keras.saving.serialize_keras_object(self.strategy),
             "shared": shared,
+            "representation": (
+                self._representation_arg
+                if self._representation_arg is None or isinstance(self._representation_arg, str)
+                else self._representation_arg.name
+            ),
         }
 
     @classmethod

@@ -17,6 +17,7 @@ from typing import Any
 import keras
 from keras import ops
 
+from keras_tricks import _keras_compat
 from keras_tricks._typing import Shape, Tensor
 
 
@@ -140,7 +141,7 @@ class SeededStrategy(Strategy):
             self.seed_generator.state.assign(store["seed_state"])
 
     def _own_state(self) -> list[Any]:
-        return list(self._trainable_variables) + list(self._non_trainable_variables)
+        return _keras_compat.layer_own_variables(self)
 
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()
