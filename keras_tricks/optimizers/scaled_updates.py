@@ -10,7 +10,7 @@ from typing import Any
 import keras
 from keras import ops
 
-from keras_tricks import _keras_compat, _validation
+from keras_tricks import _backend, _keras_compat, _validation
 from keras_tricks._typing import Tensor
 from keras_tricks.optimizers._wrapper import OptimizerWrapper
 
@@ -39,7 +39,9 @@ class ScaledUpdates(OptimizerWrapper):
     between updates) leaves `theta' = theta` and stays skipped. The cost is
     one copy of the scaled variables during the step. It has no state of its
     own; the wrapped optimizer's is saved with it, and loading into a fresh
-    optimizer keeps the values until it is built.
+    optimizer keeps the values until it is built. Not supported under a
+    `tf.distribute` strategy with more than one replica (a clear error);
+    JAX's `keras.distribution` goes through the stateless update.
 
     Args:
         inner_optimizer: an unbuilt optimizer without `use_ema` (its average
@@ -109,6 +111,14 @@ class ScaledUpdates(OptimizerWrapper):
 
     @_keras_compat.no_automatic_dependency_tracking
     def build(self, var_list: Iterable[keras.Variable]) -> None:
+        if _backend.name() == "tensorflow":
+            import tensorflow as tf
+
+            if tf.distribute.has_strategy() and tf.distribute.get_strategy().num_replicas_in_sync > 1:
+                raise NotImplementedError(
+                    "ScaledUpdates does not support tf.distribute strategies with more than one replica "
+                    "yet (keras.optimizers.MultiOptimizer, on Keras 3.15 and later, does)."
+                )
         var_list = list(var_list)
         if not self.inner_optimizer.built:
             self.inner_optimizer.build(var_list)
