@@ -242,6 +242,14 @@ class MultiTaskModel(keras.Model):
                 f"`representation` {representation.name!r} must have one output tensor; it has "
                 f"{len(keras.tree.flatten(z))}."
             )
+        if getattr(z, "_keras_mask", None) is not None:
+            # A backend tensor cannot carry it across the cut (JAX, PyTorch):
+            # the heads would silently score the padding.
+            raise ValueError(
+                f"The output of `representation` {representation.name!r} carries a Keras mask (from "
+                "an Embedding(mask_zero=True) or a Masking layer below it), which cutting the model "
+                "there would drop; cut below the masking layer or after the last layer that uses the mask."
+            )
         try:
             trunk = keras.Model(model.input, z, name=f"{model.name}_trunk")
             heads = keras.Model(z, model.outputs, name=f"{model.name}_heads")

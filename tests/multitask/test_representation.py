@@ -120,6 +120,15 @@ def test_fit_saves_and_loads_with_the_representation(tmp_path):
     loaded.fit(x, ys, epochs=1, batch_size=4, verbose=0)  # trains on after loading
 
 
+def test_a_masked_representation_is_refused():
+    x = keras.Input((None,), dtype="int32")
+    h = keras.layers.Embedding(10, 4, mask_zero=True)(x)
+    z = keras.layers.Dense(4, name="trunk")(h)
+    model = keras.Model(x, [keras.layers.Dense(1, name=f"t{i}")(z) for i in range(2)])
+    with pytest.raises(ValueError, match="Keras mask"):
+        multitask.MultiTaskModel(model, strategy="mgda", representation="trunk")
+
+
 @pytest.mark.parametrize(
     "kwargs,error,match",
     [
