@@ -248,7 +248,8 @@ class MultiTaskModel(keras.Model):
             raise ValueError(
                 f"The output of `representation` {representation.name!r} carries a Keras mask (from "
                 "an Embedding(mask_zero=True) or a Masking layer below it), which cutting the model "
-                "there would drop; cut below the masking layer or after the last layer that uses the mask."
+                "there would drop; cut where the representation carries no mask (after a pooling "
+                "layer, for example)."
             )
         try:
             trunk = keras.Model(model.input, z, name=f"{model.name}_trunk")
