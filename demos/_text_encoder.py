@@ -54,7 +54,7 @@ def encoder(vocab, args):
     embedding (masked) + character CNN, dropout, BiLSTM, dropout."""
     words = keras.Input((None,), dtype="int32", name="words")
     chars = keras.Input((None, MAX_CHARS), dtype="int32", name="chars")
-    w = L.Embedding(len(vocab.words) + 2, args.word_dim, mask_zero=True)(words)
+    w = L.Embedding(len(vocab.words) + 2, args.word_dim, mask_zero=True, name="word_embedding")(words)
     c = L.Embedding(len(vocab.chars) + 2, args.char_dim)(chars)
     c = L.Conv2D(args.char_filters, (1, 3), padding="same", activation="relu")(c)
     c = L.MaxPooling2D((1, MAX_CHARS))(c)

@@ -95,6 +95,7 @@ import keras_tricks  # noqa: E402
 from keras_tricks import layers as kt_layers  # noqa: E402
 from keras_tricks import losses as kt_losses  # noqa: E402
 from keras_tricks import spans as kt_spans  # noqa: E402
+from keras_tricks import train as kt_train  # noqa: E402
 from keras_tricks.data import DataGenerator  # noqa: E402
 
 DEFAULT_DATA = os.path.join(HERE, "data", "wikigold", "wikigold.conll.txt")
@@ -286,6 +287,11 @@ def build_model(vocab, head, args):
         out = cls(heads=len(vocab.types), head_size=args.head_size)(x)
         loss = kt_losses.SparseGlobalPointerCrossentropy()
     model = keras.Model(inputs, out)
+    tricks = getattr(args, "tricks", None)
+    if tricks:
+        # demos/ner_tricks.py: train-step tricks (FGM, R-Drop) chained around
+        # the same model; the CRF's emissions get R-Drop's token-level KL.
+        model = kt_train.TrickModel(model, tricks(head))
     # No XLA: every length bucket would compile its own program.
     model.compile(
         optimizer=keras.optimizers.Adam(args.lr),
@@ -358,7 +364,8 @@ def predict_spans(
     tags = [["O"] * len(s.tokens) for s in sentences]
     ids = [np.zeros(len(s.tokens), "int32") for s in sentences]
     if head == "crf":
-        trans = keras.ops.convert_to_numpy(model.get_layer("crf").transitions)
+        crf = getattr(model, "model", model).get_layer("crf")  # also through a TrickModel
+        trans = keras.ops.convert_to_numpy(crf.transitions)
     for batch_no, (idx, (x,)) in enumerate(zip(data.indices, data)):  # in order: random=False
         if scores is not None and batch_no < len(scores):
             out = scores[batch_no]  # the outputs of an earlier call (threshold sweeps)
@@ -446,6 +453,9 @@ def run_head(head, train, dev, test, vocab, args, nested):
     )
     keep = KeepBest(head, dev, vocab, window, args.max_span_length)
     keep.verbose = bool(args.verbose)
+    # demos/ner_tricks.py's EMA goes first: KeepBest then scores, snapshots
+    # and restores the averaged weights.
+    callbacks = list(getattr(args, "callbacks", lambda: [])()) + [keep]
     start = time.time()
     with data:  # one worker pool for every epoch, stopped on exit
         # shuffle=False: the generator reshuffles its buckets itself (and Keras
@@ -454,7 +464,7 @@ def run_head(head, train, dev, test, vocab, args, nested):
             data.forfit(),
             steps_per_epoch=len(data),
             epochs=args.epochs,
-            callbacks=[keep],
+            callbacks=callbacks,
             verbose=args.verbose,
             shuffle=False,
         )
