@@ -255,14 +255,7 @@ def _jax_step(model, state, data):
         model.last_task_weights.assign(weights)
         logs = _train_step._log(model, x, y, y_pred, sample_weight, losses, regularization, weights)
 
-    def current(variables, vals):
-        out = []
-        for ref, value in zip(variables, vals):
-            new = scope.get_current_value(ref)
-            out.append(value if new is None else new)
-        return out
-
-    non_trainable = current(model.non_trainable_variables, non_trainable)
-    metrics_vars = current(model.metrics_variables, metrics_vars)
+    non_trainable = _train_step.current_values(scope, model.non_trainable_variables, non_trainable)
+    metrics_vars = _train_step.current_values(scope, model.metrics_variables, metrics_vars)
     trainable, optimizer_vars = model.optimizer.stateless_apply(optimizer_vars, update, trainable)
     return logs, (trainable, non_trainable, optimizer_vars, metrics_vars)

@@ -243,17 +243,20 @@ def _jax_step(model, state, data):
         update, weights = _finish(model, losses, regularization, grads, model.trainable_variables, scale)
         logs = _log(model, x, y, y_pred, sample_weight, losses, regularization, weights)
 
-    def current(variables, values):
-        out = []
-        for ref, value in zip(variables, values):
-            new = scope.get_current_value(ref)
-            out.append(value if new is None else new)
-        return out
-
-    non_trainable = current(model.non_trainable_variables, non_trainable)
-    metrics_vars = current(model.metrics_variables, metrics_vars)
+    non_trainable = current_values(scope, model.non_trainable_variables, non_trainable)
+    metrics_vars = current_values(scope, model.metrics_variables, metrics_vars)
     trainable, optimizer_vars = model.optimizer.stateless_apply(optimizer_vars, update, trainable)
     return logs, (trainable, non_trainable, optimizer_vars, metrics_vars)
+
+
+def current_values(scope: Any, variables: list[Any], values: list[Any]) -> list[Any]:
+    """The values a JAX `StatelessScope` assigned to `variables`, or the
+    given ones where it assigned none."""
+    out = []
+    for ref, value in zip(variables, values):
+        new = scope.get_current_value(ref)
+        out.append(value if new is None else new)
+    return out
 
 
 def batch_size(x: Any, y: Any) -> int | Tensor:
