@@ -71,7 +71,8 @@ def _seeds(text):
 
 
 def trick_setup(config, args):
-    """(tricks(head) or None, callbacks() or None) for one configuration."""
+    """(tricks(head) -> the trick chain, or None without FGM and R-Drop;
+    callbacks() -> the EMA callback or nothing) for one configuration."""
     ema = config in ("ema", "all")
     fgm = config in ("fgm", "all")
     rdrop = config in ("rdrop", "all")

@@ -39,7 +39,7 @@ def train_step(model: keras.Model, *args: Any) -> Any:
     raise NotImplementedError(f"Unsupported Keras backend {backend!r}.")
 
 
-def _assemble(model, variables, head_vars, head_update, trunk_vars, trunk_update, reg_grads):
+def _assemble(variables, head_vars, head_update, trunk_vars, trunk_update, reg_grads):
     """The update of every variable in `variables` order: its head part, its
     trunk part (a variable in both gets both), its regularisation gradient."""
     total = {}
@@ -108,7 +108,7 @@ def _tensorflow_step(model, data):
     ]
     del tape
     head_update = model._weighted_sum(head_grads, head_vars, shared, specific)
-    update = _assemble(model, variables, head_vars, head_update, trunk_vars, trunk_update, reg_grads)
+    update = _assemble(variables, head_vars, head_update, trunk_vars, trunk_update, reg_grads)
     model.last_task_weights.assign(weights)
     model.optimizer.apply(update, variables)
     return _train_step._log(model, x, y, y_pred, sample_weight, losses, regularization, weights)
@@ -156,7 +156,7 @@ def _torch_step(model, data):
         if regularization is not None:
             regularization = regularization.detach()
         head_update = model._weighted_sum(head_grads, head_vars, shared, specific)
-        update = _assemble(model, variables, head_vars, head_update, trunk_vars, trunk_update, reg_grads)
+        update = _assemble(variables, head_vars, head_update, trunk_vars, trunk_update, reg_grads)
         model.last_task_weights.assign(weights)
         model.optimizer.apply(update, variables)
         return _train_step._log(model, x, y, y_pred, sample_weight, losses, regularization, weights)
