@@ -250,7 +250,7 @@ def _jax_step(model, state, data):
             (g_heads_reg, _) = heads_pullback(basis[k])
             head_update = [u + r for u, r in zip(head_update, g_heads_reg)]
         update = _assemble(
-            model, model.trainable_variables, head_vars, head_update, trunk_vars, list(trunk_update), None
+            model.trainable_variables, head_vars, head_update, trunk_vars, list(trunk_update), None
         )
         model.last_task_weights.assign(weights)
         logs = _train_step._log(model, x, y, y_pred, sample_weight, losses, regularization, weights)
