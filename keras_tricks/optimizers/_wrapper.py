@@ -132,8 +132,9 @@ class OptimizerWrapper(keras.optimizers.Optimizer):
         for i, v in enumerate(self.inner_optimizer.variables):
             store[f"inner_{i}"] = ops.convert_to_numpy(v)
 
-    def _load_inner(self, pending: Mapping[str, Any]) -> None:
-        """Assign the `inner_<i>` entries of `pending` (a built optimizer)."""
+    def _inner_keys(self, pending: Mapping[str, Any]) -> list[str]:
+        """The `inner_<i>` keys of `pending` in order, checked against the
+        wrapped optimizer's variables (before anything is assigned)."""
         keys = sorted((k for k in pending if k.startswith("inner_")), key=lambda k: int(k.split("_")[1]))
         variables = self.inner_optimizer.variables
         if len(keys) != len(variables):
@@ -141,8 +142,13 @@ class OptimizerWrapper(keras.optimizers.Optimizer):
                 f"The saved state of the wrapped optimizer has {len(keys)} variables, "
                 f"but {type(self.inner_optimizer).__name__} here has {len(variables)}."
             )
+        return keys
+
+    def _load_inner(self, pending: Mapping[str, Any], keys: Sequence[str] | None = None) -> None:
+        """Assign the `inner_<i>` entries of `pending` (a built optimizer)."""
+        keys = self._inner_keys(pending) if keys is None else keys
         with _eager_scope():
-            for key, var in zip(keys, variables):
+            for key, var in zip(keys, self.inner_optimizer.variables):
                 var.assign(pending[key])
 
     # --------------------------------------------------------------- config

@@ -249,6 +249,7 @@ class Lookahead(OptimizerWrapper):
                 f"The saved Lookahead state has {len(slow_keys)} slow weights, but this optimizer "
                 f"updates {len(self._slow)} variables."
             )
+        inner_keys = self._inner_keys(pending)  # checked before anything is assigned
         with _eager_scope():
             if "lookahead_step" in pending:
                 self._lookahead_step.assign(pending.pop("lookahead_step"))
@@ -260,7 +261,7 @@ class Lookahead(OptimizerWrapper):
                         f"follows has shape {tuple(phi.shape)}."
                     )
                 phi.assign(value)
-        self._load_inner(pending)
+        self._load_inner(pending, inner_keys)
         self._pending = {}
 
     # --------------------------------------------------------------- config
