@@ -53,19 +53,9 @@ _ROOT = Path(__file__).resolve().parent
 _INTERNALS_FILES = {str(_ROOT / f) for files in KERAS_INTERNALS_TESTS.values() for f in files}
 
 
-# Docstring examples of functions that need a newer Keras than the floor the
-# package declares, {doctest name: (available, reason)}; each such function
-# must raise a clear error there instead, checked by its own tests. None at
-# present (layerwise_lr_decay falls back to ScaledUpdates before Keras 3.15).
-_DOCTESTS_NEEDING: dict[str, tuple[bool, str]] = {}
-
-
 def pytest_collection_modifyitems(items):
     for item in items:
         if isinstance(item, pytest.DoctestItem):
             item.add_marker("doctest")
-            available, reason = _DOCTESTS_NEEDING.get(item.name, (True, ""))
-            if not available:
-                item.add_marker(pytest.mark.skip(reason=reason))
         elif str(item.path) in _INTERNALS_FILES:
             item.add_marker("keras_internals")
