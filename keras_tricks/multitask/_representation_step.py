@@ -24,19 +24,13 @@ from typing import Any
 import keras
 from keras import ops
 
-from keras_tricks import _backend
 from keras_tricks.multitask import _train_step
 
 
 def train_step(model: keras.Model, *args: Any) -> Any:
-    backend = _backend.name()
-    if backend == "tensorflow":
-        return _tensorflow_step(model, *args)
-    if backend == "jax":
-        return _jax_step(model, *args)
-    if backend == "torch":
-        return _torch_step(model, *args)
-    raise NotImplementedError(f"Unsupported Keras backend {backend!r}.")
+    return _train_step.dispatch(
+        {"tensorflow": _tensorflow_step, "jax": _jax_step, "torch": _torch_step}, model, *args
+    )
 
 
 def _assemble(variables, head_vars, head_update, trunk_vars, trunk_update, reg_grads):
@@ -177,11 +171,13 @@ def _jax_step(model, state, data):
     # Whether the layers add losses (regularisers) is known while tracing.
     seen_losses = []
 
-    def trunk_fn(trunk_values):
-        z, new_nt, extra = trunk.stateless_call(
-            trunk_values,
-            [nt_values[id(v)] for v in trunk.non_trainable_variables],
-            x,
+    def call(part, part_values, inputs):
+        """`part` (the trunk or the heads) statelessly: (outputs, its new
+        non-trainable values, the sum of its added losses, float32)."""
+        out, new_nt, extra = part.stateless_call(
+            part_values,
+            [nt_values[id(v)] for v in part.non_trainable_variables],
+            inputs,
             return_losses=True,
             training=True,
         )
@@ -189,23 +185,17 @@ def _jax_step(model, state, data):
         reg = (
             sum(jnp.sum(jnp.asarray(l, jnp.float32)) for l in extra) if extra else jnp.zeros((), jnp.float32)
         )
+        return out, new_nt, reg
+
+    def trunk_fn(trunk_values):
+        z, new_nt, reg = call(trunk, trunk_values, x)
         return (z, reg), new_nt
 
     def heads_fn(head_values, z):
-        y_pred, new_nt, extra = heads.stateless_call(
-            head_values,
-            [nt_values[id(v)] for v in heads.non_trainable_variables],
-            z,
-            return_losses=True,
-            training=True,
-        )
-        seen_losses.extend(extra)
+        y_pred, new_nt, reg = call(heads, head_values, z)
         with StatelessScope(state_mapping=optimizer_mapping):
             losses = model.task_losses(y, y_pred, sample_weight)
             scale = _train_step._loss_scale(model)
-        reg = (
-            sum(jnp.sum(jnp.asarray(l, jnp.float32)) for l in extra) if extra else jnp.zeros((), jnp.float32)
-        )
         targets = jnp.stack(_train_step._targets(model, losses, reg, scale))
         return targets, (losses, scale, y_pred, new_nt, reg)
 

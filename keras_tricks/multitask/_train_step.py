@@ -32,14 +32,15 @@ from keras_tricks._typing import Tensor
 def train_step(model: keras.Model, *args: Any) -> Any:
     """The step of a gradient-based strategy on this backend (`model` is the
     `MultiTaskModel`; `args` what Keras passes to its `train_step`)."""
+    return dispatch({"tensorflow": _tensorflow_step, "jax": _jax_step, "torch": _torch_step}, model, *args)
+
+
+def dispatch(steps: dict[str, Callable[..., Any]], model: keras.Model, *args: Any) -> Any:
+    """Run this backend's step from `steps` ({backend name: step})."""
     backend = _backend.name()
-    if backend == "tensorflow":
-        return _tensorflow_step(model, *args)
-    if backend == "jax":
-        return _jax_step(model, *args)
-    if backend == "torch":
-        return _torch_step(model, *args)
-    raise NotImplementedError(f"Unsupported Keras backend {backend!r}.")
+    if backend not in steps:
+        raise NotImplementedError(f"Unsupported Keras backend {backend!r}.")
+    return steps[backend](model, *args)
 
 
 def loss_based_step(model: keras.Model, keras_step: Callable[..., Any], *args: Any) -> Any:

@@ -466,19 +466,15 @@ class MultiTaskModel(keras.Model):
         gram = _pairwise_gram(
             [[g[v] for g in task_grads] for v, is_shared in enumerate(shared) if is_shared]
         ) / (gradient_scale * gradient_scale)
-        # Under loss scaling a step may overflow; the optimizer then skips it
-        # (any non-finite gradient), and the strategy's state must not learn
-        # from it either: neither from a non-finite loss nor gradient.
-        finite = ops.logical_and(ops.all(ops.isfinite(gram)), ops.all(ops.isfinite(losses)))
         for v, is_shared in enumerate(shared):
             if not is_shared:
                 for i in self._feeding(variables[v], k):
-                    finite = ops.logical_and(finite, ops.all(ops.isfinite(task_grads[i][v])))
-        if extra_finite is not None:
-            finite = ops.logical_and(finite, extra_finite)
-        weights = self._strategy_weights(losses, gram, finite, training)
-        shared_coefficients, head_coefficients = self._coefficients(
-            losses, weights, output_scale / gradient_scale
+                    g_finite = ops.all(ops.isfinite(task_grads[i][v]))
+                    extra_finite = (
+                        g_finite if extra_finite is None else ops.logical_and(extra_finite, g_finite)
+                    )
+        shared_coefficients, head_coefficients, weights = self._gram_coefficients(
+            losses, gram, extra_finite, output_scale / gradient_scale, training
         )
         return self._weighted_sum(task_grads, variables, shared_coefficients, head_coefficients), weights
 
@@ -499,26 +495,28 @@ class MultiTaskModel(keras.Model):
         those of `combine_task_gradients`, `output_scale / gradient_scale`
         times the weights."""
         gram = _pairwise_gram([z_grads]) / (gradient_scale * gradient_scale)
+        return self._gram_coefficients(losses, gram, extra_finite, output_scale / gradient_scale, training)
+
+    def _gram_coefficients(self, losses, gram, extra_finite, factor, training):
+        """(shared, task-specific coefficients, weights): the strategy's
+        weights from the Gram matrix, times `factor`.
+
+        Under loss scaling a step may overflow; the optimizer then skips it
+        (any non-finite gradient), and the strategy's state must not learn
+        from it either: on a non-finite Gram matrix or loss, or
+        `extra_finite` False, the strategy's state is left as it was and the
+        previous step's weights are used."""
         finite = ops.logical_and(ops.all(ops.isfinite(gram)), ops.all(ops.isfinite(losses)))
         if extra_finite is not None:
             finite = ops.logical_and(finite, extra_finite)
-        weights = self._strategy_weights(losses, gram, finite, training)
-        shared, specific = self._coefficients(losses, weights, output_scale / gradient_scale)
-        return shared, specific, weights
-
-    def _strategy_weights(self, losses, gram, finite, training):
-        """The strategy's weights from the Gram matrix; on a non-finite step
-        the previous step's, with the strategy's state left as it was."""
         state = _train_step.snapshot(self.strategy.non_trainable_variables)
         # (A zero Gram matrix in its place: solvers must not see inf or NaN.)
         safe_gram = ops.where(finite, gram, ops.zeros_like(gram))
         weights = ops.stop_gradient(self.strategy.task_weights(losses, safe_gram, training=training))
         _train_step.restore_unless(finite, state)
-        return ops.where(finite, weights, ops.convert_to_tensor(self.last_task_weights))
-
-    def _coefficients(self, losses, weights, factor):
-        """(shared, task-specific) coefficients of the k task gradients."""
-        return weights * factor, self.strategy.task_specific_weights(losses, weights) * factor
+        weights = ops.where(finite, weights, ops.convert_to_tensor(self.last_task_weights))
+        specific = self.strategy.task_specific_weights(losses, weights)
+        return weights * factor, specific * factor, weights
 
     def _weighted_sum(self, task_grads, variables, shared_coefficients, head_coefficients):
         """Each variable's update: the shared coefficients for a shared
